@@ -65,9 +65,13 @@ class Budget:
         if lim.timeout is not None and self.elapsed() >= lim.timeout:
             return LimitReached("timeout", f"wall-time limit of {lim.timeout:g}s reached")
         if lim.max_cost is not None and use.cost_usd >= lim.max_cost:
-            return LimitReached("cost", f"cost limit of ${lim.max_cost:g} reached (${use.cost_usd:.4f} spent)")
+            return LimitReached(
+                "cost", f"cost limit of ${lim.max_cost:g} reached (${use.cost_usd:.4f} spent)"
+            )
         if lim.max_tokens is not None and use.total_tokens >= lim.max_tokens:
-            return LimitReached("tokens", f"token limit of {lim.max_tokens} reached ({use.total_tokens} used)")
+            return LimitReached(
+                "tokens", f"token limit of {lim.max_tokens} reached ({use.total_tokens} used)"
+            )
         if subcall and lim.max_subcalls is not None and use.subcalls >= lim.max_subcalls:
             return LimitReached("subcalls", f"sub-call limit of {lim.max_subcalls} reached")
         return None

@@ -180,7 +180,9 @@ class Repl:
             try:
                 frame = await asyncio.wait_for(self.channel.recv(), left)
             except TimeoutError:
-                raise ServerDied(f"the cell did not stop at its {timeout:g}s timeout and was killed") from None
+                raise ServerDied(
+                    f"the cell did not stop at its {timeout:g}s timeout and was killed"
+                ) from None
             if left is not None:
                 left -= time.monotonic() - started
             if frame.get("type") != "llm_query":

@@ -209,7 +209,9 @@ class Server:
         try:
             self.execute(code)
         except CellTimeout:
-            error = "TimeoutError: the cell ran longer than %gs and was stopped (state so far is kept)" % timeout
+            error = (
+                "TimeoutError: the cell ran longer than %gs and was stopped (state so far is kept)" % timeout
+            )
         except SystemExit:
             error = "SystemExit: exiting is not allowed here; the REPL is still running"
         except BaseException:  # noqa: B036 - anything a cell raises is reported to the model, never fatal
@@ -325,7 +327,9 @@ class Server:
         if isinstance(name, str):
             key = name.strip().strip("'\"")
             if key not in self.ns:
-                print("FINAL_VAR: no variable named %r; assign it first, then call FINAL_VAR(%r)" % (key, key))
+                print(
+                    "FINAL_VAR: no variable named %r; assign it first, then call FINAL_VAR(%r)" % (key, key)
+                )
                 return None
             name = self.ns[key]
         self.final = str(name)

@@ -1,0 +1,229 @@
+"""The RLM loop: the root model writes code, the REPL runs it, until FINAL.
+
+Each turn: one root completion -> its ```repl``` blocks run in order -> their outputs go back as
+the next user message. The run ends at FINAL(...) / FINAL_VAR(name) in the reply text (checked
+after its code ran) or FINAL()/FINAL_VAR() called inside a cell. Limits surface as LimitReached
+from the budget; the loop turns them into a result carrying the best partial answer.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import time
+from dataclasses import dataclass
+
+from . import prompts
+from .budget import Budget
+from .context import Context
+from .errors import LimitReached
+from .events import CellFinished, Emit, IterationFinished, ModelCall, SubcallBatch, discard
+from .lm import Completion, ModelClient
+from .repl import CellResult, Repl
+
+CODE_BLOCK = re.compile(r"```(?:repl|python|py)[ \t]*\n(.*?)```", re.DOTALL)
+FINAL_VAR = re.compile(r"^\s*FINAL_VAR\(\s*(.*?)\s*\)\s*$", re.MULTILINE)
+FINAL = re.compile(r"^\s*FINAL\(", re.MULTILINE)
+
+
+@dataclass
+class RunResult:
+    answer: str | None
+    exit_reason: str  # "final", or the limit that stopped the run: "max_iterations", "max_cost", ...
+    iterations: int
+    partial: bool = False  # True when `answer` is the best partial answer of an unfinished run
+    message: str | None = None  # why a run stopped early
+
+
+def code_blocks(text: str) -> list[str]:
+    return [block for block in CODE_BLOCK.findall(text) if block.strip()]
+
+
+def find_final(text: str) -> tuple[str, str] | None:
+    """('FINAL', answer) or ('FINAL_VAR', name) from the prose of a reply (code blocks ignored)."""
+    prose = CODE_BLOCK.sub("", text)
+    if m := FINAL_VAR.search(prose):
+        return "FINAL_VAR", m.group(1).strip("'\"` ")
+    if m := FINAL.search(prose):
+        return "FINAL", _unquote(_final_argument(prose[m.end() :]).strip())
+    return None
+
+
+def _final_argument(rest: str) -> str:
+    """The text up to FINAL's closing parenthesis.
+
+    The balanced closing parenthesis wins when nothing but whitespace follows it on its line;
+    otherwise (an answer with unbalanced parentheses, like "1) ... 2) ...") the last one does.
+    """
+    depth = 0
+    for i, ch in enumerate(rest):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            if depth == 0:
+                line_end = rest.find("\n", i)
+                if not rest[i + 1 : None if line_end < 0 else line_end].strip():
+                    return rest[:i]
+                break
+            depth -= 1
+    last = rest.rfind(")")
+    return rest[:last] if last >= 0 else rest
+
+
+def _unquote(answer: str) -> str:
+    """FINAL("text") and FINAL('''text''') mean the text, not the quotes."""
+    if answer[:1] in "\"'":
+        try:
+            value = ast.literal_eval(answer)
+            if isinstance(value, str):
+                return value
+        except (ValueError, SyntaxError):
+            pass
+    return answer
+
+
+def strip_code(text: str) -> str:
+    return CODE_BLOCK.sub("", text).strip()
+
+
+class Agent:
+    def __init__(
+        self,
+        client: ModelClient,
+        repl: Repl,
+        context: Context,
+        question: str,
+        budget: Budget,
+        emit: Emit = discard,
+        max_output_chars: int = 20000,
+    ):
+        self.client, self.repl, self.context = client, repl, context
+        self.question, self.budget, self.emit = question, budget, emit
+        self.messages = [
+            {"role": "system", "content": prompts.system_prompt(max_output_chars)},
+            {"role": "user", "content": prompts.first_message(context, question)},
+        ]
+        self.partial: str | None = None  # the best answer so far, should the run stop early
+
+    async def run(self) -> RunResult:
+        try:
+            return await self._loop()
+        except LimitReached as limit:
+            return self._stopped(limit)
+
+    async def _loop(self) -> RunResult:
+        limit = self.budget.limits.max_iterations
+        while self.budget.iterations < limit:
+            self.budget.iterations += 1
+            answer = await self._turn(self.budget.iterations)
+            if answer is not None:
+                return RunResult(answer, "final", self.budget.iterations)
+        # Out of iterations: one last turn that asks for the answer, without running code.
+        self.messages.append({"role": "user", "content": prompts.LAST_TURN.format(question=self.question)})
+        reply = await self._ask()
+        found = find_final(reply)
+        if found is not None:
+            answer = found[1] if found[0] == "FINAL" else await self._read_var(found[1])
+            if answer is not None:
+                return RunResult(answer, "final", self.budget.iterations)
+        self.partial = strip_code(reply) or self.partial
+        raise LimitReached("iterations", f"no answer after {limit} iterations")
+
+    async def _turn(self, iteration: int) -> str | None:
+        """One root completion and its cells; the final answer if the turn produced one."""
+        reply = await self._ask()
+        self.partial = strip_code(reply) or self.partial
+        blocks = code_blocks(reply)
+        outputs = []
+        for n, code in enumerate(blocks, 1):
+            result = await self.repl.run_cell(code, self._cell_timeout())
+            self.emit(CellFinished(iteration, code, result.output, result.error, result.duration))
+            if result.final is not None:
+                return result.final
+            outputs.append(self._format_cell(n, len(blocks), result))
+            if self.budget.breached:  # a sub-call inside the cell hit a limit
+                raise self.budget.breached
+        found = find_final(reply)
+        if found is not None:
+            if found[0] == "FINAL":
+                return found[1]
+            value = await self._read_var(found[1], outputs)
+            if value is not None:
+                return value
+        self._report_iteration(iteration, len(blocks))
+        if blocks:
+            outputs.append(prompts.NEXT_TURN.format(question=self.question))
+            self.messages.append({"role": "user", "content": "\n\n".join(outputs)})
+        else:
+            self.messages.append({"role": "user", "content": "\n\n".join(outputs + [prompts.NO_CODE_NUDGE])})
+        return None
+
+    async def _ask(self) -> str:
+        """A root completion; an empty reply is re-asked once, never a crash."""
+        completion = await self._complete()
+        if not completion.text.strip():
+            self.messages.append({"role": "user", "content": prompts.EMPTY_REPLY_NUDGE})
+            completion = await self._complete()
+        self.messages.append({"role": "assistant", "content": completion.text})
+        return completion.text
+
+    async def _complete(self) -> Completion:
+        completion = await self.client.root(self.messages)
+        self.emit(
+            ModelCall(
+                "root",
+                completion.prompt_tokens,
+                completion.completion_tokens,
+                completion.cost_usd,
+                completion.latency_s,
+            )
+        )
+        return completion
+
+    async def subcalls(self, prompts_: list[str], model: str | None) -> list[str]:
+        """The REPL's llm_query / llm_query_batched, brokered to the host's model client."""
+        started = time.monotonic()
+        replies = await self.client.batch(prompts_, model)
+        failed = sum(r.startswith("[llm_query error") for r in replies)
+        self.emit(SubcallBatch(len(prompts_), failed, time.monotonic() - started))
+        return replies
+
+    async def _read_var(self, name: str, outputs: list[str] | None = None) -> str | None:
+        value, error = await self.repl.get(name)
+        if error is not None and outputs is not None:
+            outputs.append(f"FINAL_VAR({name}) failed: {error}. Assign the variable in a repl block first.")
+        return value
+
+    def _cell_timeout(self) -> float | None:
+        left = self.budget.remaining_time()
+        if left is None:
+            return None
+        if left <= 0:
+            self.budget.check()
+        return min(self.repl.cell_timeout, max(left, 0.1))
+
+    def _format_cell(self, n: int, total: int, result: CellResult) -> str:
+        head = f"REPL output (block {n} of {total}):" if total > 1 else "REPL output:"
+        parts = [head, result.output.rstrip("\n") or "(no output)"]
+        if result.error:
+            parts.append(result.error.rstrip("\n"))
+        if result.restored:
+            names = ", ".join(result.restored)
+            parts.append(
+                f"(note: the reserved name(s) {names} were restored after the cell; use other names)"
+            )
+        return "\n".join(parts)
+
+    def _report_iteration(self, iteration: int, cells: int) -> None:
+        usage = self.budget.usage
+        self.emit(
+            IterationFinished(
+                iteration, cells, usage.subcalls, usage.total_tokens, usage.cost_usd, self.budget.elapsed()
+            )
+        )
+
+    def _stopped(self, limit: LimitReached) -> RunResult:
+        reason = {"iterations": "max_iterations", "subcalls": "max_subcalls", "cost": "max_cost"}.get(
+            limit.limit, "max_tokens" if limit.limit == "tokens" else limit.limit
+        )
+        return RunResult(self.partial, reason, self.budget.iterations, partial=True, message=str(limit))

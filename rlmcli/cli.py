@@ -1,0 +1,232 @@
+"""The command line: parse, resolve settings, call the core, map outcomes to exit statuses.
+
+Nothing heavy is imported at module level: `rlm --help` must not pay for litellm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from . import __version__
+from .errors import ExitStatus, RlmError, UsageError, redact
+from .settings import Settings
+
+app = typer.Typer(
+    name="rlm",
+    help=(
+        "Answer questions about inputs far larger than a model's context window, with Recursive "
+        "Language Models: the input becomes a variable in a sandboxed Python REPL that the model "
+        "explores with code and sub-model calls."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+EXIT_BY_REASON = {
+    "final": ExitStatus.OK,
+    "provider_error": ExitStatus.PROVIDER,
+    "sandbox_error": ExitStatus.SANDBOX,
+    "interrupted": ExitStatus.INTERRUPTED,
+}  # every other reason is a limit: exit 3
+
+D = Settings()  # defaults, for the help texts
+MODEL, LIMITS, SANDBOX, INPUT, OUTPUT = "Model", "Limits", "Sandbox", "Input", "Output"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rlm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """rlm: ask questions of repositories, log directories, huge files and pipes."""
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        '  rlm ask repo/ "Where is auth enforced?"\n\n'
+        '  journalctl -u api | rlm ask - "What changed before the crash?"\n\n'
+        '  rlm ask logs/ "Did anything flaky fail?" --json\n\n'
+        "Exit status: 0 answered, 1 unexpected error, 2 usage or input error, 3 a limit was reached "
+        "(partial answer printed), 4 model provider error, 5 sandbox failure, 130 interrupted."
+    )
+)
+def ask(
+    paths: Annotated[list[str], typer.Argument(help="Files, directories, or - for stdin.")],
+    question: Annotated[str, typer.Argument(help="The question to answer.", show_default=False)],
+    model: Annotated[str | None, typer.Option("--model", "-m", envvar="RLM_MODEL", rich_help_panel=MODEL,
+        help=f"Root model, any litellm model string. [default: {D.model}]")] = None,
+    sub_model: Annotated[str | None, typer.Option(envvar="RLM_SUB_MODEL", rich_help_panel=MODEL,
+        help="Model for llm_query sub-calls. [default: the root model]")] = None,
+    api_base: Annotated[str | None, typer.Option(envvar="RLM_API_BASE", rich_help_panel=MODEL,
+        help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")] = None,
+    sub_api_base: Annotated[str | None, typer.Option(envvar="RLM_SUB_API_BASE", rich_help_panel=MODEL,
+        help="Base URL for sub-calls. [default: --api-base]")] = None,
+    concurrency: Annotated[int | None, typer.Option(envvar="RLM_CONCURRENCY", rich_help_panel=MODEL,
+        help=f"Sub-calls in flight at once. [default: {D.concurrency}]")] = None,
+    request_timeout: Annotated[float | None, typer.Option(envvar="RLM_REQUEST_TIMEOUT", rich_help_panel=MODEL,
+        help=f"Seconds per model request. [default: {D.request_timeout:g}]")] = None,
+    max_retries: Annotated[int | None, typer.Option(envvar="RLM_MAX_RETRIES", rich_help_panel=MODEL,
+        help=f"Retries on 429/5xx/timeouts, with backoff. [default: {D.max_retries}]")] = None,
+    max_iterations: Annotated[int | None, typer.Option(envvar="RLM_MAX_ITERATIONS", rich_help_panel=LIMITS,
+        help=f"Root-model turns before a last call for the answer. [default: {D.max_iterations}]")] = None,
+    max_subcalls: Annotated[int | None, typer.Option(envvar="RLM_MAX_SUBCALLS", rich_help_panel=LIMITS,
+        help="Most llm_query sub-calls. [default: no limit]")] = None,
+    max_cost: Annotated[float | None, typer.Option(envvar="RLM_MAX_COST", rich_help_panel=LIMITS,
+        help="Most USD to spend, sub-calls included. [default: no limit]")] = None,
+    max_tokens: Annotated[int | None, typer.Option(envvar="RLM_MAX_TOKENS", rich_help_panel=LIMITS,
+        help="Most tokens (prompt + completion), sub-calls included. [default: no limit]")] = None,
+    timeout: Annotated[float | None, typer.Option(envvar="RLM_TIMEOUT", rich_help_panel=LIMITS,
+        help="Wall-clock seconds for the whole run. [default: no limit]")] = None,
+    sandbox: Annotated[str | None, typer.Option(envvar="RLM_SANDBOX", rich_help_panel=SANDBOX,
+        help="Where model-written code runs: auto or local. 'local' is a child process with a scrubbed "
+             "environment and rlimits — WEAKER isolation than a container: it can read files your user "
+             "can read. [default: auto]")] = None,
+    memory: Annotated[str | None, typer.Option(envvar="RLM_MEMORY", rich_help_panel=SANDBOX,
+        help=f"Memory cap of the REPL, e.g. 512m, 2g. [default: {D.memory}]")] = None,
+    cell_timeout: Annotated[float | None, typer.Option(envvar="RLM_CELL_TIMEOUT", rich_help_panel=SANDBOX,
+        help=f"Seconds a code cell may run (sub-calls excluded). [default: {D.cell_timeout:g}]")] = None,
+    max_output_chars: Annotated[int | None, typer.Option(envvar="RLM_MAX_OUTPUT_CHARS",
+        rich_help_panel=SANDBOX,
+        help=f"Cell output shown to the model; the rest is cut. [default: {D.max_output_chars}]")] = None,
+    include: Annotated[list[str] | None, typer.Option("--include", "-g", rich_help_panel=INPUT,
+        help="Only load directory files matching this glob (repeatable).", show_default=False)] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", "-x", rich_help_panel=INPUT,
+        help="Skip directory entries matching this glob (repeatable).", show_default=False)] = None,
+    no_ignore: Annotated[bool, typer.Option("--no-ignore", rich_help_panel=INPUT,
+        help="Don't honour .gitignore, .ignore, .rlmignore, .git/info/exclude.")] = False,
+    hidden: Annotated[bool, typer.Option("--hidden", rich_help_panel=INPUT,
+        help="Include hidden files and directories (never .git/).")] = False,
+    max_file_size: Annotated[str | None, typer.Option(envvar="RLM_MAX_FILE_SIZE", rich_help_panel=INPUT,
+        help=f"Skip directory files over this size; named files are always read. [default: {D.max_file_size}]")]
+        = None,
+    as_json: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT,
+        help="Print one JSON object: answer, exit_reason, usage, cost, ...")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=OUTPUT,
+        help="Nothing on stderr but errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", rich_help_panel=OUTPUT,
+        help="List skipped files and show more progress detail.")] = False,
+) -> None:  # fmt: skip
+    """Answer QUESTION about PATHS (files, directories, or - for stdin).
+
+    The input is never pasted into a prompt: the root model explores it with code in a sandboxed
+    REPL and calls sub-models on pieces. The answer goes to stdout; progress to stderr.
+    """
+    from .settings import resolve
+
+    explicit = dict(
+        model=model, sub_model=sub_model, api_base=api_base, sub_api_base=sub_api_base,
+        concurrency=concurrency, request_timeout=request_timeout, max_retries=max_retries,
+        max_iterations=max_iterations, max_subcalls=max_subcalls, max_cost=max_cost,
+        max_tokens=max_tokens, timeout=timeout, sandbox=sandbox, memory=memory,
+        cell_timeout=cell_timeout, max_output_chars=max_output_chars, include=include or [],
+        exclude=exclude or [], no_ignore=no_ignore or None, hidden=hidden or None,
+        max_file_size=max_file_size,
+    )  # fmt: skip
+    settings = resolve(explicit)
+    if not question.strip():
+        raise UsageError("the question is empty")
+    _run(settings, paths, question, as_json=as_json, quiet=quiet, verbose=verbose)
+
+
+def _run(
+    settings: Settings, paths: list[str], question: str, as_json: bool, quiet: bool, verbose: bool
+) -> None:
+    from .progress import StderrProgress
+    from .run import ask as run_ask
+
+    progress = StderrProgress(quiet=quiet, verbose=verbose)
+    if settings.sandbox == "auto":
+        progress.warn(
+            "the Docker sandbox is not available yet; using the local process sandbox (weaker isolation)"
+        )
+    report = asyncio.run(run_ask(settings, paths, question, progress, stdin=sys.stdin.buffer))
+    result = report.result
+    status = EXIT_BY_REASON.get(result.exit_reason, ExitStatus.LIMIT)
+    if as_json:
+        typer.echo(json.dumps(_json_result(report), ensure_ascii=False))
+    elif result.answer is not None:
+        typer.echo(result.answer)
+    if status != ExitStatus.OK:
+        what = "limit reached" if status == ExitStatus.LIMIT else result.exit_reason.replace("_", " ")
+        tail = "; partial answer printed" if result.answer else ""
+        progress.error(f"{what}: {result.message}{tail}")
+    raise typer.Exit(int(status))
+
+
+def _json_result(report) -> dict:  # noqa: ANN001 - run.Report, imported lazily
+    result, usage, stats = report.result, report.budget.usage, report.context.stats
+    return {
+        "answer": result.answer,
+        "exit_reason": result.exit_reason,
+        "partial": result.partial,
+        "message": result.message,
+        "iterations": result.iterations,
+        "subcalls": usage.subcalls,
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+        },
+        "cost_usd": round(usage.cost_usd, 6),
+        "cost_known": usage.cost_known,
+        "elapsed_s": round(report.budget.elapsed(), 3),
+        "model": report.settings.model,
+        "sub_model": report.settings.effective_sub_model,
+        "sandbox": report.sandbox,
+        "context": {
+            "kind": report.context.kind,
+            "files": stats.files,
+            "bytes": stats.bytes,
+            "chars": stats.chars,
+            "est_tokens": stats.est_tokens,
+            "skipped": {reason: len(paths) for reason, paths in stats.skipped.items() if paths},
+        },
+    }
+
+
+def main() -> None:
+    """Console entry point: user errors are one line on stderr and an exit status, never a traceback."""
+    try:
+        status = app(standalone_mode=False)
+        sys.exit(status if isinstance(status, int) else 0)
+    except RlmError as exc:
+        _fail(str(exc), exc.hint, exc.exit_status)
+    except KeyboardInterrupt:
+        _fail("interrupted", None, ExitStatus.INTERRUPTED)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click's usage errors and real bugs
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            _fail("interrupted", None, ExitStatus.INTERRUPTED)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(ExitStatus.USAGE if isinstance(exc, click.UsageError) else ExitStatus.ERROR)
+        if os.environ.get("RLM_DEBUG"):
+            raise
+        _fail(f"unexpected {type(exc).__name__}: {exc}", "this is a bug; RLM_DEBUG=1 shows the traceback",
+              ExitStatus.ERROR)  # fmt: skip
+
+
+def _fail(message: str, hint: str | None, status: int) -> None:
+    sys.stderr.write(f"rlm: error: {redact(message)}\n")
+    if hint:
+        sys.stderr.write(f"rlm: hint: {redact(hint)}\n")
+    sys.exit(int(status))

@@ -1,0 +1,445 @@
+"""Turn CLI paths (files, directories, `-` for stdin) into one UTF-8 context file plus an index.
+
+Everything is streamed in ~1 MiB chunks so a multi-GB input costs flat memory. Offsets are in
+Python `str` characters (what the sandbox slices), counted from the decoded chunks as they are
+written. No newline translation happens anywhere: bytes in, decoded text out, `newline=""`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import errno
+import json
+import os
+import re
+import stat
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+import pathspec
+
+from .errors import InputError
+
+CHUNK = 1024 * 1024
+BINARY_SNIFF = 8192  # a NUL byte in this many leading bytes marks a file as binary
+PREFIX_CHARS = 1000
+CONTEXT_FILENAME = "context.txt"
+STDIN_NAME = "<stdin>"
+IGNORE_FILES = (".gitignore", ".ignore", ".rlmignore")  # later files override earlier ones
+SKIP_REASONS = ("ignored", "hidden", "binary", "too-large", "symlink", "unreadable", "special", "excluded")
+NO_FILES_HINT = "try --no-ignore, --hidden or --include"
+
+# Counting replacement handler: behaves like errors="replace" but lets us report which files held
+# invalid UTF-8. Codec error handlers are process-global, so the count lives in a thread-local.
+_ERRORS = "rlmcli-count-replace"
+_decode_state = threading.local()
+
+
+def _count_and_replace(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    _decode_state.invalid = getattr(_decode_state, "invalid", 0) + 1
+    return "\ufffd", exc.end
+
+
+codecs.register_error(_ERRORS, _count_and_replace)
+
+
+@dataclass
+class FileEntry:
+    path: str  # display path ("repo/src/a.py", the path as given, or "<stdin>")
+    start: int  # character offset of the file's text in the context (header excluded)
+    end: int  # exclusive character offset
+    lines: int
+    bytes: int
+
+
+@dataclass
+class ContextStats:
+    files: int
+    bytes: int  # raw bytes read
+    chars: int  # len(context), headers included
+    lines: int  # sum of the files' lines (headers not counted)
+    est_tokens: int  # chars // 4: a cheap estimate, never tokenize GBs
+    invalid_utf8_files: int
+    skipped: dict[str, list[str]]  # reason -> display paths (directories end in "/"); non-empty only
+
+
+@dataclass
+class Context:
+    path: Path  # UTF-8 file holding the whole context text
+    kind: str  # "file" | "stdin" | "directory" | "multiple"
+    files: list[FileEntry]
+    stats: ContextStats
+    prefix: str  # first PREFIX_CHARS characters of the context
+
+    def spans(self) -> dict[str, tuple[int, int]]:
+        return {f.path: (f.start, f.end) for f in self.files}
+
+    def write_index(self, path: Path) -> None:
+        index = {"files": {f.path: [f.start, f.end] for f in self.files}}
+        path.write_text(json.dumps(index, ensure_ascii=False, indent=1), encoding="utf-8")
+
+    def summary(self) -> str:
+        s = self.stats
+        text = (
+            f"context: {_plural(s.files, 'file')}, {human_bytes(s.bytes)}, "
+            f"{_plural(s.lines, 'line')}, ~{_human_count(s.est_tokens)} tokens"
+        )
+        if s.invalid_utf8_files:
+            text += f", {s.invalid_utf8_files} with invalid UTF-8"
+        total, detail = _skip_counts(s.skipped)
+        return f"{text}; skipped {total} ({detail})" if total else text
+
+
+@dataclass
+class LoadOptions:
+    include: list[str] = field(default_factory=list)  # gitignore-style; files must match one
+    exclude: list[str] = field(default_factory=list)  # gitignore-style; files and dirs skipped
+    no_ignore: bool = False  # don't read .gitignore/.ignore/.rlmignore/.git/info/exclude
+    hidden: bool = False  # include dot entries (".git" is always skipped)
+    max_file_size: int = 10 * 1024 * 1024  # applies to files found in directories only
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgt])(?:i?b)?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """'10M', '500k', '1G', '1.5MB', '1024' -> bytes (binary units: 1K = 1024)."""
+    match = _SIZE_RE.match(str(text))  # tolerate an int from settings
+    if not match:
+        raise InputError(f"invalid size: {text!r}", hint="use bytes or a K/M/G suffix, e.g. 500K or 10M")
+    return int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower()])
+
+
+def human_bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    size = float(n)
+    for unit in ("KB", "MB", "GB", "TB"):
+        size /= 1024
+        if size < 1024 or unit == "TB":
+            break
+    return f"{size:.1f} {unit}"
+
+
+def _human_count(n: int) -> str:
+    if n < 1000:
+        return str(n)
+    if n < 1_000_000:
+        return f"{round(n / 1000)}k"
+    return f"{n / 1_000_000:.1f}M"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def _skip_counts(skipped: dict[str, list[str]]) -> tuple[int, str]:
+    """(12, '10 ignored, 2 binary'): the total and the reasons, biggest first."""
+    counts = sorted(((len(v), k) for k, v in skipped.items() if v), key=lambda c: (-c[0], c[1]))
+    return sum(n for n, _ in counts), ", ".join(f"{n} {k}" for n, k in counts)
+
+
+class _Writer:
+    """Appends decoded text to the context file, tracking character offsets and the prefix."""
+
+    def __init__(self, out: TextIO, headers: bool):
+        self.out = out
+        self.headers = headers
+        self.offset = 0
+        self.prefix = ""
+        self.files: list[FileEntry] = []
+        self.invalid_files = 0
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.offset += len(text)
+        if len(self.prefix) < PREFIX_CHARS:
+            self.prefix += text[: PREFIX_CHARS - len(self.prefix)]
+
+    def add(self, display: str, stream: BinaryIO, head: bytes) -> None:
+        """Copy `head` (already read, used for binary sniffing) and the rest of `stream`."""
+        if self.headers:
+            self._write(f"==> {display} <==\n")
+        start = self.offset
+        decoder = codecs.getincrementaldecoder("utf-8")(errors=_ERRORS)
+        _decode_state.invalid = 0
+        nbytes = newlines = 0
+        last = b""
+        chunk = head
+        while chunk:
+            nbytes += len(chunk)
+            newlines += chunk.count(b"\n")
+            last = chunk[-1:]
+            self._write(decoder.decode(chunk))
+            try:
+                chunk = stream.read(CHUNK)
+            except OSError as e:
+                raise InputError(f"error reading {display}: {e.strerror or e}") from e
+        self._write(decoder.decode(b"", final=True))  # flushes a truncated trailing sequence
+        end = self.offset
+        if _decode_state.invalid:
+            self.invalid_files += 1
+        if self.headers and last != b"\n":
+            self._write("\n")
+        lines = newlines + (1 if nbytes and last != b"\n" else 0)
+        self.files.append(FileEntry(display, start, end, lines, nbytes))
+
+
+def _is_binary(head: bytes) -> bool:
+    return b"\0" in head[:BINARY_SNIFF]
+
+
+def _ignore_spec(*files: Path) -> pathspec.GitIgnoreSpec | None:
+    """One spec from several ignore files; lines of later files override earlier ones."""
+    lines: list[str] = []
+    for path in files:
+        if not path.is_file():  # absent, or a FIFO/dir named like an ignore file: don't block on it
+            continue
+        try:
+            lines += path.read_bytes().decode("utf-8", errors="replace").splitlines()
+        except OSError:  # an unreadable ignore file: git silently skips it too
+            continue
+    spec = pathspec.GitIgnoreSpec.from_lines(lines)
+    return spec if len(spec) else None
+
+
+# One ignore layer: (directory relative to the walk root, "" or ending in "/", its spec).
+_Layer = tuple[str, pathspec.GitIgnoreSpec]
+
+
+def _ignored(layers: list[_Layer], rel: str) -> bool:
+    """Git precedence: the deepest directory with a matching rule decides; within a spec the
+    last matching line wins (that's what check_file reports, negations included)."""
+    for base, spec in reversed(layers):
+        result = spec.check_file(rel[len(base) :])
+        if result.include is not None:
+            return result.include
+    return False
+
+
+class _Walker:
+    """Sorted, symlink-free directory walk applying ignore rules, hidden/include/exclude filters."""
+
+    def __init__(self, root: Path, shown: str, options: LoadOptions, skipped: dict[str, list[str]]):
+        self.root = root
+        self.prefix = shown if shown.endswith("/") else shown + "/"
+        self.options = options
+        self.skipped = skipped
+        self.include = pathspec.GitIgnoreSpec.from_lines(options.include) if options.include else None
+        self.exclude = pathspec.GitIgnoreSpec.from_lines(options.exclude) if options.exclude else None
+
+    def skip(self, reason: str, display: str) -> None:
+        self.skipped.setdefault(reason, []).append(display)
+
+    def files(self) -> Iterator[tuple[str, Path]]:
+        """Yield (display path, filesystem path) of each candidate file, in sorted order."""
+        layers: list[_Layer] = []
+        if not self.options.no_ignore and (self.root / ".git").is_dir():
+            # Lowest precedence, below every .gitignore, as in git.
+            if spec := _ignore_spec(self.root / ".git" / "info" / "exclude"):
+                layers.append(("", spec))
+        yield from self._walk(self.root, "", layers)
+
+    def _walk(self, path: Path, rel_dir: str, layers: list[_Layer]) -> Iterator[tuple[str, Path]]:
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except OSError as e:
+            if not rel_dir:  # the directory argument itself
+                raise InputError(f"cannot read directory {self.prefix}: {e.strerror or e}") from e
+            self.skip("unreadable", self.prefix + rel_dir)
+            return
+        if not self.options.no_ignore and (spec := _ignore_spec(*(path / n for n in IGNORE_FILES))):
+            layers = [*layers, (rel_dir, spec)]
+        for entry in entries:
+            if entry.name == ".git":  # never descend, never report: it's never what the user means
+                continue
+            rel = rel_dir + entry.name
+            display = self.prefix + rel
+            try:
+                is_link = entry.is_symlink()
+                is_dir = not is_link and entry.is_dir(follow_symlinks=False)
+                is_file = not is_link and entry.is_file(follow_symlinks=False)
+                size = entry.stat(follow_symlinks=False).st_size if is_file else 0
+            except OSError:
+                self.skip("unreadable", display)
+                continue
+            # Directory patterns ("build/") only match paths written with a trailing slash.
+            match_path = rel + "/" if is_dir else rel
+            if is_dir:
+                display += "/"
+            if layers and _ignored(layers, match_path):
+                self.skip("ignored", display)
+            elif self.exclude and self.exclude.match_file(match_path):
+                self.skip("excluded", display)
+            elif entry.name.startswith(".") and not self.options.hidden:
+                self.skip("hidden", display)
+            elif is_link:  # never followed: no escaping the tree, no loops
+                self.skip("symlink", display)
+            elif is_dir:
+                yield from self._walk(Path(entry.path), match_path, layers)
+            elif not is_file:  # FIFO, socket, device: opening a FIFO would block
+                self.skip("special", display)
+            elif self.include and not self.include.match_file(rel):
+                self.skip("excluded", display)
+            elif size > self.options.max_file_size:
+                self.skip("too-large", display)
+            else:
+                yield display, Path(entry.path)
+
+
+def _open_regular(path: Path, follow: bool) -> BinaryIO:
+    """Open for reading without ever blocking (O_NONBLOCK: a FIFO swapped in after the walk
+    won't hang us) and refuse anything that isn't a regular file."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
+    fd = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _check_paths(paths: list[str], stdin: BinaryIO | None) -> BinaryIO | None:
+    """Fail fast, before reading anything, on every mistake we can see from metadata alone."""
+    if not paths:
+        raise InputError("no input given", hint="pass files, directories, or - for stdin")
+    if paths.count("-") > 1:
+        raise InputError("- (stdin) can be given only once")
+    for p in paths:
+        if p == "-":
+            continue
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            raise InputError(f"no such file or directory: {p}") from None
+        except OSError as e:
+            raise InputError(f"cannot access {p}: {e.strerror or e}") from e
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            raise InputError(
+                f"{p} is not a regular file or directory",
+                hint="to read from a pipe or device, pipe it in and pass - (stdin)",
+            )
+    if "-" not in paths:
+        return None
+    if stdin is None:
+        stdin = sys.stdin.buffer if sys.stdin is not None else None
+    if stdin is None:
+        raise InputError("- was given but there is no stdin")
+    isatty = getattr(stdin, "isatty", None)
+    if isatty is not None and isatty():
+        raise InputError(
+            "- means stdin, but stdin is a terminal",
+            hint='pipe data in: `cat app.log | rlm ask - "..."`',
+        )
+    return stdin
+
+
+def _load_explicit(writer: _Writer, p: str, seen: set[tuple[int, int]]) -> None:
+    try:
+        f = _open_regular(Path(p), follow=True)
+    except PermissionError:
+        raise InputError(f"cannot read {p}: permission denied") from None
+    except OSError as e:
+        raise InputError(f"cannot read {p}: {e.strerror or e}") from e
+    with f:
+        st = os.fstat(f.fileno())
+        if (st.st_dev, st.st_ino) in seen:  # the same file named twice: load it once
+            return
+        seen.add((st.st_dev, st.st_ino))
+        head = f.read(CHUNK)
+        if _is_binary(head):
+            raise InputError(f"{p} is a binary file", hint="rlm reads text; convert it to text first")
+        writer.add(p, f, head)
+
+
+def _load_stdin(writer: _Writer, stdin: BinaryIO) -> None:
+    head = stdin.read(CHUNK)
+    if not head:
+        raise InputError("stdin was empty", hint='pipe data in: `cat app.log | rlm ask - "..."`')
+    if _is_binary(head):
+        raise InputError("stdin looks binary (it contains NUL bytes)", hint="rlm reads text")
+    writer.add(STDIN_NAME, stdin, head)
+
+
+def _load_directory(writer: _Writer, walker: _Walker, seen: set[tuple[int, int]]) -> None:
+    for display, path in walker.files():
+        try:
+            f = _open_regular(path, follow=False)
+        except OSError:  # permission denied, vanished, or replaced by a symlink/FIFO meanwhile
+            walker.skip("unreadable", display)
+            continue
+        with f:
+            st = os.fstat(f.fileno())
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            try:
+                head = f.read(CHUNK)
+            except OSError:
+                walker.skip("unreadable", display)
+                continue
+            if _is_binary(head):
+                walker.skip("binary", display)
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            writer.add(display, f, head)
+
+
+def load_context(
+    paths: list[str], workdir: Path, options: LoadOptions, stdin: BinaryIO | None = None
+) -> Context:
+    """Read `paths` into `workdir`/context.txt. Raises InputError for every user mistake."""
+    stdin = _check_paths(paths, stdin)
+    if len(paths) == 1:
+        kind = "stdin" if paths[0] == "-" else "directory" if os.path.isdir(paths[0]) else "file"
+    else:
+        kind = "multiple"
+    workdir.mkdir(parents=True, exist_ok=True)
+    out_path = workdir / CONTEXT_FILENAME
+    skipped: dict[str, list[str]] = {}
+    seen: set[tuple[int, int]] = set()
+    try:
+        with open(out_path, "w", encoding="utf-8", newline="") as out:
+            writer = _Writer(out, headers=kind in ("directory", "multiple"))
+            # If workdir lies inside a directory being read, never read the context into itself.
+            st = os.fstat(out.fileno())
+            seen.add((st.st_dev, st.st_ino))
+            for p in paths:
+                if p == "-":
+                    assert stdin is not None
+                    _load_stdin(writer, stdin)
+                elif os.path.isdir(p):
+                    _load_directory(writer, _Walker(Path(p), p, options, skipped), seen)
+                else:
+                    _load_explicit(writer, p, seen)
+            if not writer.files:
+                # Only directories can come up empty: files and stdin either load or raise.
+                dirs = ", ".join(p if p.endswith("/") else p + "/" for p in paths)
+                total, detail = _skip_counts(skipped)
+                raise InputError(
+                    f"no files to read in {dirs}" + (f" ({total} skipped: {detail})" if total else ""),
+                    hint=NO_FILES_HINT if total else "the directory is empty",
+                )
+    except BaseException:
+        out_path.unlink(missing_ok=True)  # never leave a half-written context behind
+        raise
+    files = writer.files
+    stats = ContextStats(
+        files=len(files),
+        bytes=sum(f.bytes for f in files),
+        chars=writer.offset,
+        lines=sum(f.lines for f in files),
+        est_tokens=writer.offset // 4,
+        invalid_utf8_files=writer.invalid_files,
+        skipped={r: skipped[r] for r in SKIP_REASONS if r in skipped},
+    )
+    return Context(out_path, kind, files, stats, writer.prefix)

@@ -1,0 +1,341 @@
+"""The model client: litellm calls for the root model and sub-calls, with retries, usage and cost.
+
+litellm is imported lazily (it takes seconds and would otherwise fetch a price map over the
+network), so `import rlmcli.lm` stays cheap for `rlm --help` and for tests that never call a model.
+Every call goes through the shared Budget: checked right before dispatch, recorded on success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import http
+import logging
+import os
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from types import ModuleType
+from typing import Any
+
+from .budget import Budget
+from .errors import ProviderError, RlmError, UsageError, redact
+
+# Some OpenAI-compatible servers (vLLM, llama.cpp) need no key, but the openai SDK refuses to send
+# a request without one.
+PLACEHOLDER_API_KEY = "sk-rlm-no-key"
+BACKOFF_CAP_S = 30.0
+RETRY_AFTER_CAP_S = 120.0  # a server asking for longer than this is effectively down
+RETRYABLE_STATUS = {408, 409, 425, 429}  # plus every 5xx
+ERROR_DETAIL_CHARS = 200
+
+_litellm: ModuleType | None = None
+
+
+def load_litellm() -> ModuleType:
+    """Import and configure litellm once, on first use."""
+    global _litellm
+    if _litellm is None:
+        # Must be set before the import: otherwise litellm fetches its price map from GitHub.
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm
+
+        litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banners on stderr
+        if hasattr(litellm, "telemetry"):
+            litellm.telemetry = False
+        if not os.environ.get("LITELLM_LOG"):
+            # litellm logs warnings (e.g. unmapped model prices) that would clutter our stderr;
+            # LITELLM_LOG=DEBUG still turns them on for debugging.
+            logging.getLogger("LiteLLM").setLevel(logging.ERROR)
+        _litellm = litellm
+    return _litellm
+
+
+@dataclass
+class ModelConfig:
+    model: str  # litellm model string, e.g. "openai/gpt-5-mini"
+    api_base: str | None = None
+    request_timeout: float = 120.0
+    max_retries: int = 4
+    backoff_base: float = 1.0  # seconds; exponential with jitter, capped at BACKOFF_CAP_S
+
+
+@dataclass
+class Completion:
+    text: str  # message content, or reasoning_content when the content is empty
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None  # None when the model has no known price
+    latency_s: float  # wall time of the whole call, retries included
+
+
+# Called after every successful model call: (kind "root" | "sub", model, completion). For events.
+CallListener = Callable[[str, str, Completion], None]
+
+
+class ModelClient:
+    def __init__(self, root: ModelConfig, sub: ModelConfig, budget: Budget, concurrency: int = 64):
+        self.root_config = root
+        self.sub_config = sub
+        self.budget = budget
+        self.concurrency = max(1, concurrency)
+        self.on_call: CallListener | None = None
+        # Indirection so tests can observe (and skip) backoff waits.
+        self.sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
+        self._api_keys: dict[tuple[str, str | None], str | None] = {}
+        # asyncio primitives bind to the loop they are first used in; keep one per loop so the
+        # client survives several asyncio.run() calls (tests, recursive children).
+        self._sem: asyncio.Semaphore | None = None
+        self._sem_loop: asyncio.AbstractEventLoop | None = None
+
+    # -- public API ------------------------------------------------------------------------------
+
+    def check_credentials(self) -> None:
+        """Fail early, naming the variable to set, when a model's provider key is missing."""
+        for cfg in {
+            (self.root_config.model, self.root_config.api_base): self.root_config,
+            (self.sub_config.model, self.sub_config.api_base): self.sub_config,
+        }.values():
+            self._api_key(cfg)
+
+    async def root(self, messages: list[dict]) -> Completion:
+        self.budget.check(subcall=False)
+        self.budget.count_dispatch(subcall=False)
+        return await self._complete(self.root_config, messages, kind="root")
+
+    async def sub(self, prompt: str, model: str | None = None) -> str:
+        cfg = self._sub_config_for(model)
+        async with self._semaphore():
+            # Checked inside the semaphore, right before dispatch: a run overshoots a limit by at
+            # most the calls already in flight.
+            self.budget.check(subcall=True)
+            self.budget.count_dispatch(subcall=True)
+            completion = await self._complete(cfg, [{"role": "user", "content": prompt}], kind="sub")
+        return completion.text
+
+    async def batch(self, prompts: list[str], model: str | None = None) -> list[str]:
+        """Run sub-calls concurrently; a failed prompt yields an error string in its slot."""
+
+        async def one(prompt: str) -> str:
+            try:
+                return await self.sub(prompt, model)
+            except RlmError as e:  # incl. LimitReached: the budget stays breached, the loop notices
+                return f"[llm_query error: {e}]"
+            except Exception as e:  # a bug or odd provider failure: one bad prompt must not sink the batch
+                return redact(f"[llm_query error: {type(e).__name__}: {e}]")
+
+        return list(await asyncio.gather(*(one(p) for p in prompts)))
+
+    # -- routing and credentials -----------------------------------------------------------------
+
+    def _sub_config_for(self, model: str | None) -> ModelConfig:
+        """A model override keeps the endpoint and timeouts of the config it most likely targets."""
+        if model is None or model == self.sub_config.model:
+            return self.sub_config
+        if model == self.root_config.model:
+            return self.root_config
+        return replace(self.sub_config, model=model)
+
+    def _api_key(self, cfg: ModelConfig) -> str | None:
+        """The api_key to pass: None lets litellm read the provider's variable from the environment."""
+        cache_key = (cfg.model, cfg.api_base)
+        if cache_key in self._api_keys:
+            return self._api_keys[cache_key]
+        litellm = load_litellm()
+        try:
+            litellm.get_llm_provider(model=cfg.model)
+        except Exception as e:
+            raise UsageError(
+                f"unknown model provider in {cfg.model!r}",
+                hint="use a litellm model string such as openai/gpt-5-mini "
+                "(openai/NAME also works for any OpenAI-compatible server with --api-base)",
+            ) from e
+        env = litellm.validate_environment(model=cfg.model)
+        # litellm lists OLLAMA_API_BASE as "missing" although it defaults to localhost:11434.
+        missing = [k for k in env.get("missing_keys", []) if k != "OLLAMA_API_BASE"]
+        key: str | None = None
+        if missing:
+            if cfg.api_base is None:
+                raise ProviderError(
+                    f"{missing[0]} is not set (needed for model {cfg.model})",
+                    hint=f"export {missing[0]}=..., or point --api-base at a local server",
+                )
+            key = PLACEHOLDER_API_KEY
+        self._api_keys[cache_key] = key
+        return key
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._sem is None or self._sem_loop is not loop:
+            self._sem, self._sem_loop = asyncio.Semaphore(self.concurrency), loop
+        return self._sem
+
+    # -- one logical call, with retries ----------------------------------------------------------
+
+    async def _complete(self, cfg: ModelConfig, messages: list[dict], kind: str) -> Completion:
+        litellm = load_litellm()
+        api_key = self._api_key(cfg)
+        subcall = kind == "sub"
+        attempts = max(0, cfg.max_retries) + 1
+        started = time.monotonic()
+        for attempt in range(1, attempts + 1):
+            timeout = cfg.request_timeout
+            remaining = self.budget.remaining_time()
+            if remaining is not None:  # don't let one request outlive the run's wall-time limit
+                timeout = max(1.0, min(timeout, remaining))
+            try:
+                response = await litellm.acompletion(
+                    model=cfg.model,
+                    messages=messages,
+                    api_base=cfg.api_base,
+                    api_key=api_key,
+                    timeout=timeout,
+                    # We retry ourselves (with Retry-After and budget awareness); both layers
+                    # below must not: num_retries is litellm's, max_retries the openai SDK's.
+                    num_retries=0,
+                    max_retries=0,
+                )
+            except Exception as e:
+                if not _is_retryable(e) or attempt == attempts:
+                    raise _provider_error(cfg.model, e, attempt) from None
+                delay = _retry_delay(e, attempt, cfg.backoff_base)
+                remaining = self.budget.remaining_time()
+                if remaining is not None and delay >= remaining:
+                    stop = "; stopped retrying at the wall-time limit"
+                    raise _provider_error(cfg.model, e, attempt, stop) from None
+                await self.sleep(delay)
+                continue
+            completion = _to_completion(litellm, response, time.monotonic() - started)
+            self.budget.record(
+                completion.prompt_tokens, completion.completion_tokens, completion.cost_usd, subcall=subcall
+            )
+            if self.on_call is not None:
+                self.on_call(kind, cfg.model, completion)
+            return completion
+        raise AssertionError("unreachable: the last attempt either returns or raises")
+
+
+def _to_completion(litellm: ModuleType, response: Any, latency: float) -> Completion:
+    message = response.choices[0].message if response.choices else None
+    text = (getattr(message, "content", None) or "") if message is not None else ""
+    if not text and message is not None:
+        # Reasoning models served by vLLM & co. sometimes put the whole answer in reasoning_content.
+        text = getattr(message, "reasoning_content", None) or ""
+    usage = getattr(response, "usage", None)
+    try:
+        cost: float | None = float(litellm.completion_cost(completion_response=response))
+    except Exception:  # a model missing from litellm's price table: unknown, not an error
+        cost = None
+    return Completion(
+        text=text,
+        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        cost_usd=cost,
+        latency_s=latency,
+    )
+
+
+# -- error classification ------------------------------------------------------------------------
+
+
+def _status(e: BaseException) -> int | None:
+    status = getattr(e, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _is_retryable(e: BaseException) -> bool:
+    status = _status(e)
+    if status is not None:
+        return status in RETRYABLE_STATUS or status >= 500
+    # No HTTP status: connection failures and timeouts from any layer (openai, httpx, asyncio).
+    names = {cls.__name__ for cls in type(e).__mro__}
+    return bool(
+        names
+        & {
+            "APIConnectionError",
+            "APITimeoutError",
+            "Timeout",
+            "TimeoutError",
+            "TransportError",
+            "ConnectionError",
+            "JSONDecodeError",
+        }
+    )
+
+
+def _response_headers(e: BaseException) -> Any:
+    """Where litellm keeps the provider's response headers on an exception.
+
+    `litellm_response_headers` is set by litellm's exception mapping; `e.response` is rebuilt by
+    some exception classes (RateLimitError) and may have lost the original headers.
+    """
+    for headers in (
+        getattr(e, "litellm_response_headers", None),
+        getattr(getattr(e, "response", None), "headers", None),
+        getattr(e, "headers", None),
+    ):
+        if headers:
+            return headers
+    return {}
+
+
+def _retry_after(e: BaseException) -> float | None:
+    """Seconds the server asked us to wait (`retry-after-ms`, then `retry-after`), if any."""
+    headers = _response_headers(e)
+    try:
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            return max(0.0, float(ms) / 1000)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:  # HTTP-date form
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def _retry_delay(e: BaseException, attempt: int, base: float) -> float:
+    server = _retry_after(e)
+    if server is not None:
+        return min(server, RETRY_AFTER_CAP_S)
+    ceiling = min(BACKOFF_CAP_S, base * 2 ** (attempt - 1))
+    # "Equal jitter": at least half the exponential step, so retries spread without collapsing to 0.
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _detail(e: BaseException) -> str:
+    """The provider's own message, without litellm's class-name prefixes, on one short line."""
+    text = str(getattr(e, "message", None) or e) or type(e).__name__
+    text = re.sub(r"^(litellm\.\w+:\s*)?(\w+Error:\s*)?(\w+Exception\s*-\s*)?", "", text.strip())
+    if "Expecting value: line 1 column 1" in text:
+        text = "the response was not valid JSON"
+    text = " ".join(text.split())
+    return text[:ERROR_DETAIL_CHARS] + ("..." if len(text) > ERROR_DETAIL_CHARS else "")
+
+
+def _provider_error(model: str, e: BaseException, attempts: int, suffix: str = "") -> ProviderError:
+    status = _status(e)
+    if status is not None:
+        try:
+            what = f"{status} {http.HTTPStatus(status).phrase}"
+        except ValueError:
+            what = str(status)
+    else:
+        what = type(e).__name__
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    hint = None
+    if status in (401, 403):
+        provider = model.split("/", 1)[0].upper() if "/" in model else "the provider's"
+        hint = f"check the API key ({provider}_API_KEY or --api-base for a local server)"
+    elif status == 404:
+        hint = f"check the model name {model!r} and the API base URL"
+    message = f"model provider error: {model}: {what}{tries}: {_detail(e)}{suffix}"
+    if hint:  # in the message itself: it is the one line the user sees
+        message += f" ({hint})"
+    return ProviderError(redact(message))

@@ -1,0 +1,131 @@
+"""One `rlm ask`: load the context, start the sandbox, run the loop, clean up on every path."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .agent import Agent, RunResult
+from .budget import Budget, Limits
+from .context import Context, LoadOptions, load_context, parse_size
+from .errors import ProviderError, RlmError, SandboxError
+from .events import ContextLoaded, Emit, RunFinished, RunStarted
+from .lm import ModelClient, ModelConfig
+from .repl import Repl
+from .sandbox_local import LocalSandbox, SandboxLimits
+from .settings import Settings
+
+
+@dataclass
+class Report:
+    """Everything the CLI needs to print about a finished run."""
+
+    result: RunResult
+    budget: Budget
+    context: Context
+    settings: Settings
+    sandbox: str
+
+
+def load(settings: Settings, paths: list[str], workdir: Path, stdin: BinaryIO | None) -> Context:
+    options = LoadOptions(
+        include=list(settings.include),
+        exclude=list(settings.exclude),
+        no_ignore=settings.no_ignore,
+        hidden=settings.hidden,
+        max_file_size=parse_size(settings.max_file_size),
+    )
+    return load_context(paths, workdir, options, stdin)
+
+
+def make_client(settings: Settings, budget: Budget) -> ModelClient:
+    common = dict(request_timeout=settings.request_timeout, max_retries=settings.max_retries)
+    root = ModelConfig(settings.model, settings.api_base, **common)
+    sub = ModelConfig(settings.effective_sub_model, settings.effective_sub_api_base, **common)
+    return ModelClient(root, sub, budget, concurrency=settings.concurrency)
+
+
+def make_sandbox(settings: Settings) -> LocalSandbox:
+    limits = SandboxLimits(
+        memory=parse_size(settings.memory),
+        cell_timeout=settings.cell_timeout,
+        max_output_chars=settings.max_output_chars,
+    )
+    return LocalSandbox(limits)
+
+
+async def ask(
+    settings: Settings,
+    paths: list[str],
+    question: str,
+    emit: Emit,
+    stdin: BinaryIO | None = None,
+) -> Report:
+    """Run one question to the end. Input errors raise; everything after the loop starts
+    (limits, provider and sandbox failures, interruption) comes back as a RunResult."""
+    workdir = Path(tempfile.mkdtemp(prefix="rlm-run-"))
+    try:
+        context = load(settings, paths, workdir, stdin)
+        emit(
+            ContextLoaded(context.summary(), context.stats.chars, context.stats.files, context.stats.skipped)
+        )
+        index = workdir / "index.json"
+        context.write_index(index)
+        budget = Budget(
+            Limits(
+                max_iterations=settings.max_iterations,
+                max_subcalls=settings.max_subcalls,
+                max_cost=settings.max_cost,
+                max_tokens=settings.max_tokens,
+                timeout=settings.timeout,
+            )
+        )
+        client = make_client(settings, budget)
+        client.check_credentials()
+        sandbox = make_sandbox(settings)
+        repl = Repl(
+            sandbox,
+            context.path,
+            index,
+            on_subcalls=_unset_handler,
+            cell_timeout=settings.cell_timeout,
+            max_output_chars=settings.max_output_chars,
+        )
+        emit(RunStarted(question, settings.model, settings.effective_sub_model, sandbox.name))
+        agent = Agent(client, repl, context, question, budget, emit, settings.max_output_chars)
+        repl.on_subcalls = agent.subcalls
+        result = await _drive(agent, repl)
+        emit(RunFinished(result.exit_reason, result.answer))
+        return Report(result, budget, context, settings, sandbox.name)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _drive(agent: Agent, repl: Repl) -> RunResult:
+    """Start the REPL, run the agent, always stop the sandbox; SIGTERM counts as an interrupt."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    if task is not None:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        await repl.start()
+        return await agent.run()
+    except asyncio.CancelledError:
+        return RunResult(
+            agent.partial, "interrupted", agent.budget.iterations, partial=True, message="interrupted"
+        )
+    except (ProviderError, SandboxError) as exc:
+        reason = "provider_error" if isinstance(exc, ProviderError) else "sandbox_error"
+        return RunResult(agent.partial, reason, agent.budget.iterations, partial=True, message=str(exc))
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        await asyncio.shield(repl.close())
+
+
+async def _unset_handler(prompts: list[str], model: str | None) -> list[str]:
+    raise RlmError("internal error: sub-call handler not wired")

@@ -1,0 +1,301 @@
+"""A small OpenAI-compatible model server on 127.0.0.1 for tests and benchmarks (stdlib only).
+
+The model is faked at the HTTP boundary so every test exercises the real client path (litellm ->
+openai SDK -> httpx). Root calls (first message is a system prompt) follow a script; sub-calls
+(everything else) are answered by a function of the prompt. Faults (HTTP errors, Retry-After,
+null content, garbage bodies, delays) are scripted per reply.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Fault:
+    status: int | None = None  # HTTP error status to return (e.g. 429, 500, 401)
+    retry_after_ms: int | None = None  # sends `retry-after-ms` (and `retry-after` in seconds if >= 1000)
+    content_none: bool = False  # 200 with message.content = null
+    reasoning: str | None = None  # with content_none: put this in message.reasoning_content
+    garbage: bool = False  # 200 with a non-JSON body
+    delay: float = 0.0  # extra seconds before answering
+    text: str = ""  # content of a normal 200 reply when no other fault applies (e.g. a delay-only Fault)
+
+
+Reply = str | Fault | Callable[[dict], str | Fault]  # a callable receives the parsed request body
+
+_ERROR_TYPES: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "invalid_request"),
+    401: ("authentication_error", "invalid_api_key"),
+    403: ("permission_error", "permission_denied"),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+}
+
+
+def reply(text: str, code: str | None = None) -> str:
+    """Format a root-model reply: optional prose, then a fenced ```repl block."""
+    if code is None:
+        return text
+    block = f"```repl\n{code}\n```"
+    return f"{text}\n{block}" if text else block
+
+
+def _text_of(content: Any) -> str:
+    """Message content as text; OpenAI also allows a list of typed parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def default_usage(body: dict, text: str) -> tuple[int, int]:
+    """Roughly 4 characters per token, never zero (some clients treat 0 as 'unknown')."""
+    chars = sum(len(_text_of(m.get("content"))) for m in body.get("messages", []))
+    return max(1, chars // 4), max(1, len(text) // 4)
+
+
+def default_sub(prompt: str) -> str:
+    return "sub: " + prompt[:50]
+
+
+class FakeLLM:
+    def __init__(
+        self,
+        root: list[Reply] | None = None,
+        sub: Callable[[str], str | Fault] | None = None,
+        latency: float = 0.0,
+        usage: Callable[[dict, str], tuple[int, int]] | None = None,
+    ):
+        self._root: list[Reply] = list(root or [])
+        self._root_next = 0
+        self.sub = sub or default_sub
+        self.latency = latency
+        self.usage = usage or default_usage
+        self.requests: list[dict] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.url = ""
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> FakeLLM:
+        handler = type("_BoundHandler", (_Handler,), {"fake": self})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler, bind_and_activate=False)
+        # The default listen backlog (5) drops connections when 64+ clients connect at once.
+        server.request_queue_size = 256
+        server.daemon_threads = True
+        server.server_bind()
+        server.server_activate()
+        self._server = server
+        self.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        # A short poll interval makes stop() (shutdown) quick; the default waits up to 0.5 s.
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-llm", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakeLLM:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- scripting and inspection ----------------------------------------------------------------
+
+    def add_root(self, *replies: Reply) -> None:
+        with self._lock:
+            self._root.extend(replies)
+
+    @property
+    def root_requests(self) -> list[dict]:
+        with self._lock:
+            return [r for r in self.requests if r["kind"] == "root"]
+
+    @property
+    def sub_requests(self) -> list[dict]:
+        with self._lock:
+            return [r for r in self.requests if r["kind"] == "sub"]
+
+    @property
+    def root_remaining(self) -> int:
+        """Scripted root replies not consumed yet."""
+        with self._lock:
+            return len(self._root) - self._root_next
+
+    # -- request handling (called from server threads) -------------------------------------------
+
+    def _record(self, body: dict, raw: bytes, headers: dict[str, str]) -> str:
+        messages = body.get("messages") or [{}]
+        first = messages[0] if isinstance(messages[0], dict) else {}
+        kind = "root" if first.get("role") == "system" else "sub"
+        with self._lock:
+            self.requests.append({"body": body, "raw": raw, "headers": headers, "kind": kind})
+        return kind
+
+    def _next_root(self) -> Reply | None:
+        with self._lock:
+            if self._root_next >= len(self._root):
+                return None
+            item = self._root[self._root_next]
+            self._root_next += 1
+            return item
+
+    def _resolve(self, kind: str, body: dict) -> str | Fault | None:
+        """The reply for one request; None means the root script is exhausted."""
+        if kind == "root":
+            item = self._next_root()
+            if callable(item):
+                return item(body)
+            return item
+        users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+        prompt = _text_of(users[-1].get("content")) if users else ""
+        return self.sub(prompt)
+
+
+def _error_body(status: int, message: str) -> dict:
+    etype, code = _ERROR_TYPES.get(status, ("server_error", "server_error"))
+    return {"error": {"message": message, "type": etype, "code": code, "param": None}}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeLLM  # set on the per-server subclass
+    protocol_version = "HTTP/1.1"  # keep-alive, like real providers
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass  # no access logs on stderr
+
+    def _send(
+        self,
+        status: int,
+        payload: bytes,
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(payload)
+        except ConnectionError:  # the client gave up (e.g. a timeout test): nothing to report
+            self.close_connection = True
+
+    def _send_json(self, status: int, obj: dict, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(obj).encode(), headers)
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/").endswith("/models"):
+            self._send_json(
+                200,
+                {
+                    "object": "list",
+                    "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}],
+                },
+            )
+        else:
+            self._send_json(404, _error_body(404, f"fake: no route GET {self.path}"))
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            self._send_json(404, _error_body(404, f"fake: no route POST {self.path}"))
+            return
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            self._send_json(400, _error_body(400, "fake: request body is not JSON"))
+            return
+        fake = self.fake
+        kind = fake._record(body, raw, {k.lower(): v for k, v in self.headers.items()})
+        try:
+            answer = fake._resolve(kind, body)
+        except Exception as e:  # a test's reply callable broke: say so instead of hanging up
+            self._send_json(500, _error_body(500, f"fake: reply callable raised {e!r}"))
+            return
+        if fake.latency:
+            time.sleep(fake.latency)
+        if answer is None:
+            self._send_json(500, _error_body(500, "fake: root script exhausted"))
+            return
+        # Duck-typed rather than isinstance(Fault): tests may import this module under two names
+        # (fake_llm and tests.fake_llm), giving two distinct Fault classes.
+        fault = Fault(text=answer) if isinstance(answer, str) else answer
+        if fault.delay:
+            time.sleep(fault.delay)
+        self._answer(body, fault)
+
+    def _answer(self, body: dict, fault: Fault) -> None:
+        if fault.status is not None and fault.status >= 400:
+            headers: dict[str, str] = {}
+            if fault.retry_after_ms is not None:
+                headers["retry-after-ms"] = str(fault.retry_after_ms)
+                if fault.retry_after_ms >= 1000:
+                    headers["retry-after"] = str(math.ceil(fault.retry_after_ms / 1000))
+            error = _error_body(fault.status, f"fake: scripted {fault.status}")
+            self._send_json(fault.status, error, headers)
+            return
+        if fault.garbage:
+            self._send(200, b"<html>this is not JSON {", content_type="application/json")
+            return
+        text = "" if fault.content_none else fault.text
+        message: dict[str, Any] = {"role": "assistant", "content": None if fault.content_none else text}
+        if fault.reasoning is not None:
+            message["reasoning_content"] = fault.reasoning
+        prompt_tokens, completion_tokens = self.fake.usage(body, text or (fault.reasoning or ""))
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        model = body.get("model", "fake-model")
+        rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        if body.get("stream"):
+            self._stream(rid, created, model, message, usage, body)
+            return
+        self._send_json(
+            200,
+            {
+                "id": rid,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
+                "usage": usage,
+            },
+        )
+
+    def _stream(self, rid: str, created: int, model: str, message: dict, usage: dict, body: dict) -> None:
+        """Server-sent events: one content delta, a finish chunk, an optional usage chunk, [DONE]."""
+        base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model}
+        delta = {k: v for k, v in message.items() if v is not None}
+        chunks = [
+            {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+            {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        ]
+        if (body.get("stream_options") or {}).get("include_usage"):
+            chunks.append({**base, "choices": [], "usage": usage})
+        payload = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        self._send(200, payload.encode(), content_type="text/event-stream")

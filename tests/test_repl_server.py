@@ -1,0 +1,193 @@
+"""The REPL server in a real local sandbox process, driven over the real framed protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from rlmcli.errors import SandboxError
+from rlmcli.repl import Repl
+from rlmcli.sandbox_local import LocalSandbox, SandboxLimits
+
+TEXT = "alpha line\nbeta ERROR one\ngamma\n"
+OTHER = "x = 1\n# ERROR two\n"
+CHARS = len("==> a.log <==\n" + TEXT + "==> b.py <==\n" + OTHER)
+
+
+def make_context(tmp_path: Path) -> tuple[Path, Path]:
+    """Two files concatenated with headers, as the loader writes them."""
+    parts, spans, pos = [], {}, 0
+    for name, text in (("a.log", TEXT), ("b.py", OTHER)):
+        header = f"==> {name} <==\n"
+        parts.append(header + text)
+        spans[name] = [pos + len(header), pos + len(header) + len(text)]
+        pos += len(header) + len(text)
+    ctx = tmp_path / "context.txt"
+    ctx.write_text("".join(parts), encoding="utf-8", newline="")
+    idx = tmp_path / "index.json"
+    idx.write_text(json.dumps({"files": spans}))
+    return ctx, idx
+
+
+async def echo_subcalls(prompts: list[str], model: str | None) -> list[str]:
+    return [f"answer to {p}" for p in prompts]
+
+
+def run_cells(tmp_path: Path, cells: list[str], **kwargs) -> list:
+    """Start a REPL, run the cells in order, stop it; returns the CellResults."""
+    ctx, idx = make_context(tmp_path)
+    limits = SandboxLimits(memory=kwargs.pop("memory", 1024**3))
+    timeout = kwargs.pop("cell_timeout", 10)
+
+    async def main():
+        repl = Repl(LocalSandbox(limits), ctx, idx, echo_subcalls, cell_timeout=timeout, **kwargs)
+        await repl.start()
+        try:
+            return [await repl.run_cell(code) for code in cells]
+        finally:
+            await repl.close()
+
+    return asyncio.run(main())
+
+
+def test_namespace_persists_and_trailing_expression_is_shown(tmp_path):
+    a, b = run_cells(tmp_path, ["n = len(context)", "n * 2"])
+    assert a.output == "" and a.error is None
+    assert b.output == f"{2 * CHARS}\n"
+
+
+def test_files_and_spans_slice_the_context(tmp_path):
+    (res,) = run_cells(tmp_path, ["print(repr(files['a.log'])); print(sorted(file_spans))"])
+    assert res.output == f"{TEXT!r}\n['a.log', 'b.py']\n"
+
+
+def test_print_and_os_system_are_captured_not_written_on_the_channel(tmp_path):
+    (res,) = run_cells(
+        tmp_path,
+        [
+            "import os, sys\nprint('py-out')\nsys.stderr.write('py-err\\n')\n"
+            "os.system('echo shell-out; echo shell-err >&2')"
+        ],
+    )
+    for piece in ("py-out", "py-err", "shell-out", "shell-err"):
+        assert piece in res.output
+    assert res.error is None
+
+
+def test_grep_reports_path_and_line(tmp_path):
+    (res,) = run_cells(tmp_path, ["for m in grep('ERROR'): print(m.path, m.line, m.text)"])
+    assert res.output == "a.log 2 beta ERROR one\nb.py 2 # ERROR two\n"
+
+
+def test_llm_query_and_batched_are_brokered_to_the_host(tmp_path):
+    (res,) = run_cells(tmp_path, ["print(llm_query('q1')); print(llm_query_batched(['q2', 'q3']))"])
+    assert res.output == "answer to q1\n['answer to q2', 'answer to q3']\n"
+
+
+def test_infinite_loop_is_cut_at_the_cell_timeout_and_state_survives(tmp_path):
+    a, b, c = run_cells(tmp_path, ["keep = 41", "while True: pass", "keep + 1"], cell_timeout=1)
+    assert "TimeoutError" in b.error
+    assert c.output == "42\n"
+
+
+def test_timeout_survives_except_exception(tmp_path):
+    (res, after) = run_cells(
+        tmp_path,
+        ["while True:\n    try:\n        sum(range(10**6))\n    except Exception:\n        pass", "'alive'"],
+        cell_timeout=1,
+    )
+    assert "TimeoutError" in res.error
+    assert after.output == "'alive'\n"
+
+
+def test_output_is_truncated_with_a_marker(tmp_path):
+    (res,) = run_cells(tmp_path, ["print('x' * 100_000_000)"], max_output_chars=1000)
+    assert res.output.startswith("x" * 1000)
+    assert "output truncated: 99999001 more characters" in res.output
+    assert len(res.output) < 1200
+
+
+def test_shell_output_flood_is_truncated(tmp_path):
+    (res,) = run_cells(tmp_path, ["import os; os.system('yes | head -c 5000000')"], max_output_chars=500)
+    assert "output truncated" in res.output
+    assert len(res.output) < 700
+
+
+def test_memory_bomb_is_an_error_not_a_crash(tmp_path):
+    a, b = run_cells(tmp_path, ["big = bytearray(6 * 1024**3)", "'still here'"], memory=512 * 1024**2)
+    assert "MemoryError" in a.error
+    assert b.output == "'still here'\n"
+
+
+def test_reserved_names_are_restored(tmp_path):
+    a, b = run_cells(
+        tmp_path, ["context = 'gone'; llm_query = None; FINAL = print", "len(context), llm_query('z')"]
+    )
+    assert set(a.restored) == {"context", "llm_query", "FINAL"}
+    assert b.output == f"({CHARS}, 'answer to z')\n"
+
+
+def test_final_and_final_var_from_code(tmp_path):
+    a, b, c = run_cells(
+        tmp_path, ["FINAL('done: 3')", "result = {'n': 3}\nFINAL_VAR('result')", "FINAL_VAR('nope')"]
+    )
+    assert a.final == "done: 3"
+    assert b.final == "{'n': 3}"
+    assert c.final is None and "no variable named 'nope'" in c.output
+
+
+def test_sys_exit_is_refused(tmp_path):
+    a, b = run_cells(tmp_path, ["import sys; sys.exit(1)", "'ok'"])
+    assert "SystemExit" in a.error and b.output == "'ok'\n"
+
+
+def test_environment_is_scrubbed(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-should-not-leak-123456")
+    (res,) = run_cells(tmp_path, ["import os; print(sorted(os.environ))"])
+    names = set(eval(res.output))
+    assert names <= {"PATH", "LANG", "HOME", "TMPDIR", "LC_CTYPE"}
+    assert "OPENAI_API_KEY" not in res.output
+
+
+def test_dead_server_is_restarted_once_then_sandbox_error(tmp_path):
+    ctx, idx = make_context(tmp_path)
+
+    async def main():
+        repl = Repl(LocalSandbox(SandboxLimits()), ctx, idx, echo_subcalls, cell_timeout=5)
+        await repl.start()
+        try:
+            await repl.run_cell("x = 1")
+            first = await repl.run_cell("import os; os._exit(3)")
+            after = await repl.run_cell("'x' in dir(), len(context) > 0")
+            with pytest.raises(SandboxError):
+                await repl.run_cell("import os; os._exit(4)")
+            return first, after
+        finally:
+            await repl.close()
+
+    first, after = asyncio.run(main())
+    assert "restarted" in first.error and "lost" in first.error
+    assert after.output == "(False, True)\n"
+
+
+def test_host_backstop_kills_a_cell_that_disables_the_timer(tmp_path):
+    ctx, idx = make_context(tmp_path)
+
+    async def main():
+        repl = Repl(LocalSandbox(SandboxLimits()), ctx, idx, echo_subcalls, cell_timeout=1)
+        await repl.start()
+        try:
+            hung = await repl.run_cell(
+                "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True: pass"
+            )
+            alive = await repl.run_cell("1 + 1")
+            return hung, alive
+        finally:
+            await repl.close()
+
+    hung, alive = asyncio.run(main())
+    assert "did not stop" in hung.error and "restarted" in hung.error
+    assert alive.output == "2\n"
