@@ -67,53 +67,53 @@ def root(
     )
 )
 def ask(
-    paths: Annotated[list[str], typer.Argument(help="Files, directories, or - for stdin.")],
-    question: Annotated[str, typer.Argument(help="The question to answer.", show_default=False)],
+    paths: Annotated[list[str], typer.Argument(help="Files, directories, or - for stdin.", metavar="PATH...")],
+    question: Annotated[str, typer.Argument(help="The question to answer.", metavar="QUESTION", show_default=False)],
     model: Annotated[str | None, typer.Option("--model", "-m", envvar="RLM_MODEL", rich_help_panel=MODEL,
-        help=f"Root model, any litellm model string. [default: {D.model}]")] = None,
+        help=f"Root model, any litellm model string. \\[default: {D.model}]")] = None,
     sub_model: Annotated[str | None, typer.Option(envvar="RLM_SUB_MODEL", rich_help_panel=MODEL,
-        help="Model for llm_query sub-calls. [default: the root model]")] = None,
+        help="Model for llm_query sub-calls. \\[default: the root model]")] = None,
     api_base: Annotated[str | None, typer.Option(envvar="RLM_API_BASE", rich_help_panel=MODEL,
         help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")] = None,
     sub_api_base: Annotated[str | None, typer.Option(envvar="RLM_SUB_API_BASE", rich_help_panel=MODEL,
-        help="Base URL for sub-calls. [default: --api-base]")] = None,
+        help="Base URL for sub-calls. \\[default: --api-base]")] = None,
     concurrency: Annotated[int | None, typer.Option(envvar="RLM_CONCURRENCY", rich_help_panel=MODEL,
-        help=f"Sub-calls in flight at once. [default: {D.concurrency}]")] = None,
+        help=f"Sub-calls in flight at once. \\[default: {D.concurrency}]")] = None,
     request_timeout: Annotated[float | None, typer.Option(envvar="RLM_REQUEST_TIMEOUT", rich_help_panel=MODEL,
-        help=f"Seconds per model request. [default: {D.request_timeout:g}]")] = None,
+        help=f"Seconds per model request. \\[default: {D.request_timeout:g}]")] = None,
     max_retries: Annotated[int | None, typer.Option(envvar="RLM_MAX_RETRIES", rich_help_panel=MODEL,
-        help=f"Retries on 429/5xx/timeouts, with backoff. [default: {D.max_retries}]")] = None,
+        help=f"Retries on 429/5xx/timeouts, with backoff. \\[default: {D.max_retries}]")] = None,
     max_iterations: Annotated[int | None, typer.Option(envvar="RLM_MAX_ITERATIONS", rich_help_panel=LIMITS,
-        help=f"Root-model turns before a last call for the answer. [default: {D.max_iterations}]")] = None,
+        help=f"Root-model turns before a last call for the answer. \\[default: {D.max_iterations}]")] = None,
     max_subcalls: Annotated[int | None, typer.Option(envvar="RLM_MAX_SUBCALLS", rich_help_panel=LIMITS,
-        help="Most llm_query sub-calls. [default: no limit]")] = None,
+        help="Most llm_query sub-calls. \\[default: no limit]")] = None,
     max_cost: Annotated[float | None, typer.Option(envvar="RLM_MAX_COST", rich_help_panel=LIMITS,
-        help="Most USD to spend, sub-calls included. [default: no limit]")] = None,
+        help="Most USD to spend, sub-calls included. \\[default: no limit]")] = None,
     max_tokens: Annotated[int | None, typer.Option(envvar="RLM_MAX_TOKENS", rich_help_panel=LIMITS,
-        help="Most tokens (prompt + completion), sub-calls included. [default: no limit]")] = None,
+        help="Most tokens (prompt + completion), sub-calls included. \\[default: no limit]")] = None,
     timeout: Annotated[float | None, typer.Option(envvar="RLM_TIMEOUT", rich_help_panel=LIMITS,
-        help="Wall-clock seconds for the whole run. [default: no limit]")] = None,
+        help="Wall-clock seconds for the whole run. \\[default: no limit]")] = None,
     sandbox: Annotated[str | None, typer.Option(envvar="RLM_SANDBOX", rich_help_panel=SANDBOX,
         help="Where model-written code runs: auto or local. 'local' is a child process with a scrubbed "
              "environment and rlimits — WEAKER isolation than a container: it can read files your user "
-             "can read. [default: auto]")] = None,
+             "can read. \\[default: auto]")] = None,
     memory: Annotated[str | None, typer.Option(envvar="RLM_MEMORY", rich_help_panel=SANDBOX,
-        help=f"Memory cap of the REPL, e.g. 512m, 2g. [default: {D.memory}]")] = None,
+        help=f"Memory cap of the REPL, e.g. 512m, 2g. \\[default: {D.memory}]")] = None,
     cell_timeout: Annotated[float | None, typer.Option(envvar="RLM_CELL_TIMEOUT", rich_help_panel=SANDBOX,
-        help=f"Seconds a code cell may run (sub-calls excluded). [default: {D.cell_timeout:g}]")] = None,
+        help=f"Seconds a code cell may run (sub-calls excluded). \\[default: {D.cell_timeout:g}]")] = None,
     max_output_chars: Annotated[int | None, typer.Option(envvar="RLM_MAX_OUTPUT_CHARS",
         rich_help_panel=SANDBOX,
-        help=f"Cell output shown to the model; the rest is cut. [default: {D.max_output_chars}]")] = None,
-    include: Annotated[list[str] | None, typer.Option("--include", "-g", rich_help_panel=INPUT,
+        help=f"Cell output shown to the model; the rest is cut. \\[default: {D.max_output_chars}]")] = None,
+    include: Annotated[list[str] | None, typer.Option("--include", "-g", rich_help_panel=INPUT, metavar="GLOB",
         help="Only load directory files matching this glob (repeatable).", show_default=False)] = None,
-    exclude: Annotated[list[str] | None, typer.Option("--exclude", "-x", rich_help_panel=INPUT,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", "-x", rich_help_panel=INPUT, metavar="GLOB",
         help="Skip directory entries matching this glob (repeatable).", show_default=False)] = None,
     no_ignore: Annotated[bool, typer.Option("--no-ignore", rich_help_panel=INPUT,
         help="Don't honour .gitignore, .ignore, .rlmignore, .git/info/exclude.")] = False,
     hidden: Annotated[bool, typer.Option("--hidden", rich_help_panel=INPUT,
         help="Include hidden files and directories (never .git/).")] = False,
     max_file_size: Annotated[str | None, typer.Option(envvar="RLM_MAX_FILE_SIZE", rich_help_panel=INPUT,
-        help=f"Skip directory files over this size; named files are always read. [default: {D.max_file_size}]")]
+        help=f"Skip directory files over this size (named files: never). \\[default: {D.max_file_size}]")]
         = None,
     as_json: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT,
         help="Print one JSON object: answer, exit_reason, usage, cost, ...")] = False,
@@ -124,9 +124,8 @@ def ask(
 ) -> None:  # fmt: skip
     """Answer QUESTION about PATHS (files, directories, or - for stdin).
 
-    The input is never pasted into a prompt: the root model explores it with code in a sandboxed
-    REPL and calls sub-models on pieces. The answer goes to stdout; progress to stderr.
-    """
+    The input is never pasted into a prompt: the root model explores it with code in a sandboxed REPL and calls sub-models on pieces. The answer goes to stdout; progress to stderr.
+    """  # Rich re-flows help text: a line break inside a paragraph would show
     from .settings import resolve
 
     explicit = dict(
