@@ -45,6 +45,9 @@ class Budget:
     iterations: int = 0
     breached: LimitReached | None = None
 
+    def restart_clock(self) -> None:
+        self.started = time.monotonic()
+
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 

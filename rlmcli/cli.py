@@ -92,7 +92,7 @@ def ask(
     max_tokens: Annotated[int | None, typer.Option(envvar="RLM_MAX_TOKENS", rich_help_panel=LIMITS,
         help="Most tokens (prompt + completion), sub-calls included. \\[default: no limit]")] = None,
     timeout: Annotated[float | None, typer.Option(envvar="RLM_TIMEOUT", rich_help_panel=LIMITS,
-        help="Wall-clock seconds for the whole run. \\[default: no limit]")] = None,
+        help="Wall-clock seconds for the run, after start-up. \\[default: no limit]")] = None,
     sandbox: Annotated[str | None, typer.Option(envvar="RLM_SANDBOX", rich_help_panel=SANDBOX,
         help="Where model-written code runs: auto or local. 'local' is a child process with a scrubbed "
              "environment and rlimits — WEAKER isolation than a container: it can read files your user "
@@ -126,8 +126,6 @@ def ask(
 
     The input is never pasted into a prompt: the root model explores it with code in a sandboxed REPL and calls sub-models on pieces. The answer goes to stdout; progress to stderr.
     """  # Rich re-flows help text: a line break inside a paragraph would show
-    from .settings import resolve
-
     explicit = dict(
         model=model, sub_model=sub_model, api_base=api_base, sub_api_base=sub_api_base,
         concurrency=concurrency, request_timeout=request_timeout, max_retries=max_retries,
@@ -137,17 +135,17 @@ def ask(
         exclude=exclude or [], no_ignore=no_ignore or None, hidden=hidden or None,
         max_file_size=max_file_size,
     )  # fmt: skip
+    _guarded(lambda: _run(explicit, paths, question, as_json=as_json, quiet=quiet, verbose=verbose))
+
+
+def _run(explicit: dict, paths: list[str], question: str, as_json: bool, quiet: bool, verbose: bool) -> None:
+    from .progress import StderrProgress
+    from .run import ask as run_ask
+    from .settings import resolve
+
     settings = resolve(explicit)
     if not question.strip():
         raise UsageError("the question is empty")
-    _run(settings, paths, question, as_json=as_json, quiet=quiet, verbose=verbose)
-
-
-def _run(
-    settings: Settings, paths: list[str], question: str, as_json: bool, quiet: bool, verbose: bool
-) -> None:
-    from .progress import StderrProgress
-    from .run import ask as run_ask
 
     progress = StderrProgress(quiet=quiet, verbose=verbose)
     if settings.sandbox == "auto":
@@ -200,24 +198,21 @@ def _json_result(report) -> dict:  # noqa: ANN001 - run.Report, imported lazily
 
 
 def main() -> None:
-    """Console entry point: user errors are one line on stderr and an exit status, never a traceback."""
+    """Console entry point. Typer maps usage errors to exit 2; `_guarded` maps ours."""
+    app()
+
+
+def _guarded(action) -> None:  # noqa: ANN001
+    """Run a command body: user errors become one line and an exit status, never a traceback."""
     try:
-        status = app(standalone_mode=False)
-        sys.exit(status if isinstance(status, int) else 0)
+        action()
     except RlmError as exc:
         _fail(str(exc), exc.hint, exc.exit_status)
     except KeyboardInterrupt:
         _fail("interrupted", None, ExitStatus.INTERRUPTED)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click's usage errors and real bugs
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
-            _fail("interrupted", None, ExitStatus.INTERRUPTED)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(ExitStatus.USAGE if isinstance(exc, click.UsageError) else ExitStatus.ERROR)
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
         if os.environ.get("RLM_DEBUG"):
             raise
         _fail(f"unexpected {type(exc).__name__}: {exc}", "this is a bug; RLM_DEBUG=1 shows the traceback",
@@ -228,4 +223,4 @@ def _fail(message: str, hint: str | None, status: int) -> None:
     sys.stderr.write(f"rlm: error: {redact(message)}\n")
     if hint:
         sys.stderr.write(f"rlm: hint: {redact(hint)}\n")
-    sys.exit(int(status))
+    raise typer.Exit(int(status))

@@ -21,7 +21,7 @@ to its text and `file_spans` maps each path to its (start, end) offsets in `cont
 characters) inside your REPL environment, and `llm_query_batched(prompts)`, which runs many \
 prompts concurrently and returns their answers in order — much faster than a loop of \
 `llm_query` calls when the prompts do not depend on each other.
-3. `grep(pattern, path=None, ignore_case=False, max_matches=200)`: a regex search over `context` \
+3. `grep(pattern, path=None, ignore_case=False, max_matches=10000)`: a regex search over `context` \
 (or one file) returning (path, line, text) matches; `count_tokens(text)` estimates tokens; \
 `SHOW_VARS()` lists the variables you have made.
 4. The ability to use `print()` statements to view the output of your REPL code and continue \

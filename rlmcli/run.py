@@ -114,6 +114,7 @@ async def _drive(agent: Agent, repl: Repl) -> RunResult:
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:
         await repl.start()
+        agent.budget.restart_clock()  # --timeout bounds the loop, not start-up
         return await agent.run()
     except asyncio.CancelledError:
         return RunResult(

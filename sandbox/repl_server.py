@@ -348,32 +348,41 @@ class Server:
             rows.append("%s: %s%s" % (key, type(value).__name__, size))
         print("\n".join(rows) if rows else "(no variables yet)")
 
-    def grep(self, pattern, path=None, ignore_case=False, max_matches=200):
-        """Regex search over `context` (or one file): a list of (path, line, text) matches."""
-        flags = re.IGNORECASE if ignore_case else 0
-        rx = re.compile(pattern, flags | re.MULTILINE)
-        if path is not None:
-            start, end = self.spans[path]
-        else:
-            start, end = 0, len(self.context)
-        text, hits = self.context, []
-        line_no, counted_to = 1, 0
-        file_idx, file_start = -1, 0
-        for m in rx.finditer(text, start, end):
-            pos = m.start()
-            idx = bisect_right(self.starts, pos) - 1
+    def grep(self, pattern, path=None, ignore_case=False, max_matches=10000):
+        """Regex search over `context` (or one file): one (path, line, text) hit per matching line.
+
+        Stops at `max_matches` (None: no cap) and says so in the cell output, so that
+        len(grep(...)) is never silently an undercount.
+        """
+        rx = re.compile(pattern, (re.IGNORECASE if ignore_case else 0) | re.MULTILINE)
+        text = self.context
+        start, end = self.spans[path] if path is not None else (0, len(text))
+        ends = [self.spans[p][1] for p in self.paths]
+        hits, pos = [], start
+        file_idx, line_no, counted_to = None, 1, 0
+        while pos <= end:
+            m = rx.search(text, pos, end)
+            if m is None:
+                break
+            at = m.start()
+            line_start = text.rfind("\n", 0, at) + 1
+            line_end = text.find("\n", at, end)
+            line_end = end if line_end < 0 else line_end
+            pos = line_end + 1  # one hit per line, as grep does
+            idx = bisect_right(self.starts, at) - 1
+            if self.paths and (idx < 0 or at >= ends[idx]):
+                continue  # a `==> path <==` header line, not file content
             if idx != file_idx:  # entered a new file: count lines from its start
                 file_idx = idx
-                file_start = self.starts[idx] if idx >= 0 else 0
-                line_no, counted_to = 1, file_start
-            line_no += text.count("\n", counted_to, pos)
-            counted_to = pos
-            line_start = text.rfind("\n", file_start, pos) + 1
-            line_end = text.find("\n", pos, end)
-            line_end = end if line_end < 0 else line_end
+                line_no, counted_to = 1, (self.starts[idx] if idx >= 0 else 0)
+            line_no += text.count("\n", counted_to, line_start)
+            counted_to = line_start
             name = self.paths[idx] if idx >= 0 else "<context>"
             hits.append(Match(name, line_no, text[line_start:line_end][:500]))
-            if len(hits) >= max_matches:
+            if max_matches is not None and len(hits) >= max_matches:
+                print(
+                    "grep: stopped at max_matches=%d; there may be more (pass max_matches=None)" % max_matches
+                )
                 break
         return hits
 

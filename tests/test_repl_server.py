@@ -82,6 +82,13 @@ def test_grep_reports_path_and_line(tmp_path):
     assert res.output == "a.log 2 beta ERROR one\nb.py 2 # ERROR two\n"
 
 
+def test_grep_says_when_it_stops_at_max_matches(tmp_path):
+    # 'a' is on 3 content lines (twice on two of them) and in the '==> a.log <==' header.
+    (res,) = run_cells(tmp_path, ["len(grep('a', max_matches=2)), len(grep('a', max_matches=None))"])
+    assert "stopped at max_matches=2" in res.output
+    assert res.output.endswith("(2, 3)\n")
+
+
 def test_llm_query_and_batched_are_brokered_to_the_host(tmp_path):
     (res,) = run_cells(tmp_path, ["print(llm_query('q1')); print(llm_query_batched(['q2', 'q3']))"])
     assert res.output == "answer to q1\n['answer to q2', 'answer to q3']\n"
