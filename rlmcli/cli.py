@@ -5,7 +5,6 @@ Nothing heavy is imported at module level: `rlm --help` must not pay for litellm
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -152,7 +151,7 @@ def _run(explicit: dict, paths: list[str], question: str, as_json: bool, quiet: 
         progress.warn(
             "the Docker sandbox is not available yet; using the local process sandbox (weaker isolation)"
         )
-    report = asyncio.run(run_ask(settings, paths, question, progress, stdin=sys.stdin.buffer))
+    report = run_ask(settings, paths, question, progress, stdin=sys.stdin.buffer)
     result = report.result
     status = EXIT_BY_REASON.get(result.exit_reason, ExitStatus.LIMIT)
     if as_json:

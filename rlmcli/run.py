@@ -59,15 +59,15 @@ def make_sandbox(settings: Settings) -> LocalSandbox:
     return LocalSandbox(limits)
 
 
-async def ask(
-    settings: Settings,
-    paths: list[str],
-    question: str,
-    emit: Emit,
-    stdin: BinaryIO | None = None,
+def ask(
+    settings: Settings, paths: list[str], question: str, emit: Emit, stdin: BinaryIO | None = None
 ) -> Report:
-    """Run one question to the end. Input errors raise; everything after the loop starts
-    (limits, provider and sandbox failures, interruption) comes back as a RunResult."""
+    """Run one question to the end. Input, credential and usage errors raise; everything after
+    the loop starts (limits, provider and sandbox failures, interruption) comes back as a result.
+
+    Loading and the litellm import happen before the event loop starts, so Ctrl-C during a long
+    load is an ordinary KeyboardInterrupt.
+    """
     workdir = Path(tempfile.mkdtemp(prefix="rlm-run-"))
     try:
         context = load(settings, paths, workdir, stdin)
@@ -99,7 +99,7 @@ async def ask(
         emit(RunStarted(question, settings.model, settings.effective_sub_model, sandbox.name))
         agent = Agent(client, repl, context, question, budget, emit, settings.max_output_chars)
         repl.on_subcalls = agent.subcalls
-        result = await _drive(agent, repl)
+        result = asyncio.run(_drive(agent, repl))
         emit(RunFinished(result.exit_reason, result.answer))
         return Report(result, budget, context, settings, sandbox.name)
     finally:
