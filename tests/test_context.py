@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import subprocess
+import sys
 import threading
 import tracemalloc
 from pathlib import Path
@@ -291,23 +294,43 @@ def test_explicit_fifo_is_an_error(chdir_tmp: Path) -> None:
     assert "stdin" in (exc.value.hint or "")
 
 
-@pytest.mark.skipif(
-    PERMISSIONS_BYPASSED,
-    reason="running as root (CAP_DAC_OVERRIDE): chmod 000 can't make a file unreadable; "
-    "the monkeypatched tests below cover the same paths",
-)
+UNREADABLE_PROBE = """
+import json, sys
+from pathlib import Path
+from rlmcli.context import LoadOptions, load_context
+from rlmcli.errors import InputError
+ctx = load_context(["repo"], Path(sys.argv[1]), LoadOptions())
+try:
+    load_context(["repo/secret.txt"], Path(sys.argv[1]) / "w2", LoadOptions())
+    error = None
+except InputError as e:
+    error = str(e)
+print(json.dumps({"files": [f.path for f in ctx.files], "skipped": ctx.stats.skipped, "error": error}))
+"""
+
+
 def test_unreadable_by_permissions(chdir_tmp: Path) -> None:
+    """Real permissions, not a monkeypatch: as root, the capability that bypasses them is dropped."""
     repo = make_tree(chdir_tmp / "repo", {"a.txt": "a", "secret.txt": "s", "locked/x.txt": "x"})
     (repo / "secret.txt").chmod(0)
     (repo / "locked").chmod(0)
+    command = [sys.executable, "-c", UNREADABLE_PROBE, str(chdir_tmp / "work")]
+    if PERMISSIONS_BYPASSED:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: cannot make a file unreadable")
+        drop = "-dac_override,-dac_read_search"
+        command = [setpriv, f"--inh-caps={drop}", f"--bounding-set={drop}", *command]
     try:
-        ctx = load(["repo"], chdir_tmp)
-        assert names(ctx) == ["repo/a.txt"]
-        assert ctx.stats.skipped == {"unreadable": ["repo/locked/", "repo/secret.txt"]}
-        with pytest.raises(InputError, match="cannot read repo/secret.txt: permission denied"):
-            load(["repo/secret.txt"], chdir_tmp)
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=chdir_tmp, env=env, timeout=60)
     finally:
         (repo / "locked").chmod(0o755)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["files"] == ["repo/a.txt"]
+    assert result["skipped"] == {"unreadable": ["repo/locked/", "repo/secret.txt"]}
+    assert "cannot read repo/secret.txt: permission denied" in result["error"]
 
 
 def deny(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
