@@ -93,9 +93,16 @@ def ask(
     timeout: Annotated[float | None, typer.Option(envvar="RLM_TIMEOUT", rich_help_panel=LIMITS,
         help="Wall-clock seconds for the run, after start-up. \\[default: no limit]")] = None,
     sandbox: Annotated[str | None, typer.Option(envvar="RLM_SANDBOX", rich_help_panel=SANDBOX,
-        help="Where model-written code runs: auto or local. 'local' is a child process with a scrubbed "
-             "environment and rlimits — WEAKER isolation than a container: it can read files your user "
-             "can read. \\[default: auto]")] = None,
+        help="Where model-written code runs: docker (no network, no host files but the context, capped "
+             "memory/CPU/processes), local (a child process with a scrubbed environment and rlimits — "
+             "WEAKER isolation: it can read what your user can read, and reach the network), or auto "
+             "(docker when a daemon answers, else local with a warning). \\[default: auto]")] = None,
+    image: Annotated[str | None, typer.Option(envvar="RLM_SANDBOX_IMAGE", rich_help_panel=SANDBOX,
+        help=f"Docker image with python3 >= 3.9; offline: `rlm sandbox build`. \\[default: {D.image}]")] = None,
+    cpus: Annotated[float | None, typer.Option(envvar="RLM_CPUS", rich_help_panel=SANDBOX,
+        help=f"CPUs for the Docker sandbox. \\[default: {D.cpus:g}]")] = None,
+    pids_limit: Annotated[int | None, typer.Option(envvar="RLM_PIDS_LIMIT", rich_help_panel=SANDBOX,
+        help=f"Most processes in the sandbox. \\[default: {D.pids_limit}]")] = None,
     memory: Annotated[str | None, typer.Option(envvar="RLM_MEMORY", rich_help_panel=SANDBOX,
         help=f"Memory cap of the REPL, e.g. 512m, 2g. \\[default: {D.memory}]")] = None,
     cell_timeout: Annotated[float | None, typer.Option(envvar="RLM_CELL_TIMEOUT", rich_help_panel=SANDBOX,
@@ -129,7 +136,8 @@ def ask(
         model=model, sub_model=sub_model, api_base=api_base, sub_api_base=sub_api_base,
         concurrency=concurrency, request_timeout=request_timeout, max_retries=max_retries,
         max_iterations=max_iterations, max_subcalls=max_subcalls, max_cost=max_cost,
-        max_tokens=max_tokens, timeout=timeout, sandbox=sandbox, memory=memory,
+        max_tokens=max_tokens, timeout=timeout, sandbox=sandbox, image=image, cpus=cpus,
+        pids_limit=pids_limit, memory=memory,
         cell_timeout=cell_timeout, max_output_chars=max_output_chars, include=include or [],
         exclude=exclude or [], no_ignore=no_ignore or None, hidden=hidden or None,
         max_file_size=max_file_size,
@@ -147,10 +155,6 @@ def _run(explicit: dict, paths: list[str], question: str, as_json: bool, quiet: 
         raise UsageError("the question is empty")
 
     progress = StderrProgress(quiet=quiet, verbose=verbose)
-    if settings.sandbox == "auto":
-        progress.warn(
-            "the Docker sandbox is not available yet; using the local process sandbox (weaker isolation)"
-        )
     report = run_ask(settings, paths, question, progress, stdin=sys.stdin.buffer)
     result = report.result
     status = EXIT_BY_REASON.get(result.exit_reason, ExitStatus.LIMIT)
@@ -194,6 +198,78 @@ def _json_result(report) -> dict:  # noqa: ANN001 - run.Report, imported lazily
             "skipped": {reason: len(paths) for reason, paths in stats.skipped.items() if paths},
         },
     }
+
+
+sandbox_app = typer.Typer(
+    help="Manage the Docker sandbox: build an offline image, check what a cell sees, prune leftovers.",
+    no_args_is_help=True,
+)
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@sandbox_app.command("build")
+def sandbox_build(
+    tag: Annotated[str, typer.Option(help="Name of the image to make.")] = "rlm-sandbox:bookworm",
+    suite: Annotated[str, typer.Option(help="Debian suite to bootstrap.")] = "bookworm",
+    mirror: Annotated[str | None, typer.Option(help="Debian mirror URL. [default: debootstrap's]")] = None,
+) -> None:
+    """Build a sandbox image without a registry: a Debian minbase root filesystem with python3
+    (debootstrap), imported with `docker import`. Needs root and debootstrap.
+
+    Then: rlm ask ... --image rlm-sandbox:bookworm (or RLM_SANDBOX_IMAGE=rlm-sandbox:bookworm).
+    """
+
+    def build() -> None:
+        from .sandbox_admin import build_image
+
+        built = build_image(tag, suite, mirror, say=lambda text: sys.stderr.write(f"rlm: {text}\n"))
+        typer.echo(built)
+
+    _guarded(build)
+
+
+@sandbox_app.command("check")
+def sandbox_check(
+    image: Annotated[str | None, typer.Option(envvar="RLM_SANDBOX_IMAGE", help="Image to check.")] = None,
+    memory: Annotated[str | None, typer.Option(envvar="RLM_MEMORY", help="Memory cap.")] = None,
+    cpus: Annotated[float | None, typer.Option(envvar="RLM_CPUS")] = None,
+    pids_limit: Annotated[int | None, typer.Option(envvar="RLM_PIDS_LIMIT")] = None,
+) -> None:
+    """Start a sandbox and print what a cell sees: daemon, image, Python, user, limits, network."""
+
+    def check() -> None:
+        from .context import parse_size
+        from .sandbox_admin import check as run_check
+        from .sandbox_docker import DockerOptions
+        from .sandbox_local import SandboxLimits
+        from .settings import resolve
+
+        s = resolve(dict(image=image, memory=memory, cpus=cpus, pids_limit=pids_limit))
+        seen = run_check(
+            DockerOptions(s.image, s.cpus, s.pids_limit), SandboxLimits(memory=parse_size(s.memory))
+        )
+        for key, value in seen.items():
+            typer.echo(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
+
+    _guarded(check)
+
+
+@sandbox_app.command("prune")
+def sandbox_prune(
+    all_: Annotated[bool, typer.Option("--all", help="Also remove containers of runs still alive.")] = False,
+) -> None:
+    """Remove sandbox containers left behind by runs that died (rlm also does this on start)."""
+
+    def prune() -> None:
+        from .sandbox_docker import prune as do_prune
+        from .sandbox_docker import require
+
+        removed = do_prune(require(), everything=all_)
+        sys.stderr.write(f"rlm: removed {len(removed)} container(s)\n")
+        for name in removed:
+            typer.echo(name)
+
+    _guarded(prune)
 
 
 def main() -> None:

@@ -29,6 +29,14 @@ class RunStarted(Event):
 
 
 @dataclass
+class Notice(Event):
+    """Something the user should know that is not an error (a fallback, a pull in progress)."""
+
+    message: str
+    warning: bool = False
+
+
+@dataclass
 class ContextLoaded(Event):
     summary: str
     chars: int

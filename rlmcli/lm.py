@@ -152,6 +152,9 @@ class ModelClient:
                 hint="use a litellm model string such as openai/gpt-5-mini "
                 "(openai/NAME also works for any OpenAI-compatible server with --api-base)",
             ) from e
+        # litellm counts a variable that is set but empty as present; an empty key is no key.
+        for name in [k for k, v in os.environ.items() if k.endswith("_KEY") and not v.strip()]:
+            del os.environ[name]
         env = litellm.validate_environment(model=cfg.model)
         # litellm lists OLLAMA_API_BASE as "missing" although it defaults to localhost:11434.
         missing = [k for k in env.get("missing_keys", []) if k != "OLLAMA_API_BASE"]

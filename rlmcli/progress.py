@@ -6,7 +6,7 @@ import sys
 from typing import TextIO
 
 from .errors import redact
-from .events import ContextLoaded, Event, IterationFinished, RunStarted
+from .events import ContextLoaded, Event, IterationFinished, Notice, RunStarted
 
 
 class StderrProgress:
@@ -19,7 +19,9 @@ class StderrProgress:
     def __call__(self, event: Event) -> None:
         if self.quiet:
             return
-        if isinstance(event, ContextLoaded):
+        if isinstance(event, Notice):
+            self._line(f"warning: {event.message}" if event.warning else event.message)
+        elif isinstance(event, ContextLoaded):
             self._line(event.summary)
             if self.verbose:
                 for reason, paths in event.skipped.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shutil
 import signal
 import tempfile
@@ -10,13 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from . import sandbox_docker
 from .agent import Agent, RunResult
 from .budget import Budget, Limits
 from .context import Context, LoadOptions, load_context, parse_size
 from .errors import ProviderError, RlmError, SandboxError
-from .events import ContextLoaded, Emit, RunFinished, RunStarted
+from .events import ContextLoaded, Emit, Notice, RunFinished, RunStarted
 from .lm import ModelClient, ModelConfig
-from .repl import Repl
+from .repl import Repl, Sandbox
 from .sandbox_local import LocalSandbox, SandboxLimits
 from .settings import Settings
 
@@ -50,13 +52,26 @@ def make_client(settings: Settings, budget: Budget) -> ModelClient:
     return ModelClient(root, sub, budget, concurrency=settings.concurrency)
 
 
-def make_sandbox(settings: Settings) -> LocalSandbox:
+def make_sandbox(settings: Settings, share_dir: Path, emit: Emit) -> Sandbox:
+    """Docker when asked, or for `auto` when a daemon answers within a second; else local."""
     limits = SandboxLimits(
         memory=parse_size(settings.memory),
         cell_timeout=settings.cell_timeout,
         max_output_chars=settings.max_output_chars,
+        pids=settings.pids_limit,
     )
-    return LocalSandbox(limits)
+    if settings.sandbox == "local":
+        return LocalSandbox(limits)
+    client = sandbox_docker.connect(timeout=1.0)
+    if client is None:
+        if settings.sandbox == "docker":
+            raise sandbox_docker.no_daemon()
+        emit(Notice("no Docker daemon answers; using the local sandbox (weaker isolation)", warning=True))
+        return LocalSandbox(limits)
+    sandbox_docker.prune(client)  # leftovers of runs that died without cleaning up
+    sandbox_docker.ensure_image(client, settings.image, lambda text: emit(Notice(text)))
+    options = sandbox_docker.DockerOptions(settings.image, settings.cpus, settings.pids_limit)
+    return sandbox_docker.DockerSandbox(client, limits, options, share_dir)
 
 
 def ask(
@@ -69,12 +84,13 @@ def ask(
     load is an ordinary KeyboardInterrupt.
     """
     workdir = Path(tempfile.mkdtemp(prefix="rlm-run-"))
+    share = workdir / f"share-{secrets.token_hex(8)}"  # what the sandbox sees, read-only
     try:
-        context = load(settings, paths, workdir, stdin)
+        context = load(settings, paths, share, stdin)
         emit(
             ContextLoaded(context.summary(), context.stats.chars, context.stats.files, context.stats.skipped)
         )
-        index = workdir / "index.json"
+        index = share / "index.json"
         context.write_index(index)
         budget = Budget(
             Limits(
@@ -87,7 +103,7 @@ def ask(
         )
         client = make_client(settings, budget)
         client.check_credentials()
-        sandbox = make_sandbox(settings)
+        sandbox = make_sandbox(settings, share, emit)
         repl = Repl(
             sandbox,
             context.path,

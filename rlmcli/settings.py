@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import UsageError
 
-SANDBOXES = ("auto", "local")
+SANDBOXES = ("auto", "docker", "local")
 
 
 @dataclass
@@ -33,6 +33,9 @@ class Settings:
     max_tokens: int | None = None
     timeout: float | None = None
     sandbox: str = "auto"
+    image: str = "python:3.12-slim"
+    cpus: float = 1.0
+    pids_limit: int = 128
     memory: str = "1g"
     cell_timeout: float = 120.0
     max_output_chars: int = 20000

@@ -44,17 +44,28 @@ class CellTimeout(BaseException):
 
 
 class Channel:
-    """Framed JSON over two raw file descriptors."""
+    """Framed JSON over two raw file descriptors, usable only by the server process itself.
+
+    A process forked by a cell (os.fork, a fork bomb) inherits the descriptors and the cell's
+    code; when its copy of the cell ends and reaches the channel, it exits instead of speaking.
+    """
 
     def __init__(self, fd_in, fd_out):
         self.fin = os.fdopen(fd_in, "rb", buffering=0)
         self.fout = os.fdopen(fd_out, "wb", buffering=0)
+        self.owner = os.getpid()
+
+    def check_owner(self):
+        if os.getpid() != self.owner:
+            os._exit(0)
 
     def send(self, msg):
+        self.check_owner()
         data = json.dumps(msg, ensure_ascii=False, default=str).encode("utf-8", "replace")
         self.fout.write(struct.pack(">I", len(data)) + data)
 
     def recv(self):
+        self.check_owner()
         size = struct.unpack(">I", self._read(4))[0]
         if size > MAX_FRAME:
             raise ValueError("frame too large: %d bytes" % size)
@@ -396,7 +407,18 @@ def on_alarm(signum, frame):
     raise CellTimeout()
 
 
+def limit_memory(argv):
+    """`--max-memory BYTES`: cap our address space so a huge allocation is a MemoryError in the
+    cell, not an out-of-memory kill of the whole REPL (the container's cgroup is the backstop)."""
+    if "--max-memory" in argv:
+        import resource
+
+        limit = int(argv[argv.index("--max-memory") + 1])
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
 def main():
+    limit_memory(sys.argv[1:])
     # Keep private copies of the protocol descriptors, then take fds 0/1/2 away from user code.
     channel = Channel(os.dup(0), os.dup(1))
     null = os.open(os.devnull, os.O_RDONLY)

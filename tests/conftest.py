@@ -75,3 +75,32 @@ def run_rlm(rlm_bin, tmp_path):
 
 def ask_args(fake: FakeLLM, *paths: str, question: str = "What is in there?", extra=()) -> list[str]:
     return ["ask", *paths, question, "--model", MODEL, "--api-base", fake.url, "--sandbox", "local", *extra]
+
+
+TEST_IMAGE = os.environ.get("RLM_TEST_IMAGE", "rlm-sandbox:bookworm")
+
+
+@pytest.fixture(scope="session")
+def docker_image() -> str:
+    """The offline sandbox image on a live daemon. Skips with the reason when there is none —
+    except where Docker is required (CI, scripts/test.sh after provisioning): there it fails."""
+    import docker
+
+    required = os.environ.get("RLM_REQUIRE_DOCKER") == "1"
+    try:
+        client = docker.from_env(timeout=5)
+        client.ping()
+        client.images.get(TEST_IMAGE)
+    except Exception as exc:
+        reason = f"Docker tests need a daemon and the image {TEST_IMAGE} (scripts/provision-docker.sh): {exc}"
+        if required:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return TEST_IMAGE
+
+
+def our_containers() -> list[str]:
+    import docker
+
+    client = docker.from_env(timeout=10)
+    return [c.name for c in client.containers.list(all=True, filters={"label": "rlm.sandbox"})]

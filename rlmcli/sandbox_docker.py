@@ -1,0 +1,256 @@
+"""The Docker sandbox (the secure default): the same REPL server, in a locked-down container.
+
+One container per run, reused by every cell. The REPL server file, the context and its index are
+bind-mounted read-only at /rlm; the protocol runs over the container's attached stdin/stdout, so
+nothing per cell grows with the context. The container gets no network, no host environment,
+no capabilities, a non-root user, an init process, and caps on memory, CPU and processes.
+Containers are labelled with the owning host process, so leftovers of dead runs can be pruned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import SandboxError
+from .sandbox_local import SandboxLimits, server_path
+
+DEFAULT_IMAGE = "python:3.12-slim"
+OFFLINE_IMAGE = "rlm-sandbox:bookworm"  # what `rlm sandbox build` makes
+MOUNT = "/rlm"
+LABEL = "rlm.sandbox"  # every container of ours carries it
+LABEL_PID, LABEL_HOST, LABEL_RUN = "rlm.pid", "rlm.host", "rlm.run"
+OFFLINE_RECIPE = (
+    f"build an image without a registry: `rlm sandbox build` (needs debootstrap, as root), then "
+    f"`--image {OFFLINE_IMAGE}` or RLM_SANDBOX_IMAGE={OFFLINE_IMAGE}; or use --sandbox local"
+)
+
+
+@dataclass
+class DockerOptions:
+    image: str = DEFAULT_IMAGE
+    cpus: float = 1.0
+    pids_limit: int = 128
+    tmp_size: str = "256m"  # the only writable place in the container
+
+
+def connect(timeout: float = 1.0) -> Any | None:
+    """A docker client if a daemon answers within `timeout` seconds (DOCKER_HOST honoured)."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except Exception:
+        return None
+    client.api.timeout = 120  # pings are quick; image pulls and container starts are not
+    return client
+
+
+def no_daemon() -> SandboxError:
+    return SandboxError(
+        "no Docker daemon answers (checked DOCKER_HOST or the default socket)",
+        hint="start Docker (e.g. `sudo systemctl start docker` or `dockerd &`), or use --sandbox local",
+    )
+
+
+def require(timeout: float = 1.0) -> Any:
+    client = connect(timeout)
+    if client is None:
+        raise no_daemon()
+    return client
+
+
+def is_local_daemon(client: Any) -> bool:
+    host = os.environ.get("DOCKER_HOST", "")
+    return not host or host.startswith("unix://")
+
+
+def ensure_image(client: Any, image: str, progress: Any = None) -> None:
+    """Pull `image` when missing, reporting progress; exit 5 with the offline recipe when no
+    registry can be reached."""
+    import docker
+
+    try:
+        client.images.get(image)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    except docker.errors.DockerException as exc:
+        raise SandboxError(f"cannot inspect image {image}: {exc}") from exc
+    if progress is not None:
+        progress(f"pulling sandbox image {image} ...")
+    repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
+    try:
+        for line in client.api.pull(repo, tag=tag or "latest", stream=True, decode=True):
+            if progress is not None and line.get("status") in ("Downloading", "Extracting"):
+                detail = line.get("progressDetail") or {}
+                if detail.get("total"):
+                    progress(f"  {line['status'].lower()} {line.get('id', '')}: "
+                             f"{detail.get('current', 0) * 100 // detail['total']}%")  # fmt: skip
+            if "error" in line:
+                raise SandboxError(f"cannot pull {image}: {line['error']}", hint=OFFLINE_RECIPE)
+    except docker.errors.DockerException as exc:
+        raise SandboxError(f"cannot pull sandbox image {image}: {exc}", hint=OFFLINE_RECIPE) from exc
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def prune(client: Any, everything: bool = False) -> list[str]:
+    """Remove our containers whose owning process on this host is gone (all of ours if
+    `everything`). Returns the names removed."""
+    removed = []
+    for container in client.containers.list(all=True, filters={"label": LABEL}):
+        labels = container.labels or {}
+        mine = labels.get(LABEL_HOST) == socket.gethostname()
+        pid = int(labels.get(LABEL_PID, "0") or 0)
+        if everything or (mine and not _pid_alive(pid)):
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+                removed.append(container.name)
+    return removed
+
+
+async def demux(source: asyncio.StreamReader, sink: asyncio.StreamReader) -> None:
+    """Docker multiplexes an attached stream without a TTY: an 8-byte header (stream type, 3
+    zero bytes, big-endian length) before each chunk. Pass stdout's bytes on, drop the rest."""
+    try:
+        while True:
+            header = await source.readexactly(8)
+            payload = await source.readexactly(int.from_bytes(header[4:8], "big"))
+            if header[0] == 1:
+                sink.feed_data(payload)
+    except (asyncio.IncompleteReadError, ConnectionError, OSError):
+        pass
+    finally:
+        sink.feed_eof()
+
+
+class DockerSandbox:
+    name = "docker"
+
+    def __init__(self, client: Any, limits: SandboxLimits, options: DockerOptions, share_dir: Path):
+        if not is_local_daemon(client):
+            raise SandboxError(
+                "the Docker daemon is remote (DOCKER_HOST); only a local daemon is supported so far",
+                hint="unset DOCKER_HOST for a local daemon, or use --sandbox local",
+            )
+        self.client, self.limits, self.options = client, limits, options
+        self.share_dir = share_dir
+        # The container user (nobody) must read the shared files: the directory is traversable but
+        # not listable by others, and has an unguessable name (see run.py).
+        shutil.copyfile(server_path(), share_dir / "repl_server.py")
+        for path in share_dir.iterdir():
+            path.chmod(0o644)
+        share_dir.chmod(0o711)
+        self.container: Any = None
+        self._tasks: list[asyncio.Task] = []
+        self._writer: asyncio.StreamWriter | None = None
+        self._last_state: dict = {}
+        self._last_logs = ""
+
+    async def start(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        await self.stop()
+        try:
+            self.container = await asyncio.to_thread(self._create)
+            sock = await asyncio.to_thread(
+                self.container.attach_socket, params={"stdin": 1, "stdout": 1, "stream": 1}
+            )
+            await asyncio.to_thread(self.container.start)
+        except Exception as exc:
+            raise SandboxError(f"cannot start the sandbox container: {exc}") from exc
+        raw = getattr(sock, "_sock", sock)  # the SDK wraps the socket in a SocketIO
+        reader, self._writer = await asyncio.open_connection(sock=raw)
+        stdout = asyncio.StreamReader(limit=2**20)
+        self._tasks = [asyncio.create_task(demux(reader, stdout))]
+        return stdout, self._writer
+
+    def _create(self) -> Any:
+        memory = self.limits.memory
+        return self.client.containers.create(
+            self.options.image,
+            ["python3", "-I", f"{MOUNT}/repl_server.py", "--max-memory", str(memory)],
+            stdin_open=True,
+            tty=False,
+            network_mode="none",
+            mem_limit=memory,
+            memswap_limit=memory,  # no swap beyond the memory cap
+            nano_cpus=int(self.options.cpus * 1e9),
+            pids_limit=self.options.pids_limit,
+            read_only=True,
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={self.options.tmp_size},mode=1777"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            user="65534:65534",
+            init=True,
+            environment={},  # nothing from the host: the image's own PATH and HOME only
+            working_dir="/tmp",
+            hostname="rlm-sandbox",
+            volumes={str(self.share_dir): {"bind": MOUNT, "mode": "ro"}},
+            labels={
+                LABEL: "1",
+                LABEL_PID: str(os.getpid()),
+                LABEL_HOST: socket.gethostname(),
+                LABEL_RUN: self.share_dir.parent.name,
+            },
+        )
+
+    def visible_path(self, host_path: Path) -> str:
+        if host_path.parent != self.share_dir:
+            raise SandboxError(f"internal error: {host_path} is not in the shared directory")
+        return f"{MOUNT}/{host_path.name}"
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        container, self.container = self.container, None
+        if container is not None:
+            await asyncio.to_thread(self._record_and_remove, container)
+
+    def _record_and_remove(self, container: Any) -> None:
+        """Keep how the server ended (for messages), then remove the container for good."""
+        try:
+            container.reload()
+            self._last_state = dict(container.attrs.get("State") or {})
+            self._last_logs = container.logs(stdout=False, stderr=True, tail=5).decode("utf-8", "replace")
+        except Exception:
+            self._last_state, self._last_logs = {}, ""
+        with contextlib.suppress(Exception):
+            container.remove(force=True)
+
+    def exit_description(self) -> str:
+        state = self._last_state
+        if not state:
+            return "the container is gone"
+        if state.get("OOMKilled"):
+            status = f"the container was killed for exceeding its memory limit ({self.limits.memory} bytes)"
+        elif state.get("Running"):
+            status = "the server had not exited"
+        else:
+            status = f"the server exited with status {state.get('ExitCode')}"
+        tail = self._last_logs.strip()
+        return status + (f"; its last words: {tail[-200:]}" if tail else "")
+
+
+def describe_daemon(client: Any) -> str:
+    version = client.version()
+    return f"Docker {version.get('Version')} (API {version.get('ApiVersion')}) on {sys.platform}"
