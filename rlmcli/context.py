@@ -8,6 +8,7 @@ written. No newline translation happens anywhere: bytes in, decoded text out, `n
 from __future__ import annotations
 
 import codecs
+import contextlib
 import errno
 import json
 import os
@@ -71,7 +72,7 @@ class ContextStats:
 
 @dataclass
 class Context:
-    path: Path  # UTF-8 file holding the whole context text
+    path: Path  # the whole context text: the input itself for one named file, else a file in workdir
     kind: str  # "file" | "stdin" | "directory" | "multiple"
     files: list[FileEntry]
     stats: ContextStats
@@ -146,10 +147,20 @@ def _skip_counts(skipped: dict[str, list[str]]) -> tuple[int, str]:
     return sum(n for n, _ in counts), ", ".join(f"{n} {k}" for n, k in counts)
 
 
+class _Discard(contextlib.nullcontext):
+    """A text sink that keeps nothing: used when the input file itself is the context."""
+
+    def __enter__(self) -> _Discard:
+        return self
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
 class _Writer:
     """Appends decoded text to the context file, tracking character offsets and the prefix."""
 
-    def __init__(self, out: TextIO, headers: bool):
+    def __init__(self, out: TextIO | _Discard, headers: bool):
         self.out = out
         self.headers = headers
         self.offset = 0
@@ -404,15 +415,18 @@ def load_context(
     else:
         kind = "multiple"
     workdir.mkdir(parents=True, exist_ok=True)
-    out_path = workdir / CONTEXT_FILENAME
+    # A single named file is its own context (the REPL decodes it the same way): it is scanned for
+    # offsets and stats but never copied, so a 2 GB log costs no second 2 GB on disk.
+    in_place = kind == "file"
+    out_path = Path(paths[0]).resolve() if in_place else workdir / CONTEXT_FILENAME
     skipped: dict[str, list[str]] = {}
     seen: set[tuple[int, int]] = set()
     try:
-        with open(out_path, "w", encoding="utf-8", newline="") as out:
+        with _Discard() if in_place else open(out_path, "w", encoding="utf-8", newline="") as out:
             writer = _Writer(out, headers=kind in ("directory", "multiple"))
-            # If workdir lies inside a directory being read, never read the context into itself.
-            st = os.fstat(out.fileno())
-            seen.add((st.st_dev, st.st_ino))
+            if not in_place:  # workdir inside a directory being read: never read the context into itself
+                st = os.fstat(out.fileno())
+                seen.add((st.st_dev, st.st_ino))
             for p in paths:
                 if p == "-":
                     assert stdin is not None
@@ -430,7 +444,8 @@ def load_context(
                     hint=NO_FILES_HINT if total else "the directory is empty",
                 )
     except BaseException:
-        out_path.unlink(missing_ok=True)  # never leave a half-written context behind
+        if not in_place:
+            out_path.unlink(missing_ok=True)  # never leave a half-written context behind
         raise
     files = writer.files
     stats = ContextStats(

@@ -48,6 +48,10 @@ class Sandbox(Protocol):
         """Start a fresh REPL server; return streams to its stdin/stdout."""
         ...
 
+    def add_input(self, host_path: Path) -> None:
+        """Let the server read a host file that lives outside the run's own directory."""
+        ...
+
     def visible_path(self, host_path: Path) -> str:
         """The path under which the server sees a host file (the context, its index)."""
         ...

@@ -104,6 +104,8 @@ def ask(
         client = make_client(settings, budget)
         client.check_credentials()
         sandbox = make_sandbox(settings, share, emit)
+        if context.path.parent != share:  # a named file used in place
+            sandbox.add_input(context.path)
         repl = Repl(
             sandbox,
             context.path,

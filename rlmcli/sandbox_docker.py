@@ -14,6 +14,7 @@ import contextlib
 import os
 import shutil
 import socket
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,8 @@ from .sandbox_local import SandboxLimits, server_path
 
 DEFAULT_IMAGE = "python:3.12-slim"
 OFFLINE_IMAGE = "rlm-sandbox:bookworm"  # what `rlm sandbox build` makes
-MOUNT = "/rlm"
+MOUNT = "/rlm"  # the REPL server, the index and (unless used in place) the context
+INPUTS = "/rlm-input"  # a named input file used in place
 LABEL = "rlm.sandbox"  # every container of ours carries it
 LABEL_PID, LABEL_HOST, LABEL_RUN = "rlm.pid", "rlm.host", "rlm.run"
 OFFLINE_RECIPE = (
@@ -158,6 +160,8 @@ class DockerSandbox:
         for path in share_dir.iterdir():
             path.chmod(0o644)
         share_dir.chmod(0o711)
+        self.inputs: dict[Path, str] = {}  # host files outside share_dir -> where the container sees them
+        self.group_add: list[int] = []
         self.container: Any = None
         self._tasks: list[asyncio.Task] = []
         self._writer: asyncio.StreamWriter | None = None
@@ -201,7 +205,15 @@ class DockerSandbox:
             environment={},  # nothing from the host: the image's own PATH and HOME only
             working_dir="/tmp",
             hostname="rlm-sandbox",
-            volumes={str(self.share_dir): {"bind": MOUNT, "mode": "ro"}},
+            volumes={
+                str(self.share_dir): {"bind": MOUNT, "mode": "ro"},
+                **{
+                    str(host): {"bind": seen, "mode": "ro"}
+                    for host, seen in self.inputs.items()
+                    if seen.startswith(INPUTS)
+                },
+            },  # fmt: skip
+            group_add=self.group_add or None,
             labels={
                 LABEL: "1",
                 LABEL_PID: str(os.getpid()),
@@ -210,9 +222,27 @@ class DockerSandbox:
             },
         )
 
+    def add_input(self, host_path: Path) -> None:
+        """Make a host file outside the share directory (a named input used in place) visible,
+        read-only. The container user must be able to read it: world-readable files are mounted
+        as they are, group-readable ones with that group added; others are copied in once."""
+        st = host_path.stat()
+        if st.st_mode & stat.S_IROTH:
+            self.inputs[host_path] = f"{INPUTS}/{host_path.name}"
+        elif st.st_mode & stat.S_IRGRP and st.st_gid != 0:
+            self.inputs[host_path] = f"{INPUTS}/{host_path.name}"
+            self.group_add.append(st.st_gid)
+        else:
+            copy = self.share_dir / "context-copy.txt"
+            shutil.copyfile(host_path, copy)
+            copy.chmod(0o644)
+            self.inputs[host_path] = f"{MOUNT}/{copy.name}"
+
     def visible_path(self, host_path: Path) -> str:
+        if host_path in self.inputs:
+            return self.inputs[host_path]
         if host_path.parent != self.share_dir:
-            raise SandboxError(f"internal error: {host_path} is not in the shared directory")
+            raise SandboxError(f"internal error: {host_path} is not shared with the sandbox")
         return f"{MOUNT}/{host_path.name}"
 
     async def stop(self) -> None:

@@ -101,6 +101,9 @@ class LocalSandbox:
         assert self.proc.stdout is not None and self.proc.stdin is not None
         return self.proc.stdout, self.proc.stdin
 
+    def add_input(self, host_path: Path) -> None:
+        pass  # same filesystem: the server reads the host path itself
+
     def visible_path(self, host_path: Path) -> str:
         return str(host_path)
 

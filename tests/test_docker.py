@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 
@@ -209,3 +210,23 @@ def test_missing_image_without_a_registry_exits_5_with_the_recipe(docker_image, 
     proc = run_rlm(args)
     assert proc.returncode == 5, proc.stderr.decode()
     assert b"rlm sandbox build" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "mode,group", [(0o644, 0), (0o640, 4242), (0o600, 0)], ids=["world", "group", "owner"]
+)
+def test_a_named_file_is_used_in_place_whatever_its_permissions(
+    mode, group, docker_image, fake_llm, run_rlm, tmp_path
+):
+    data = "héllo wörld\r\n".encode() * 1000 + b"bad \xff\xfe bytes\n"
+    source = tmp_path / "input.log"
+    source.write_bytes(data)
+    os.chown(source, os.getuid(), group)
+    source.chmod(mode)
+    probe = "print(len(context), ascii(context[-13:]), grep('bad')[0].line)"
+    fake_llm.add_root(reply("", probe), "FINAL(ok)")
+    proc = run_rlm(docker_args(fake_llm, docker_image, str(source), extra=["--json"]))
+    assert proc.returncode == 0, proc.stderr.decode()
+    chars = json.loads(proc.stdout)["context"]["chars"]
+    assert chars == len(data.decode("utf-8", "replace"))
+    assert f"{chars} 'bad \\ufffd\\ufffd bytes\\n' 1001\n" in outputs(fake_llm)[0]
