@@ -10,14 +10,24 @@ from __future__ import annotations
 
 import ast
 import re
-import time
 from dataclasses import dataclass
 
 from . import prompts
 from .budget import Budget
 from .context import Context
 from .errors import LimitReached
-from .events import CellFinished, Emit, IterationFinished, ModelCall, SubcallBatch, discard
+from .events import (
+    SUB_TEXT_CAP,
+    CellFinished,
+    CellStarted,
+    Emit,
+    FinalAnswer,
+    IterationStarted,
+    ModelCall,
+    SubcallProgress,
+    cap,
+    discard,
+)
 from .lm import Completion, ModelClient
 from .repl import CellResult, Repl
 
@@ -96,9 +106,13 @@ class Agent:
         budget: Budget,
         emit: Emit = discard,
         max_output_chars: int = 20000,
+        run_id: str | None = None,
     ):
         self.client, self.repl, self.context = client, repl, context
         self.question, self.budget, self.emit = question, budget, emit
+        self.run_id = run_id
+        self.scope = run_id  # the id new events hang under: the run, an iteration, or a cell
+        client.on_call = self._on_call
         self.messages = [
             {"role": "system", "content": prompts.system_prompt(max_output_chars)},
             {"role": "user", "content": prompts.first_message(context, question)},
@@ -115,9 +129,12 @@ class Agent:
         limit = self.budget.limits.max_iterations
         while self.budget.iterations < limit:
             self.budget.iterations += 1
+            started = IterationStarted(self.budget.iterations, parent=self.run_id)
+            self.emit(started)
+            self.scope = started.id
             answer = await self._turn(self.budget.iterations)
             if answer is not None:
-                return RunResult(answer, "final", self.budget.iterations)
+                return self._answered(answer)
         # Out of iterations: one last turn that asks for the answer, without running code.
         self.messages.append({"role": "user", "content": prompts.LAST_TURN.format(question=self.question)})
         reply = await self._ask()
@@ -125,7 +142,7 @@ class Agent:
         if found is not None:
             answer = found[1] if found[0] == "FINAL" else await self._read_var(found[1])
             if answer is not None:
-                return RunResult(answer, "final", self.budget.iterations)
+                return self._answered(answer)
         self.partial = strip_code(reply) or self.partial
         raise LimitReached("iterations", f"no answer after {limit} iterations")
 
@@ -135,9 +152,16 @@ class Agent:
         self.partial = strip_code(reply) or self.partial
         blocks = code_blocks(reply)
         outputs = []
+        turn_scope = self.scope
         for n, code in enumerate(blocks, 1):
+            cell = CellStarted(iteration, cap(code), parent=turn_scope)
+            self.emit(cell)
+            self.scope = cell.id
             result = await self.repl.run_cell(code, self._cell_timeout())
-            self.emit(CellFinished(iteration, code, result.output, result.error, result.duration))
+            self.scope = turn_scope
+            self.emit(
+                CellFinished(iteration, cap(result.output), result.error, result.duration, parent=cell.id)
+            )
             if result.final is not None:
                 return result.final
             outputs.append(self._format_cell(n, len(blocks), result))
@@ -150,7 +174,6 @@ class Agent:
             value = await self._read_var(found[1], outputs)
             if value is not None:
                 return value
-        self._report_iteration(iteration, len(blocks))
         if blocks:
             outputs.append(prompts.NEXT_TURN.format(question=self.question))
             self.messages.append({"role": "user", "content": "\n\n".join(outputs)})
@@ -168,24 +191,28 @@ class Agent:
         return completion.text
 
     async def _complete(self) -> Completion:
-        completion = await self.client.root(self.messages)
+        return await self.client.root(self.messages)
+
+    def _on_call(self, role: str, model: str, completion: Completion) -> None:
+        """The model client reports every finished call, root or sub."""
+        if role == "root":
+            prompt, reply = cap(self.messages[-1]["content"]), cap(completion.text)
+        else:
+            prompt, reply = None, cap(completion.text, SUB_TEXT_CAP)
         self.emit(
             ModelCall(
-                "root",
-                completion.prompt_tokens,
-                completion.completion_tokens,
-                completion.cost_usd,
-                completion.latency_s,
+                role, model, completion.prompt_tokens, completion.completion_tokens, completion.cost_usd,
+                completion.latency_s, prompt, reply, parent=self.scope,
             )
-        )
-        return completion
+        )  # fmt: skip
 
     async def subcalls(self, prompts_: list[str], model: str | None) -> list[str]:
         """The REPL's llm_query / llm_query_batched, brokered to the host's model client."""
-        started = time.monotonic()
+        total = len(prompts_)
+        self.emit(SubcallProgress(total, 0, 0, min(total, self.client.concurrency), parent=self.scope))
         replies = await self.client.batch(prompts_, model)
         failed = sum(r.startswith("[llm_query error") for r in replies)
-        self.emit(SubcallBatch(len(prompts_), failed, time.monotonic() - started))
+        self.emit(SubcallProgress(total, total, failed, 0, parent=self.scope))
         return replies
 
     async def _read_var(self, name: str, outputs: list[str] | None = None) -> str | None:
@@ -214,13 +241,9 @@ class Agent:
             )
         return "\n".join(parts)
 
-    def _report_iteration(self, iteration: int, cells: int) -> None:
-        usage = self.budget.usage
-        self.emit(
-            IterationFinished(
-                iteration, cells, usage.subcalls, usage.total_tokens, usage.cost_usd, self.budget.elapsed()
-            )
-        )
+    def _answered(self, answer: str) -> RunResult:
+        self.emit(FinalAnswer(answer, parent=self.run_id))
+        return RunResult(answer, "final", self.budget.iterations)
 
     def _stopped(self, limit: LimitReached) -> RunResult:
         reason = {"iterations": "max_iterations", "subcalls": "max_subcalls", "cost": "max_cost"}.get(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -57,6 +58,7 @@ class FileEntry:
     end: int  # exclusive character offset
     lines: int
     bytes: int
+    sha256: str = ""  # of the raw bytes read: traces name inputs by digest, never copy them
 
 
 @dataclass
@@ -183,8 +185,10 @@ class _Writer:
         _decode_state.invalid = 0
         nbytes = newlines = 0
         last = b""
+        digest = hashlib.sha256()
         chunk = head
         while chunk:
+            digest.update(chunk)
             nbytes += len(chunk)
             newlines += chunk.count(b"\n")
             last = chunk[-1:]
@@ -200,7 +204,7 @@ class _Writer:
         if self.headers and last != b"\n":
             self._write("\n")
         lines = newlines + (1 if nbytes and last != b"\n" else 0)
-        self.files.append(FileEntry(display, start, end, lines, nbytes))
+        self.files.append(FileEntry(display, start, end, lines, nbytes, digest.hexdigest()))
 
 
 def _is_binary(head: bytes) -> bool:

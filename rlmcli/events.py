@@ -1,31 +1,75 @@
 """Typed events: what the loop, the model client and the sandbox report. The core never prints;
-renderers (stderr progress, later the trace file and the live view) subscribe to these."""
+subscribers (the live view on stderr, the JSONL trace, the run history) consume these.
+
+Every event has an `id`, a `parent` (the enclosing scope: run -> iteration -> cell -> sub-call)
+and a wall-clock `ts`. Events round-trip through JSON (`to_dict` / `from_dict`), which is how a
+trace is written and replayed. Long texts are capped where the event is made (`cap`), so a trace
+stays small whatever the input size; the context itself is never in an event, only its digest.
+"""
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, fields
+
+TEXT_CAP = 20_000  # characters of a prompt, reply, code or output kept in an event
+SUB_TEXT_CAP = 2_000  # for sub-call prompts and replies, which can number in the thousands
+_ids = itertools.count(1)
+_prefix = f"{os.getpid():x}"
+
+
+def new_id() -> str:
+    return f"{_prefix}-{next(_ids)}"
+
+
+def cap(text: str | None, limit: int = TEXT_CAP) -> str | None:
+    """`text` cut to `limit` characters, saying how much was dropped."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[... {len(text) - limit:,} more characters not kept]"
 
 
 @dataclass
 class Event:
+    id: str = field(default_factory=new_id, kw_only=True)
+    parent: str | None = field(default=None, kw_only=True)
     ts: float = field(default_factory=time.time, kw_only=True)
 
     @property
-    def kind(self) -> str:
+    def name(self) -> str:
         return type(self).__name__
 
     def to_dict(self) -> dict:
-        return {"event": self.kind, **asdict(self)}
+        return {"event": self.name, **asdict(self)}
 
 
 @dataclass
 class RunStarted(Event):
+    """`id` of this event is the run id: every other event of the run descends from it."""
+
     question: str
     model: str
     sub_model: str
     sandbox: str
+    inputs: list[str] = field(default_factory=list)
+    cwd: str = ""
+    version: str = ""
+
+
+@dataclass
+class ContextLoaded(Event):
+    summary: str
+    kind: str = ""
+    chars: int = 0
+    bytes: int = 0
+    files: int = 0
+    est_tokens: int = 0
+    # (path, bytes, sha256) of the first files, never their contents
+    sources: list[list] = field(default_factory=list)
+    skipped: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -37,52 +81,92 @@ class Notice(Event):
 
 
 @dataclass
-class ContextLoaded(Event):
-    summary: str
-    chars: int
-    files: int
-    skipped: dict[str, list[str]] = field(default_factory=dict)
+class IterationStarted(Event):
+    iteration: int
 
 
 @dataclass
 class ModelCall(Event):
     role: str  # "root" | "sub"
+    model: str
     prompt_tokens: int
     completion_tokens: int
-    cost_usd: float | None
+    cost_usd: float | None  # None: the model has no known price
     latency_s: float
+    prompt: str | None = None  # root: the newest message only; sub: the prompt (both capped)
+    reply: str | None = None  # capped
+
+
+@dataclass
+class CellStarted(Event):
+    iteration: int
+    code: str
 
 
 @dataclass
 class CellFinished(Event):
     iteration: int
-    code: str
-    output: str
+    output: str  # capped; the model saw at most --max-output-chars of it anyway
     error: str | None
     duration_s: float
 
 
 @dataclass
-class SubcallBatch(Event):
-    prompts: int
+class SubcallProgress(Event):
+    """A batch of sub-calls in flight: emitted when it starts, as calls finish (throttled), and
+    when it ends (done == total)."""
+
+    total: int
+    done: int
     failed: int
-    duration_s: float
+    in_flight: int
 
 
 @dataclass
-class IterationFinished(Event):
-    iteration: int
-    cells: int
-    subcalls: int  # total so far
-    tokens: int  # total so far
-    cost_usd: float  # total so far
-    elapsed_s: float
+class LimitReached(Event):
+    limit: str  # "max_iterations", "max_cost", ...
+    message: str
+
+
+@dataclass
+class ErrorEvent(Event):
+    kind: str  # "provider_error" | "sandbox_error" | ...
+    message: str
+
+
+@dataclass
+class FinalAnswer(Event):
+    answer: str
 
 
 @dataclass
 class RunFinished(Event):
-    exit_reason: str
+    exit_reason: str  # "final", "max_cost", ..., "interrupted", "provider_error", "sandbox_error"
     answer: str | None
+    partial: bool = False
+    iterations: int = 0
+    subcalls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_known: bool = True
+    elapsed_s: float = 0.0
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        RunStarted, ContextLoaded, Notice, IterationStarted, ModelCall, CellStarted, CellFinished,
+        SubcallProgress, LimitReached, ErrorEvent, FinalAnswer, RunFinished,
+    )
+}  # fmt: skip
+
+
+def from_dict(data: dict) -> Event:
+    """The event a trace line describes; unknown keys (from newer versions) are ignored."""
+    cls = EVENT_TYPES[data["event"]]
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})
 
 
 Emit = Callable[[Event], None]
@@ -90,3 +174,14 @@ Emit = Callable[[Event], None]
 
 def discard(event: Event) -> None:
     """An Emit that drops everything (library use, tests)."""
+
+
+def broadcast(subscribers: Iterable[Emit]) -> Emit:
+    """One Emit that hands every event to each subscriber in turn."""
+    targets = list(subscribers)
+
+    def emit(event: Event) -> None:
+        for target in targets:
+            target(event)
+
+    return emit

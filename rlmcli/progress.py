@@ -1,4 +1,4 @@
-"""A minimal progress renderer for stderr: one line per iteration (the live view is its own issue)."""
+"""A minimal plain renderer for stderr: one line per model turn (the live view replaces it)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 from typing import TextIO
 
 from .errors import redact
-from .events import ContextLoaded, Event, IterationFinished, Notice, RunStarted
+from .events import ContextLoaded, Event, ModelCall, Notice, RunStarted
 
 
 class StderrProgress:
@@ -15,8 +15,12 @@ class StderrProgress:
     def __init__(self, quiet: bool = False, verbose: bool = False, stream: TextIO | None = None):
         self.quiet, self.verbose = quiet, verbose
         self.stream = stream or sys.stderr
+        self.tokens, self.cost, self.turn = 0, 0.0, 0
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, ModelCall):
+            self.tokens += event.prompt_tokens + event.completion_tokens
+            self.cost += event.cost_usd or 0.0
         if self.quiet:
             return
         if isinstance(event, Notice):
@@ -29,13 +33,10 @@ class StderrProgress:
                         self._line(f"  skipped ({reason}): {path}")
         elif isinstance(event, RunStarted):
             sub = "" if event.sub_model == event.model else f", sub-calls: {event.sub_model}"
-            self._line(f"model: {event.model}{sub}; sandbox: {event.sandbox}")
-        elif isinstance(event, IterationFinished):
-            self._line(
-                f"[{event.iteration}] {event.cells} cell{'s' * (event.cells != 1)} · "
-                f"{event.subcalls} sub-calls · {event.tokens:,} tokens · ${event.cost_usd:.4f} · "
-                f"{event.elapsed_s:.1f}s"
-            )
+            self._line(f"model: {event.model}{sub}")
+        elif isinstance(event, ModelCall) and event.role == "root":
+            self.turn += 1
+            self._line(f"[{self.turn}] {self.tokens:,} tokens · ${self.cost:.4f}")
 
     def warn(self, message: str) -> None:
         if not self.quiet:

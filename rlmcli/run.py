@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import shutil
 import signal
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from . import sandbox_docker
+from . import __version__, sandbox_docker
 from .agent import Agent, RunResult
 from .budget import Budget, Limits
 from .context import Context, LoadOptions, load_context, parse_size
 from .errors import ProviderError, RlmError, SandboxError
-from .events import ContextLoaded, Emit, Notice, RunFinished, RunStarted
+from .events import ContextLoaded, Emit, ErrorEvent, LimitReached, Notice, RunFinished, RunStarted
 from .lm import ModelClient, ModelConfig
 from .repl import Repl, Sandbox
 from .sandbox_local import LocalSandbox, SandboxLimits
 from .settings import Settings
+
+MAX_TRACED_SOURCES = 1000  # inputs named in the trace (path, size, digest); the count says the rest
 
 
 @dataclass
@@ -79,28 +83,32 @@ def ask(
 ) -> Report:
     """Run one question to the end. Input, credential and usage errors raise; everything after
     the loop starts (limits, provider and sandbox failures, interruption) comes back as a result.
+    Either way the events start with RunStarted and end with RunFinished.
 
     Loading and the litellm import happen before the event loop starts, so Ctrl-C during a long
     load is an ordinary KeyboardInterrupt.
     """
+    run = RunStarted(
+        question, settings.model, settings.effective_sub_model, settings.sandbox,
+        inputs=list(paths), cwd=os.getcwd(), version=__version__,
+    )  # fmt: skip
+    emit(run)
+    budget = Budget(
+        Limits(
+            max_iterations=settings.max_iterations,
+            max_subcalls=settings.max_subcalls,
+            max_cost=settings.max_cost,
+            max_tokens=settings.max_tokens,
+            timeout=settings.timeout,
+        )
+    )
     workdir = Path(tempfile.mkdtemp(prefix="rlm-run-"))
     share = workdir / f"share-{secrets.token_hex(8)}"  # what the sandbox sees, read-only
     try:
         context = load(settings, paths, share, stdin)
-        emit(
-            ContextLoaded(context.summary(), context.stats.chars, context.stats.files, context.stats.skipped)
-        )
+        emit(context_event(context, parent=run.id))
         index = share / "index.json"
         context.write_index(index)
-        budget = Budget(
-            Limits(
-                max_iterations=settings.max_iterations,
-                max_subcalls=settings.max_subcalls,
-                max_cost=settings.max_cost,
-                max_tokens=settings.max_tokens,
-                timeout=settings.timeout,
-            )
-        )
         client = make_client(settings, budget)
         client.check_credentials()
         sandbox = make_sandbox(settings, share, emit)
@@ -114,14 +122,43 @@ def ask(
             cell_timeout=settings.cell_timeout,
             max_output_chars=settings.max_output_chars,
         )
-        emit(RunStarted(question, settings.model, settings.effective_sub_model, sandbox.name))
-        agent = Agent(client, repl, context, question, budget, emit, settings.max_output_chars)
+        agent = Agent(client, repl, context, question, budget, emit, settings.max_output_chars, run_id=run.id)
         repl.on_subcalls = agent.subcalls
         result = asyncio.run(_drive(agent, repl))
-        emit(RunFinished(result.exit_reason, result.answer))
-        return Report(result, budget, context, settings, sandbox.name)
+    except RlmError as exc:
+        reason = exc.__class__.__name__.replace("Error", "").lower() + "_error"
+        emit(ErrorEvent(reason, str(exc), parent=run.id))
+        emit(finished(RunResult(None, reason, budget.iterations, message=str(exc)), budget, run))
+        raise
+    except KeyboardInterrupt:
+        emit(finished(RunResult(None, "interrupted", budget.iterations, message="interrupted"), budget, run))
+        raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    if result.exit_reason in ("provider_error", "sandbox_error"):
+        emit(ErrorEvent(result.exit_reason, result.message or "", parent=run.id))
+    elif result.exit_reason not in ("final", "interrupted"):
+        emit(LimitReached(result.exit_reason, result.message or "", parent=run.id))
+    emit(finished(result, budget, run))
+    return Report(result, budget, context, settings, sandbox.name)
+
+
+def context_event(context: Context, parent: str) -> ContextLoaded:
+    stats = context.stats
+    return ContextLoaded(
+        context.summary(), context.kind, stats.chars, stats.bytes, stats.files, stats.est_tokens,
+        sources=[[f.path, f.bytes, f.sha256] for f in context.files[:MAX_TRACED_SOURCES]],
+        skipped=stats.skipped, parent=parent,
+    )  # fmt: skip
+
+
+def finished(result: RunResult, budget: Budget, run: RunStarted) -> RunFinished:
+    usage = budget.usage
+    return RunFinished(
+        result.exit_reason, result.answer, result.partial, result.iterations, usage.subcalls,
+        usage.prompt_tokens, usage.completion_tokens, usage.cost_usd, usage.cost_known,
+        time.time() - run.ts, parent=run.id,
+    )  # fmt: skip
 
 
 async def _drive(agent: Agent, repl: Repl) -> RunResult:
