@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
@@ -23,6 +24,11 @@ _prefix = f"{os.getpid():x}"
 
 def new_id() -> str:
     return f"{_prefix}-{next(_ids)}"
+
+
+def new_run_id() -> str:
+    """Unique across runs and sortable by time, e.g. 20261122-112233-3fa9c1."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
 def cap(text: str | None, limit: int = TEXT_CAP) -> str | None:

@@ -18,7 +18,16 @@ from .agent import Agent, RunResult
 from .budget import Budget, Limits
 from .context import Context, LoadOptions, load_context, parse_size
 from .errors import ProviderError, RlmError, SandboxError
-from .events import ContextLoaded, Emit, ErrorEvent, LimitReached, Notice, RunFinished, RunStarted
+from .events import (
+    ContextLoaded,
+    Emit,
+    ErrorEvent,
+    LimitReached,
+    Notice,
+    RunFinished,
+    RunStarted,
+    new_run_id,
+)
 from .lm import ModelClient, ModelConfig
 from .repl import Repl, Sandbox
 from .sandbox_local import LocalSandbox, SandboxLimits
@@ -90,7 +99,7 @@ def ask(
     """
     run = RunStarted(
         question, settings.model, settings.effective_sub_model, settings.sandbox,
-        inputs=list(paths), cwd=os.getcwd(), version=__version__,
+        inputs=list(paths), cwd=os.getcwd(), version=__version__, id=new_run_id(),
     )  # fmt: skip
     emit(run)
     budget = Budget(
