@@ -146,7 +146,7 @@ def ask(
 
 
 def _run(explicit: dict, paths: list[str], question: str, as_json: bool, quiet: bool, verbose: bool) -> None:
-    from .progress import StderrProgress
+    from .render import LiveView
     from .run import ask as run_ask
     from .settings import resolve
 
@@ -154,8 +154,11 @@ def _run(explicit: dict, paths: list[str], question: str, as_json: bool, quiet: 
     if not question.strip():
         raise UsageError("the question is empty")
 
-    progress = StderrProgress(quiet=quiet, verbose=verbose)
-    report = run_ask(settings, paths, question, progress, stdin=sys.stdin.buffer)
+    progress = LiveView(quiet=quiet, verbose=verbose, answer_panel=not sys.stdout.isatty())
+    try:
+        report = run_ask(settings, paths, question, progress, stdin=sys.stdin.buffer)
+    finally:
+        progress.close()
     result = report.result
     status = EXIT_BY_REASON.get(result.exit_reason, ExitStatus.LIMIT)
     if as_json:
