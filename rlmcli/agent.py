@@ -107,14 +107,16 @@ class Agent:
         emit: Emit = discard,
         max_output_chars: int = 20000,
         run_id: str | None = None,
+        subcalls: bool = True,
     ):
         self.client, self.repl, self.context = client, repl, context
         self.question, self.budget, self.emit = question, budget, emit
         self.run_id = run_id
+        self.subcalls_enabled = subcalls
         self.scope = run_id  # the id new events hang under: the run, an iteration, or a cell
         client.on_call = self._on_call
         self.messages = [
-            {"role": "system", "content": prompts.system_prompt(max_output_chars)},
+            {"role": "system", "content": prompts.system_prompt(max_output_chars, subcalls=subcalls)},
             {"role": "user", "content": prompts.first_message(context, question)},
         ]
         self.partial: str | None = None  # the best answer so far, should the run stop early
@@ -208,6 +210,8 @@ class Agent:
 
     async def subcalls(self, prompts_: list[str], model: str | None) -> list[str]:
         """The REPL's llm_query / llm_query_batched, brokered to the host's model client."""
+        if not self.subcalls_enabled:
+            return [prompts.SUBCALLS_DISABLED] * len(prompts_)
         total = len(prompts_)
         self.emit(SubcallProgress(total, 0, 0, min(total, self.client.concurrency), parent=self.scope))
         replies = await self.client.batch(prompts_, model)

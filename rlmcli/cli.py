@@ -80,6 +80,8 @@ def ask(
         help=f"Sub-calls in flight at once. \\[default: {D.concurrency}]")] = None,
     request_timeout: Annotated[float | None, typer.Option(envvar="RLM_REQUEST_TIMEOUT", rich_help_panel=MODEL,
         help=f"Seconds per model request. \\[default: {D.request_timeout:g}]")] = None,
+    no_subcalls: Annotated[bool, typer.Option("--no-subcalls", rich_help_panel=MODEL,
+        help="The REPL without llm_query (the paper's ablation): the root model works with code alone.")] = False,
     max_retries: Annotated[int | None, typer.Option(envvar="RLM_MAX_RETRIES", rich_help_panel=MODEL,
         help=f"Retries on 429/5xx/timeouts, with backoff. \\[default: {D.max_retries}]")] = None,
     max_iterations: Annotated[int | None, typer.Option(envvar="RLM_MAX_ITERATIONS", rich_help_panel=LIMITS,
@@ -140,7 +142,7 @@ def ask(
         pids_limit=pids_limit, memory=memory,
         cell_timeout=cell_timeout, max_output_chars=max_output_chars, include=include or [],
         exclude=exclude or [], no_ignore=no_ignore or None, hidden=hidden or None,
-        max_file_size=max_file_size,
+        max_file_size=max_file_size, no_subcalls=no_subcalls or None,
     )  # fmt: skip
     _guarded(lambda: _run(explicit, paths, question, as_json=as_json, quiet=quiet, verbose=verbose))
 

@@ -111,7 +111,51 @@ LAST_TURN = (
 MAX_LISTED_FILES = 100
 
 
-def system_prompt(max_output: int, sub_chars: int = 500_000) -> str:
+# The paper's ablation "RLM with REPL, no sub-calls": the same environment without llm_query.
+SYSTEM_PROMPT_NO_SUBCALLS = """\
+You are tasked with answering a query with associated context. You can access, transform, and \
+analyze this context interactively in a REPL environment. You will be queried iteratively until \
+you provide a final answer.
+
+The REPL environment is initialized with:
+1. A `context` variable (a str) that contains extremely important information about your query. \
+You should check the content of the `context` variable to understand what you are working with. \
+Make sure you look through it sufficiently as you answer your query. When the input is several \
+files, `context` holds them all, each after a header line `==> path <==`; `files` maps each path \
+to its text and `file_spans` maps each path to its (start, end) offsets in `context`.
+2. `grep(pattern, path=None, ignore_case=False, max_matches=10000)`: a regex search over `context` \
+(or one file) returning (path, line, text) matches; `count_tokens(text)` estimates tokens; \
+`SHOW_VARS()` lists the variables you have made.
+3. The ability to use `print()` statements to view the output of your REPL code and continue \
+your reasoning.
+
+You will only be able to see truncated outputs from the REPL environment (at most {max_output} \
+characters per cell), so inspect the context piece by piece with code: slice it, search it, count \
+with `re` and `str.count`, and keep intermediate results in variables.
+
+When you want to execute Python code in the REPL environment, wrap it in triple backticks with \
+the 'repl' language identifier, for example:
+```repl
+print(len(context))
+print(context[:2000])
+```
+
+IMPORTANT: When you are done with the iterative process, you MUST provide a final answer inside \
+a FINAL function when you have completed your task, NOT in code. You have two options:
+1. Use FINAL(your final answer here) to provide the answer directly
+2. Use FINAL_VAR(variable_name) to return a variable you have created in the REPL environment as \
+your final output
+
+Think step by step carefully, plan, and execute this plan immediately in your response. Remember \
+to explicitly answer the original query in your final answer.
+"""
+
+SUBCALLS_DISABLED = "[llm_query error: sub-calls are disabled in this run (--no-subcalls)]"
+
+
+def system_prompt(max_output: int, sub_chars: int = 500_000, subcalls: bool = True) -> str:
+    if not subcalls:
+        return SYSTEM_PROMPT_NO_SUBCALLS.format(max_output=f"{max_output:,}")
     return SYSTEM_PROMPT.format(max_output=f"{max_output:,}", sub_chars=f"{sub_chars:,}")
 
 

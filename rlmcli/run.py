@@ -131,7 +131,10 @@ def ask(
             cell_timeout=settings.cell_timeout,
             max_output_chars=settings.max_output_chars,
         )
-        agent = Agent(client, repl, context, question, budget, emit, settings.max_output_chars, run_id=run.id)
+        agent = Agent(
+            client, repl, context, question, budget, emit, settings.max_output_chars,
+            run_id=run.id, subcalls=not settings.no_subcalls,
+        )  # fmt: skip
         repl.on_subcalls = agent.subcalls
         result = asyncio.run(_drive(agent, repl))
     except RlmError as exc:

@@ -44,6 +44,7 @@ class Settings:
     exclude: list[str] = field(default_factory=list)
     no_ignore: bool = False
     hidden: bool = False
+    no_subcalls: bool = False  # the paper's ablation: the REPL without llm_query
 
     @property
     def effective_sub_model(self) -> str:

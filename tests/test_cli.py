@@ -189,3 +189,14 @@ def test_help_does_not_import_litellm(rlm_bin):
     code = "import sys; from rlmcli.cli import app; print('litellm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_no_subcalls_ablation(fake_llm, run_rlm, tmp_path):
+    (tmp_path / "a.txt").write_text("data\n")
+    fake_llm.add_root(reply("", "print(llm_query('hi'))"), "FINAL(code only)")
+    proc = run_rlm(ask_args(fake_llm, str(tmp_path / "a.txt"), extra=["--no-subcalls"]))
+    assert (proc.returncode, proc.stdout) == (0, b"code only\n"), proc.stderr.decode()
+    system = fake_llm.root_requests[0]["body"]["messages"][0]["content"]
+    assert "llm_query" not in system
+    assert "sub-calls are disabled" in last_user(fake_llm.root_requests[1]["body"])
+    assert fake_llm.sub_requests == []
