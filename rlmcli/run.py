@@ -8,6 +8,7 @@ import secrets
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,7 +178,9 @@ async def _drive(agent: Agent, repl: Repl) -> RunResult:
     """Start the REPL, run the agent, always stop the sandbox; SIGTERM counts as an interrupt."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
-    if task is not None:
+    # Signal handlers belong to the main thread; runs driven from worker threads (rlm bench) skip it.
+    on_main = threading.current_thread() is threading.main_thread()
+    if task is not None and on_main:
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:
         await repl.start()
@@ -191,7 +194,8 @@ async def _drive(agent: Agent, repl: Repl) -> RunResult:
         reason = "provider_error" if isinstance(exc, ProviderError) else "sandbox_error"
         return RunResult(agent.partial, reason, agent.budget.iterations, partial=True, message=str(exc))
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+        if on_main:
+            loop.remove_signal_handler(signal.SIGTERM)
         await asyncio.shield(repl.close())
 
 
