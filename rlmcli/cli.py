@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass
 from typing import Annotated
 
 import typer
 
 from . import __version__
+from .cli_logs import logs_app
 from .errors import ExitStatus, RlmError, UsageError, redact
 from .settings import Settings
 
@@ -123,6 +125,10 @@ def ask(
     max_file_size: Annotated[str | None, typer.Option(envvar="RLM_MAX_FILE_SIZE", rich_help_panel=INPUT,
         help=f"Skip directory files over this size (named files: never). \\[default: {D.max_file_size}]")]
         = None,
+    trace: Annotated[str | None, typer.Option("--trace", metavar="FILE", rich_help_panel=OUTPUT,
+        help="Also write the JSONL trace to FILE (every run's trace is kept in the history; see `rlm logs`).")] = None,
+    no_log: Annotated[bool, typer.Option("--no-log", rich_help_panel=OUTPUT,
+        help="Keep no record of this run in the history (an explicit --trace is still written).")] = False,
     as_json: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT,
         help="Print one JSON object: answer, exit_reason, usage, cost, ...")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=OUTPUT,
@@ -144,10 +150,23 @@ def ask(
         exclude=exclude or [], no_ignore=no_ignore or None, hidden=hidden or None,
         max_file_size=max_file_size, no_subcalls=no_subcalls or None,
     )  # fmt: skip
-    _guarded(lambda: _run(explicit, paths, question, as_json=as_json, quiet=quiet, verbose=verbose))
+    output = Output(as_json=as_json, quiet=quiet, verbose=verbose, trace=trace, log=not no_log)
+    _guarded(lambda: _run(explicit, paths, question, output))
 
 
-def _run(explicit: dict, paths: list[str], question: str, as_json: bool, quiet: bool, verbose: bool) -> None:
+@dataclass
+class Output:
+    """Where a run's answer and record go."""
+
+    as_json: bool = False
+    quiet: bool = False
+    verbose: bool = False
+    trace: str | None = None  # an extra JSONL trace the user asked for
+    log: bool = True  # keep the run (row + trace) in the history
+
+
+def _run(explicit: dict, paths: list[str], question: str, output: Output) -> None:
+    from .events import broadcast, new_run_id
     from .render import LiveView
     from .run import ask as run_ask
     from .settings import resolve
@@ -155,23 +174,55 @@ def _run(explicit: dict, paths: list[str], question: str, as_json: bool, quiet: 
     settings = resolve(explicit)
     if not question.strip():
         raise UsageError("the question is empty")
-
-    progress = LiveView(quiet=quiet, verbose=verbose, answer_panel=not sys.stdout.isatty())
+    view = LiveView(quiet=output.quiet, verbose=output.verbose, answer_panel=not sys.stdout.isatty())
+    run_id = new_run_id()
+    # The trace writers come first: whatever happens to the view, the record is complete.
+    subscribers, writers, trace_path = _recorders(output, run_id, view.warn)
     try:
-        report = run_ask(settings, paths, question, progress, stdin=sys.stdin.buffer)
+        report = run_ask(
+            settings, paths, question, broadcast([*subscribers, view]), stdin=sys.stdin.buffer, run_id=run_id
+        )
     finally:
-        progress.close()
+        view.close()
+        for writer in writers:
+            writer.close()
     result = report.result
     status = EXIT_BY_REASON.get(result.exit_reason, ExitStatus.LIMIT)
-    if as_json:
-        typer.echo(json.dumps(_json_result(report), ensure_ascii=False))
+    if output.as_json:
+        typer.echo(
+            json.dumps({**_json_result(report), "run_id": run_id, "trace": trace_path}, ensure_ascii=False)
+        )
     elif result.answer is not None:
         typer.echo(result.answer)
     if status != ExitStatus.OK:
         what = "limit reached" if status == ExitStatus.LIMIT else result.exit_reason.replace("_", " ")
         tail = "; partial answer printed" if result.answer else ""
-        progress.error(f"{what}: {result.message}{tail}")
+        view.error(f"{what}: {result.message}{tail}")
     raise typer.Exit(int(status))
+
+
+def _recorders(output: Output, run_id: str, warn) -> tuple[list, list, str | None]:  # noqa: ANN001
+    """(subscribers, writers to close, the trace path to report) for the trace and the history."""
+    from pathlib import Path
+
+    from .history import History
+    from .trace import TraceWriter
+
+    subscribers, writers, reported = [], [], None
+    if output.trace:  # asked for: an unwritable path is the user's error (exit 2), before any spend
+        writers.append(TraceWriter(Path(output.trace), on_error=warn))
+        reported = output.trace
+    if output.log:  # the history must never stop a run: problems are warnings
+        history = History()
+        kept: Path | None = history.trace_path_for(run_id)
+        try:
+            writers.append(TraceWriter(kept, on_error=warn))
+        except RlmError as exc:
+            warn(str(exc))
+            kept = None
+        subscribers.append(history.recorder(kept, on_error=warn))
+        reported = reported or (str(kept) if kept else None)
+    return [*writers, *subscribers], writers, reported
 
 
 def _json_result(report) -> dict:  # noqa: ANN001 - run.Report, imported lazily
@@ -204,6 +255,43 @@ def _json_result(report) -> dict:  # noqa: ANN001 - run.Report, imported lazily
         },
     }
 
+
+@app.command()
+def replay(
+    trace: Annotated[str, typer.Argument(metavar="TRACE",
+        help="A trace file, or a run id (a unique prefix, or `last`) from `rlm logs`.")],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print the answer.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show full replies, code and outputs.")] = False,
+) -> None:  # fmt: skip
+    """Re-render a recorded run as the live view showed it, and print its answer on stdout."""
+
+    def body() -> None:
+        from pathlib import Path
+
+        from .errors import InputError
+        from .history import History
+        from .render import LiveView
+        from .replay import replay as play
+        from .trace import read_trace
+
+        path = Path(trace)
+        if not path.exists() and "/" not in trace:
+            recorded = History().get(trace).trace_path
+            if not recorded:
+                raise InputError(f"run {trace} has no trace (it ran with --no-log)")
+            path = Path(recorded)
+        view = LiveView(quiet=quiet, verbose=verbose, answer_panel=not sys.stdout.isatty())
+        finished = play(read_trace(path), view)
+        if finished is None:
+            view.error(f"the trace {path} ends before the run did (it was cut off)")
+            raise typer.Exit(int(ExitStatus.ERROR))
+        if finished.answer is not None:
+            typer.echo(finished.answer)
+
+    _guarded(body)
+
+
+app.add_typer(logs_app, name="logs")
 
 sandbox_app = typer.Typer(
     help="Manage the Docker sandbox: build an offline image, check what a cell sees, prune leftovers.",

@@ -89,7 +89,12 @@ def make_sandbox(settings: Settings, share_dir: Path, emit: Emit) -> Sandbox:
 
 
 def ask(
-    settings: Settings, paths: list[str], question: str, emit: Emit, stdin: BinaryIO | None = None
+    settings: Settings,
+    paths: list[str],
+    question: str,
+    emit: Emit,
+    stdin: BinaryIO | None = None,
+    run_id: str | None = None,
 ) -> Report:
     """Run one question to the end. Input, credential and usage errors raise; everything after
     the loop starts (limits, provider and sandbox failures, interruption) comes back as a result.
@@ -100,7 +105,7 @@ def ask(
     """
     run = RunStarted(
         question, settings.model, settings.effective_sub_model, settings.sandbox,
-        inputs=list(paths), cwd=os.getcwd(), version=__version__, id=new_run_id(),
+        inputs=list(paths), cwd=os.getcwd(), version=__version__, id=run_id or new_run_id(),
     )  # fmt: skip
     emit(run)
     budget = Budget(

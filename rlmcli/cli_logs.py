@@ -1,0 +1,196 @@
+"""`rlm logs`: list past runs, show one, say where the history lives.
+
+cli.py imports this module at startup, so only typer, the standard library and errors.py are
+imported at module level; the history (sqlite3, platformdirs) is imported when a command runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from .errors import ExitStatus, RlmError, redact  # stdlib only: cheap at startup
+
+if TYPE_CHECKING:
+    from .history import RunRecord
+
+logs_app = typer.Typer(
+    help="Past runs: list them (the default), show one in full, or print where they are kept.",
+    invoke_without_command=True,
+    add_completion=False,  # completions come from scripts/gen-completions.py, for all of rlm
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+PIPE_QUESTION_CHARS = 100  # question shown per row when stdout is not a terminal
+
+
+@logs_app.callback()
+def logs(
+    ctx: typer.Context,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, help="How many runs to list, newest first.")
+    ] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of runs.")] = False,
+) -> None:
+    """List recent runs, newest first: id, start time, exit reason, cost, question."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def listing() -> None:
+        from .history import History
+
+        history = History()
+        records = history.recent(limit)
+        if as_json:
+            typer.echo(json.dumps([r.to_dict() for r in records], ensure_ascii=False, indent=2))
+        elif not records:
+            sys.stderr.write(f"rlm: no runs recorded yet (history: {history.path})\n")
+        else:
+            # On a terminal the question gets what the width leaves; in a pipe, a fixed cap.
+            width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+            for line in _table(records, width):
+                typer.echo(line)
+
+    _guarded(listing)
+
+
+@logs_app.command("show")
+def show(
+    run_id: Annotated[
+        str,
+        typer.Argument(metavar="ID", help="A run id, a unique prefix of one, or `last`.", show_default=False),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run as one JSON object.")] = False,
+) -> None:
+    """Show one run in full: settings, totals, the answer and where its trace is."""
+
+    def showing() -> None:
+        from .history import History
+
+        record = History().get(run_id)
+        if as_json:
+            typer.echo(json.dumps(record.to_dict(), ensure_ascii=False, indent=2))
+            return
+        for line in _details(record):
+            typer.echo(line)
+
+    _guarded(showing)
+
+
+@logs_app.command("path")
+def path() -> None:
+    """Print the directory holding the run history and traces (RLM_HOME overrides it)."""
+
+    def printing() -> None:
+        from .history import home
+
+        typer.echo(str(home()))
+
+    _guarded(printing)
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def _cost(record: RunRecord) -> str:
+    if record.cost_usd is None:
+        return "-"  # still running, or died before it could say
+    return f"${record.cost_usd:.4f}" + ("" if record.cost_known else "+")  # +: some calls unpriced
+
+
+def _one_line(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def _table(records: list[RunRecord], columns: int | None) -> list[str]:
+    rows = [(r.id, _when(r.started_at), r.exit_reason, _cost(r)) for r in records]
+    header = ("ID", "STARTED", "EXIT", "COST")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    # The question takes what the terminal has left, but never less than 20 characters: a
+    # narrow terminal wraps rather than losing the question altogether.
+    room = PIPE_QUESTION_CHARS if columns is None else max(columns - sum(widths) - 2 * 4, 20)
+
+    def line(cells: tuple[str, ...], question: str) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + "  " + question
+
+    return [line(header, "QUESTION")] + [
+        line(row, _one_line(r.question, room)) for row, r in zip(rows, records, strict=True)
+    ]
+
+
+def _details(r: RunRecord) -> list[str]:
+    def opt(value: object) -> str:
+        return "-" if value is None else str(value)
+
+    tokens = "-"
+    if r.prompt_tokens is not None and r.completion_tokens is not None:
+        total = r.prompt_tokens + r.completion_tokens
+        tokens = f"{total:,} ({r.prompt_tokens:,} prompt + {r.completion_tokens:,} completion)"
+    trace = r.trace_path or "-"
+    if r.trace_path and not Path(r.trace_path).exists():
+        trace += " (missing)"
+    lines = [
+        f"id:          {r.id}",
+        f"started:     {time.strftime('%Y-%m-%d %H:%M:%S %z', time.localtime(r.started_at))}",
+        f"exit:        {r.exit_reason}" + (" (partial answer)" if r.partial else ""),
+        f"question:    {r.question}",
+        f"inputs:      {' '.join(r.inputs) or '-'}",
+        f"cwd:         {r.cwd or '-'}",
+        f"model:       {r.model}" + (f" (sub-calls: {r.sub_model})" if r.sub_model != r.model else ""),
+        f"sandbox:     {r.sandbox}",
+        f"iterations:  {opt(r.iterations)}",
+        f"sub-calls:   {opt(r.subcalls)}",
+        f"tokens:      {tokens}",
+        f"cost:        {_cost(r)}" + (" (some models have no known price)" if r.cost_known is False else ""),
+        f"elapsed:     {'-' if r.elapsed_s is None else f'{r.elapsed_s:.1f} s'}",
+        f"trace:       {trace}",
+        "",
+    ]
+    if r.answer is not None:
+        lines.append(r.answer)
+    elif r.exit_reason == "running":
+        lines.append("(no answer: the run is still going, or died without finishing)")
+    else:
+        lines.append("(no answer)")
+    return lines
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def _guarded(action: Callable[[], None]) -> None:
+    """As cli._guarded (kept here because cli.py imports this module): user errors become one
+    `rlm: error:` line and their exit status, never a traceback."""
+    try:
+        action()
+    except RlmError as exc:
+        _fail(str(exc), exc.hint, exc.exit_status)
+    except KeyboardInterrupt:
+        _fail("interrupted", None, ExitStatus.INTERRUPTED)
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
+        if os.environ.get("RLM_DEBUG"):
+            raise
+        _fail(f"unexpected {type(exc).__name__}: {exc}", "this is a bug; RLM_DEBUG=1 shows the traceback",
+              ExitStatus.ERROR)  # fmt: skip
+
+
+def _fail(message: str, hint: str | None, status: int) -> None:
+    sys.stderr.write(f"rlm: error: {redact(message)}\n")
+    if hint:
+        sys.stderr.write(f"rlm: hint: {redact(hint)}\n")
+    raise typer.Exit(int(status))
