@@ -93,7 +93,7 @@ def docker_image() -> str:
         client.ping()
         client.images.get(TEST_IMAGE)
     except Exception as exc:
-        reason = f"Docker tests need a daemon and the image {TEST_IMAGE} (scripts/provision-docker.sh): {exc}"
+        reason = f"Docker tests need a daemon and the image {TEST_IMAGE} (scripts/provision.sh): {exc}"
         if required:
             pytest.fail(reason)
         pytest.skip(reason)

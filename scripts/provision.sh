@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# Makes a Docker engine and the offline sandbox image available, for the Docker tests.
-# Debian, as root; idempotent: installs docker.io and debootstrap when absent, starts dockerd in
-# the background when no daemon answers, builds the image once (cached by its tag).
-# Usage: scripts/provision-docker.sh RLM_EXECUTABLE [IMAGE_TAG]
+# Makes what the full test suite needs available: a Docker engine and the offline sandbox image
+# (Docker tests), zsh and fish (completion script checks). Debian, as root; idempotent: installs
+# docker.io, debootstrap, zsh and fish when absent, starts dockerd in the background when no
+# daemon answers, builds the image once (cached by its tag).
+# Usage: scripts/provision.sh RLM_EXECUTABLE [IMAGE_TAG]
 set -euo pipefail
 rlm="$1"
 image="${2:-rlm-sandbox:bookworm}"
 
-if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
-  echo "provision: installing docker.io and debootstrap"
+missing=""
+for pair in dockerd:docker.io debootstrap:debootstrap zsh:zsh fish:fish; do
+  command -v "${pair%%:*}" >/dev/null || missing="$missing ${pair#*:}"
+done
+if [ -n "$missing" ]; then
+  echo "provision: installing$missing"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
 if ! docker info >/dev/null 2>&1; then
