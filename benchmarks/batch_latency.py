@@ -2,11 +2,12 @@
 
 Measured as the user experiences it: a REPL cell in the real local sandbox runs
 `llm_query_batched([...64 prompts...])`; the host brokers the request to ModelClient.batch (via
-Agent.subcalls, as rlmcli/run.py wires it) -> litellm -> HTTP -> FakeLLM(latency=0.5).
+Agent.subcalls, as rlmcli/run.py wires it) -> the direct OpenAI-protocol path (rlmcli/openai_http.py,
+aiohttp) -> HTTP -> FakeLLM(latency=0.5).
 Then the same batch through ModelClient.batch directly (REPL brokering vs client cost), and a
 diagnosis: where requests reach the server, and the same batch through each client layer (raw
-aiohttp, raw httpx, openai SDK, litellm) against a fake server in a separate process, with the
-client's CPU time per call. Prints figures only.
+aiohttp, raw httpx, openai SDK, litellm, ModelClient.sub) against a fake server in a separate
+process, with the client's CPU time per call. Prints figures only.
 
     python benchmarks/batch_latency.py [--prompts 64] [--latency 0.5] [--repeat 5]
 """
@@ -36,7 +37,7 @@ from fake_llm import FakeLLM  # noqa: E402
 from rlmcli.agent import Agent  # noqa: E402
 from rlmcli.budget import Budget, Limits  # noqa: E402
 from rlmcli.context import LoadOptions, load_context  # noqa: E402
-from rlmcli.events import Event, SubcallBatch  # noqa: E402
+from rlmcli.events import Event, SubcallProgress  # noqa: E402
 from rlmcli.lm import ModelClient, ModelConfig, load_litellm  # noqa: E402
 from rlmcli.repl import Repl  # noqa: E402
 from rlmcli.sandbox_local import LocalSandbox, SandboxLimits  # noqa: E402
@@ -76,10 +77,14 @@ async def via_repl_cell(url: str, n: int, repeat: int, concurrency: int, workdir
     ctx, index = make_context(workdir)
     repl = Repl(LocalSandbox(SandboxLimits()), ctx.path, index, on_subcalls=None)  # type: ignore[arg-type]
     batches: list[float] = []
+    started: list[float] = []
 
     def emit(event: Event) -> None:
-        if isinstance(event, SubcallBatch):
-            batches.append(event.duration_s)
+        # The agent emits SubcallProgress when a batch starts (done == 0) and ends (done == total).
+        if isinstance(event, SubcallProgress) and event.done == 0:
+            started.append(time.perf_counter())
+        elif isinstance(event, SubcallProgress) and event.done == event.total and started:
+            batches.append(time.perf_counter() - started.pop())
 
     agent = Agent(client, repl, ctx, "benchmark", client.budget, emit)
     repl.on_subcalls = agent.subcalls
@@ -101,6 +106,7 @@ async def via_repl_cell(url: str, n: int, repeat: int, concurrency: int, workdir
             outputs.append((r.output.strip(), r.error))
     finally:
         await repl.close()
+        await client.aclose()
     return {"wall": walls, "batch": batches, "outputs": outputs, "cold": cold, "first_call": first_call}
 
 
@@ -108,21 +114,24 @@ async def via_client_batch(url: str, n: int, repeat: int, concurrency: int, prob
     """ModelClient.batch directly. `probe` (in-process fake only) records server-side timestamps."""
     client = make_client(url, concurrency)
     prompts = [f"summarise record {i}" for i in range(n)]
-    await client.batch(prompts)  # warm-up
     walls, spans = [], []
-    cpu0 = time.process_time()
-    for _ in range(repeat):
-        if probe is not None:
-            probe.clear()
-        t0 = time.perf_counter()
-        replies = await client.batch(prompts)
-        t1 = time.perf_counter()
-        walls.append(t1 - t0)
-        if any(r.startswith("[llm_query error") for r in replies):
-            raise RuntimeError(f"sub-call failed: {next(r for r in replies if r.startswith('[llm'))}")
-        if probe is not None:
-            spans.append(probe.spans(t0, t1))
-    cpu = (time.process_time() - cpu0) / (repeat * n)
+    try:
+        await client.batch(prompts)  # warm-up
+        cpu0 = time.process_time()
+        for _ in range(repeat):
+            if probe is not None:
+                probe.clear()
+            t0 = time.perf_counter()
+            replies = await client.batch(prompts)
+            t1 = time.perf_counter()
+            walls.append(t1 - t0)
+            if any(r.startswith("[llm_query error") for r in replies):
+                raise RuntimeError(f"sub-call failed: {next(r for r in replies if r.startswith('[llm'))}")
+            if probe is not None:
+                spans.append(probe.spans(t0, t1))
+        cpu = (time.process_time() - cpu0) / (repeat * n)
+    finally:
+        await client.aclose()
     return {"wall": walls, "spans": spans, "cpu_per_call": cpu}
 
 
@@ -241,7 +250,8 @@ async def all_layers(url: str, n: int, repeat: int, concurrency: int) -> dict[st
     async def client_sub(i: int):
         return await client.sub(f"summarise record {i}")
 
-    out["ModelClient.sub (rlm)"] = await layer(n, repeat, client_sub)
+    out["ModelClient.sub (rlm, direct path)"] = await layer(n, repeat, client_sub)
+    await client.aclose()
     return out
 
 
@@ -307,13 +317,13 @@ def main() -> None:
         "[in-process fake as shipped]:"
     )
     print(f"  cell wall                         {stats(cell['wall'])}")
-    print(f"  host batch (SubcallBatch.dur)     {stats(cell['batch'])}")
+    print(f"  host batch (SubcallProgress)      {stats(cell['batch'])}")
     brokering = [w - b for w, b in zip(cell["wall"], cell["batch"], strict=False)]
     print(f"  REPL brokering (wall - batch)     {stats(brokering)}")
     print(
-        f"  not in the figures above: the process's first model call {cell['first_call']:.3f} s "
-        f"(litellm lazy imports + {lat:g} s latency); then the first batch cell {cell['cold']:.3f} s "
-        f"(opens the other connections)"
+        f"  not in the figures above: the process's first sub-call {cell['first_call']:.3f} s "
+        f"(aiohttp import, route lookup + {lat:g} s latency); then the first batch cell "
+        f"{cell['cold']:.3f} s (opens the other connections)"
     )
     print(f"  cell output/error of last run     {cell['outputs'][-1]!r}")
     print(f"\nModelClient.batch({n} prompts) directly [in-process fake as shipped]:")
@@ -340,7 +350,7 @@ def main() -> None:
                 d = asyncio.run(via_client_batch(ext.url, n, rep, conc))
             finally:
                 ext.close()
-            label = "TCP_NODELAY" if nodelay else "as shipped "
+            label = "with TCP_NODELAY   " if nodelay else "without TCP_NODELAY"
             print(
                 f"  ModelClient.batch, fake {label}   {stats(d['wall'])}; "
                 f"client CPU {d['cpu_per_call'] * 1000:.2f} ms/call"

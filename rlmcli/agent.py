@@ -212,12 +212,17 @@ class Agent:
         """The REPL's llm_query / llm_query_batched, brokered to the host's model client."""
         if not self.subcalls_enabled:
             return [prompts.SUBCALLS_DISABLED] * len(prompts_)
-        total = len(prompts_)
-        self.emit(SubcallProgress(total, 0, 0, min(total, self.client.concurrency), parent=self.scope))
-        replies = await self.client.batch(prompts_, model)
-        failed = sum(r.startswith("[llm_query error") for r in replies)
-        self.emit(SubcallProgress(total, total, failed, 0, parent=self.scope))
-        return replies
+        total, done, failed = len(prompts_), 0, 0
+        first = SubcallProgress(total, 0, 0, min(total, self.client.concurrency), parent=self.scope)
+        self.emit(first)
+
+        def progress(call_failed: bool) -> None:
+            nonlocal done, failed
+            done, failed = done + 1, failed + call_failed
+            in_flight = min(total - done, self.client.concurrency)
+            self.emit(SubcallProgress(total, done, failed, in_flight, batch=first.id, parent=self.scope))
+
+        return await self.client.batch(prompts_, model, on_done=progress)
 
     async def _read_var(self, name: str, outputs: list[str] | None = None) -> str | None:
         value, error = await self.repl.get(name)

@@ -119,13 +119,14 @@ class CellFinished(Event):
 
 @dataclass
 class SubcallProgress(Event):
-    """A batch of sub-calls in flight: emitted when it starts, as calls finish (throttled), and
-    when it ends (done == total)."""
+    """A batch of sub-calls: emitted when it starts and as each call finishes (done == total at
+    the end). Renderers throttle what they show."""
 
     total: int
     done: int
     failed: int
     in_flight: int
+    batch: str = ""  # the id of the batch's first progress event ("" on that first event itself)
 
 
 @dataclass

@@ -86,6 +86,10 @@ class Batch:
         return self.done >= self.total
 
 
+def batch_key(event: ev.SubcallProgress) -> str:
+    return event.batch or event.id
+
+
 class RunState:
     """Running totals and scopes, folded from the events; both renderers read it."""
 
@@ -99,7 +103,7 @@ class RunState:
         self.running_cell: str | None = None
         self.tokens_in = self.tokens_out = 0
         self.cost, self.cost_known = 0.0, True
-        self.batches: dict[str, Batch] = {}  # by parent scope
+        self.batches: dict[str, Batch] = {}  # by batch id (the id of its first progress event)
         self.finished: ev.RunFinished | None = None
         self.lock = threading.Lock()  # the Live thread reads batches while events arrive
 
@@ -129,11 +133,10 @@ class RunState:
             self.finished = event
 
     def _progress(self, event: ev.SubcallProgress) -> None:
-        key = event.parent or ""
         with self.lock:
-            batch = self.batches.get(key)
-            if batch is None or batch.finished or event.done < batch.done or event.total != batch.total:
-                batch = self.batches[key] = Batch(event.total, started_ts=event.ts)
+            batch = self.batches.get(batch_key(event))
+            if batch is None:
+                batch = self.batches[batch_key(event)] = Batch(event.total, started_ts=event.ts)
             batch.done, batch.failed, batch.in_flight = event.done, event.failed, event.in_flight
             batch.ts = event.ts
 
@@ -208,7 +211,7 @@ class PlainOutput:
         elif isinstance(event, ev.CellFinished):
             self.cell(event)
         elif isinstance(event, ev.SubcallProgress):
-            self.progress(s.batches[event.parent or ""], event.ts)
+            self.progress(s.batches[batch_key(event)], event.ts)
         elif isinstance(event, ev.FinalAnswer):
             self.line(f"answer: {plural(len(event.answer), 'character')}")
         elif isinstance(event, ev.RunFinished):
@@ -294,7 +297,7 @@ class RichOutput:
         if isinstance(event, ev.ModelCall):
             return event.role == "root"
         if isinstance(event, ev.SubcallProgress):
-            return self.state.batches[event.parent or ""].finished
+            return self.state.batches[batch_key(event)].finished
         return True
 
     def show(self, event: ev.Event) -> None:
@@ -316,7 +319,7 @@ class RichOutput:
         elif isinstance(event, ev.CellFinished):
             self.cell(event)
         elif isinstance(event, ev.SubcallProgress):
-            batch = self.state.batches.get(event.parent or "")
+            batch = self.state.batches.get(batch_key(event))
             if batch is not None and batch.finished and batch.total > 1:
                 failed = f", {batch.failed} failed" if batch.failed else ""
                 took = seconds(batch.ts - batch.started_ts)

@@ -202,6 +202,7 @@ async def _drive(agent: Agent, repl: Repl) -> RunResult:
         if on_main:
             loop.remove_signal_handler(signal.SIGTERM)
         await asyncio.shield(repl.close())
+        await agent.client.aclose()
 
 
 async def _unset_handler(prompts: list[str], model: str | None) -> list[str]:

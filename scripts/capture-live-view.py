@@ -93,13 +93,17 @@ def run_events(batch: int = 64, concurrency: int = 16) -> tuple[list[Event], int
         it2,
         ModelCall("root", ROOT, 4020, 402, 0.00181, 4.7, None, REPLY_2, parent=it2.id, ts=t + 9.0),
         cell2,
-        SubcallProgress(batch, 0, 0, concurrency, parent=cell2.id, ts=t + 9.1),
+        (first := SubcallProgress(batch, 0, 0, concurrency, parent=cell2.id, ts=t + 9.1)),
     ]
     capture_at = 0
     for done in range(1, batch + 1):
         ts = t + 9.1 + done * 0.19
         events.append(ModelCall("sub", SUB, 48_210, 61, 0.00243, 2.8, parent=cell2.id, ts=ts))
-        events.append(SubcallProgress(batch, done, 0, min(batch - done, concurrency), parent=cell2.id, ts=ts))
+        events.append(
+            SubcallProgress(
+                batch, done, 0, min(batch - done, concurrency), batch=first.id, parent=cell2.id, ts=ts
+            )
+        )
         if done == 40:
             capture_at = len(events)
     end = t + 9.1 + batch * 0.19 + 0.05

@@ -53,7 +53,7 @@ def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env.update(
         OPENAI_API_KEY=SENTINEL_KEY,
         RLM_CONFIG=str(tmp_path / "no-config.toml"),
-        RLM_HOME=str(tmp_path / "rlm-home"),
+        RLM_HOME=str(tmp_path.parent / f"{tmp_path.name}-rlm-home"),  # outside inputs tests build in tmp_path
         NO_COLOR="1",
     )
     env.update(extra)

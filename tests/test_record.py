@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
 
 from conftest import ask_args, clean_env
-from fake_llm import reply
+from fake_llm import Fault, reply
 from test_interrupt import wait_for
 
 
@@ -99,3 +100,17 @@ def test_sigint_leaves_a_complete_trace_a_history_row_and_the_partial_answer(
     assert events[-1]["answer"] == "Partial: still reading."
     runs = json.loads(run_rlm(["logs", "--json"]).stdout)
     assert runs[0]["exit_reason"] == "interrupted"
+
+
+def test_plain_view_shows_subcall_progress_while_a_batch_is_in_flight(fake_llm, run_rlm, tmp_path):
+    (tmp_path / "a.txt").write_text("data\n")
+    fake_llm.sub = lambda prompt: Fault(delay=0.2, text="ok")  # 64 calls, 8 at a time: ~1.6 s in flight
+    fake_llm.add_root(
+        reply("", "r = llm_query_batched([f'p{i}' for i in range(64)])\nprint(len(r))"), "FINAL(ok)"
+    )
+    proc = run_rlm(ask_args(fake_llm, str(tmp_path / "a.txt"), extra=["--concurrency", "8"]))
+    assert proc.returncode == 0, proc.stderr.decode()
+    done = [int(n) for n in re.findall(r"sub-calls (\d+)/64 done", proc.stderr.decode())]
+    assert done[0] == 0 and done[-1] == 64
+    assert any(0 < n < 64 for n in done), done
+    assert done == sorted(done)

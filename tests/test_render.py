@@ -60,13 +60,13 @@ def run_events(batch: int = 64, concurrency: int = 16, sub_cost: float | None = 
         it2,
         ModelCall("root", ROOT, 4100, 220, 0.0014, 1.8, "out", REPLY_2, parent=it2.id, ts=t + 4),
         cell2,
-        SubcallProgress(batch, 0, 0, min(batch, concurrency), parent=cell2.id, ts=t + 4.01),
+        (first := SubcallProgress(batch, 0, 0, min(batch, concurrency), parent=cell2.id, ts=t + 4.01)),
     ]
     for done in range(1, batch + 1):
         ts = t + 4.01 + done * 0.05
         events.append(ModelCall("sub", SUB, 900, 40, sub_cost, 0.4, parent=cell2.id, ts=ts))
         in_flight = min(batch - done, concurrency)
-        events.append(SubcallProgress(batch, done, 0, in_flight, parent=cell2.id, ts=ts))
+        events.append(SubcallProgress(batch, done, 0, in_flight, batch=first.id, parent=cell2.id, ts=ts))
     end = t + 4.01 + batch * 0.05
     output = "['no retry here', 'retry: 5']"
     events.append(CellFinished(2, output, None, end - t - 4, parent=cell2.id, ts=end))
@@ -118,8 +118,11 @@ def test_plain_shows_a_batch_while_it_is_in_flight() -> None:
 def test_plain_throttles_by_time_too() -> None:
     """Slow batch: a line at least every half second of progress even below 10 %."""
     cell = CellStarted(1, "x", ts=T0)
-    events: list[Event] = [cell, SubcallProgress(1000, 0, 0, 16, parent=cell.id, ts=T0)]
-    events += [SubcallProgress(1000, d, 0, 16, parent=cell.id, ts=T0 + d * 0.1) for d in range(1, 21)]
+    first = SubcallProgress(1000, 0, 0, 16, parent=cell.id, ts=T0)
+    events: list[Event] = [cell, first]
+    events += [
+        SubcallProgress(1000, d, 0, 16, batch=first.id, parent=cell.id, ts=T0 + d * 0.1) for d in range(1, 21)
+    ]
     done = [int(d) for d in re.findall(r"sub-calls (\d+)/1000", render(events))]
     assert done == [0, 5, 10, 15, 20]
 
