@@ -3,7 +3,8 @@
     python benchmarks/docker_cells.py [--image rlm-sandbox:bookworm] [--sizes 1K,10M,100M,1G] [--cells 300]
 
 For each size, a context file of real log lines (../shared/data/loghub, repeated) is written, then:
-- host load: rlm's loader turning that file into the context file (what `rlm ask FILE` does first);
+- host load: rlm's loader scanning that file (what `rlm ask FILE` does first; a named file is
+  used in place, not copied);
 - cat: `cat FILE > /dev/null` of the same bytes (warm page cache, best of 3);
 - start: container create + start until the REPL server says ready;
 - ingest: the server's `load` of the context (file -> one str in memory);
@@ -59,21 +60,24 @@ def cat_seconds(path: Path) -> float:
     return best_of(3, lambda: subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True))
 
 
-async def measure_sandbox(client, image: str, share: Path, memory: int, cells: int) -> dict:
+async def measure_sandbox(
+    client, image: str, share: Path, context_path: Path, memory: int, cells: int
+) -> dict:
     limits = SandboxLimits(memory=memory, cell_timeout=60)
     sandbox = sandbox_docker.DockerSandbox(client, limits, sandbox_docker.DockerOptions(image), share)
 
     async def no_subcalls(prompts, model):
         return [""] * len(prompts)
 
-    repl = Repl(sandbox, share / "context.txt", share / "index.json", no_subcalls, cell_timeout=60)
+    sandbox.add_input(context_path)  # a named file is used in place, as `rlm ask FILE` does
+    repl = Repl(sandbox, context_path, share / "index.json", no_subcalls, cell_timeout=60)
     t0 = time.perf_counter()
     reader, writer = await sandbox.start()
     repl.channel = Channel(reader, writer)
     await repl.channel.recv()  # "ready"
     t1 = time.perf_counter()
     loaded = await repl._call(
-        {"op": "load", "context_path": sandbox.visible_path(share / "context.txt"),
+        {"op": "load", "context_path": sandbox.visible_path(context_path),
          "index_path": sandbox.visible_path(share / "index.json"), "max_output_chars": 20000},
         timeout=None,
     )  # fmt: skip
@@ -120,7 +124,7 @@ def main() -> None:
             context.write_index(share / "index.json")
             cat = cat_seconds(context.path)
             memory = max(512 * 2**20, 3 * size + 256 * 2**20)  # the str, plus the bytes while decoding
-            r = asyncio.run(measure_sandbox(client, args.image, share, memory, args.cells))
+            r = asyncio.run(measure_sandbox(client, args.image, share, context.path, memory, args.cells))
             ratio = r["ingest_s"] / cat
             print(f"{label:>6} {host_load:>11.3f} {cat:>7.3f} {r['start_s']:>8.3f} {r['ingest_s']:>9.3f} "
                   f"{ratio:>9.1f} {r['cell_median_ms']:>16.3f} {r['cell_p90_ms']:>6.3f}")  # fmt: skip

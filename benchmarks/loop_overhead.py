@@ -8,7 +8,7 @@ Repl over LocalSandbox, Agent), the way rlmcli/run.py wires them. Prints figures
 Per-iteration timing comes from the `emit` events plus thin timing wrappers (set on the instances
 in this script, nothing in rlmcli/ is changed) around `client.root` and `repl.run_cell`:
 
-  iteration        time between consecutive IterationFinished events (first: from agent.run())
+  iteration        time between consecutive IterationStarted events (one full turn: model call + cell)
   model call       ModelCall.latency_s (litellm + HTTP to the local fake server, as rlmcli measures)
   client.root      wall time of ModelClient.root (model call + what rlmcli does after it, e.g. cost)
   cell round trip  wall time of Repl.run_cell (host -> framed JSON -> server exec -> back)
@@ -103,7 +103,7 @@ async def run_loop(n: int, workdir: Path, nodelay: bool) -> dict:
         marks: list[tuple[str, float, Event]] = []
 
         def emit(event: Event) -> None:
-            marks.append((event.kind, time.perf_counter(), event))
+            marks.append((event.name, time.perf_counter(), event))
 
         agent = Agent(client, repl, ctx, "benchmark question", budget, emit)
         repl.on_subcalls = agent.subcalls
@@ -145,12 +145,13 @@ async def run_loop(n: int, workdir: Path, nodelay: bool) -> dict:
         fake.stop()
 
     iters, model_lat, cell_server = [], [], []
-    prev = t_start
+    prev = None
     for kind, t, ev in marks:
-        if kind == "IterationFinished":
-            iters.append(t - prev)
+        if kind == "IterationStarted":  # an iteration ends where the next one starts
+            if prev is not None:
+                iters.append(t - prev)
             prev = t
-        elif kind == "ModelCall":
+        elif kind == "ModelCall" and ev.role == "root":  # type: ignore[attr-defined]
             model_lat.append(ev.latency_s)  # type: ignore[attr-defined]
         elif kind == "CellFinished":
             cell_server.append(ev.duration_s)  # type: ignore[attr-defined]

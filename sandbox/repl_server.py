@@ -172,7 +172,11 @@ class Server:
             if op == "exec":
                 self.channel.send(self.run_cell(msg["code"], float(msg.get("timeout") or 0)))
             elif op == "load":
-                self.channel.send(self.load(msg))
+                try:
+                    reply = self.load(msg)
+                except (OSError, ValueError, KeyError) as exc:  # a bad path or index: say so, don't die
+                    reply = {"type": "error", "error": "%s: %s" % (type(exc).__name__, exc)}
+                self.channel.send(reply)
             elif op == "get":
                 self.channel.send(self.get(msg["name"]))
             elif op == "shutdown":

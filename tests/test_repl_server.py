@@ -198,3 +198,15 @@ def test_host_backstop_kills_a_cell_that_disables_the_timer(tmp_path):
     hung, alive = asyncio.run(main())
     assert "did not stop" in hung.error and "restarted" in hung.error
     assert alive.output == "2\n"
+
+
+def test_a_failed_load_is_an_error_not_a_dead_server(tmp_path):
+    ctx, idx = make_context(tmp_path)
+
+    async def main():
+        repl = Repl(LocalSandbox(SandboxLimits()), tmp_path / "missing.txt", idx, echo_subcalls)
+        with pytest.raises(SandboxError, match="could not load the context: FileNotFoundError"):
+            await repl.start()
+        await repl.close()
+
+    asyncio.run(main())
