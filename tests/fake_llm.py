@@ -28,6 +28,7 @@ class Fault:
     garbage: bool = False  # 200 with a non-JSON body
     delay: float = 0.0  # extra seconds before answering
     text: str = ""  # content of a normal 200 reply when no other fault applies (e.g. a delay-only Fault)
+    message: str | None = None  # the error message of an error status (default: "fake: scripted N")
 
 
 Reply = str | Fault | Callable[[dict], str | Fault]  # a callable receives the parsed request body
@@ -255,7 +256,7 @@ class _Handler(BaseHTTPRequestHandler):
                 headers["retry-after-ms"] = str(fault.retry_after_ms)
                 if fault.retry_after_ms >= 1000:
                     headers["retry-after"] = str(math.ceil(fault.retry_after_ms / 1000))
-            error = _error_body(fault.status, f"fake: scripted {fault.status}")
+            error = _error_body(fault.status, fault.message or f"fake: scripted {fault.status}")
             self._send_json(fault.status, error, headers)
             return
         if fault.garbage:

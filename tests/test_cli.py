@@ -88,11 +88,13 @@ def test_no_secret_reaches_the_sandbox_requests_or_output(fake_llm, run_rlm, tmp
         reply("", "import os\nprint(dict(os.environ))\nprint(llm_query('env: ' + str(dict(os.environ))))"),
         "FINAL(checked)",
     )
+    trace = tmp_path.parent / f"{tmp_path.name}-trace.jsonl"
     proc = run_rlm(
-        ask_args(fake_llm, str(tmp_path), extra=["--json", "-v"]),
+        ask_args(fake_llm, str(tmp_path), extra=["--json", "-v", "--trace", str(trace)]),
         env={"MY_SERVICE_TOKEN": "tok-" + SENTINEL_KEY},
     )
     assert proc.returncode == 0, proc.stderr.decode()
+    assert b"CellFinished" in trace.read_bytes() and SENTINEL_KEY.encode() not in trace.read_bytes()
     cell_output = last_user(fake_llm.root_requests[1]["body"])
     env_seen = eval(re.search(r"\{.*?\}", cell_output).group(0))
     assert set(env_seen) <= {"PATH", "LANG", "HOME", "TMPDIR", "LC_CTYPE"}
@@ -105,11 +107,14 @@ def test_no_secret_reaches_the_sandbox_requests_or_output(fake_llm, run_rlm, tmp
 
 def test_provider_error_messages_never_echo_the_key(fake_llm, run_rlm, tmp_path):
     (tmp_path / "a.txt").write_text("data\n")
-    fake_llm.add_root(lambda body: Fault(status=401))
-    proc = run_rlm(ask_args(fake_llm, str(tmp_path)))
+    fake_llm.add_root(lambda body: Fault(status=401, message=f"Incorrect API key provided: {SENTINEL_KEY}"))
+    trace = tmp_path.parent / f"{tmp_path.name}-trace.jsonl"
+    proc = run_rlm(ask_args(fake_llm, str(tmp_path), extra=["--trace", str(trace)]))
     assert proc.returncode == 4
     assert b"rlm: error:" in proc.stderr and b"Traceback" not in proc.stderr
-    assert SENTINEL_KEY.encode() not in proc.stderr + proc.stdout
+    assert b"Incorrect API key provided: ***" in proc.stderr  # the provider's words, minus the key
+    assert b"ErrorEvent" in trace.read_bytes()
+    assert SENTINEL_KEY.encode() not in proc.stderr + proc.stdout + trace.read_bytes()
 
 
 def test_hostile_cells_come_back_as_errors_and_the_run_goes_on(fake_llm, run_rlm, tmp_path):
