@@ -6,12 +6,17 @@
 _rlm_node() {
     # The words of one command: its subcommands, options, options taking a value, file args.
     case $1 in
-        'rlm') subs='ask replay logs sandbox' opts='--version --help -h' valopts='' files=0 ;;
+        'rlm') subs='ask replay logs bench sandbox' opts='--version --help -h' valopts='' files=0 ;;
         'rlm ask') subs='' opts='--model -m --sub-model --api-base --sub-api-base --concurrency --request-timeout --no-subcalls --max-retries --max-iterations --max-subcalls --max-cost --max-tokens --timeout --sandbox --image --cpus --pids-limit --memory --cell-timeout --max-output-chars --include -g --exclude -x --no-ignore --hidden --max-file-size --trace --no-log --json --quiet -q --verbose -v --help -h' valopts='--model -m --sub-model --api-base --sub-api-base --concurrency --request-timeout --max-retries --max-iterations --max-subcalls --max-cost --max-tokens --timeout --sandbox --image --cpus --pids-limit --memory --cell-timeout --max-output-chars --include -g --exclude -x --max-file-size --trace' files=1 ;;
         'rlm replay') subs='' opts='--quiet -q --verbose -v --help -h' valopts='' files=1 ;;
         'rlm logs') subs='show path' opts='--limit -n --json --help -h' valopts='--limit -n' files=0 ;;
         'rlm logs show') subs='' opts='--json --help -h' valopts='' files=0 ;;
         'rlm logs path') subs='' opts='--help -h' valopts='' files=0 ;;
+        'rlm bench') subs='list generate run report' opts='--help -h' valopts='' files=0 ;;
+        'rlm bench list') subs='' opts='--json --help -h' valopts='' files=0 ;;
+        'rlm bench generate') subs='' opts='--out -o --n --length --seed --help -h' valopts='--out -o --n --length --seed' files=0 ;;
+        'rlm bench run') subs='' opts='--out -o --method --n --length --seed --limit --concurrency --retry-errors --model -m --sub-model --api-base --sub-api-base --context-window --request-timeout --max-retries --max-iterations --max-cost --max-tokens --timeout --sandbox --image --json --quiet -q --help -h' valopts='--out -o --method --n --length --seed --limit --concurrency --model -m --sub-model --api-base --sub-api-base --context-window --request-timeout --max-retries --max-iterations --max-cost --max-tokens --timeout --sandbox --image' files=0 ;;
+        'rlm bench report') subs='' opts='--out -o --no-plot --json --resamples --seed --help -h' valopts='--out -o --resamples --seed' files=0 ;;
         'rlm sandbox') subs='build check prune' opts='--help -h' valopts='' files=0 ;;
         'rlm sandbox build') subs='' opts='--tag --suite --mirror --help -h' valopts='--tag --suite --mirror' files=0 ;;
         'rlm sandbox check') subs='' opts='--image --memory --cpus --pids-limit --help -h' valopts='--image --memory --cpus --pids-limit' files=0 ;;
@@ -67,6 +72,10 @@ _rlm() {
         case "$cmd $opt" in
         'rlm ask --sandbox') _rlm_reply < <(compgen -W 'auto docker local' -- "$cur") ;;
         'rlm ask --trace') _rlm_files ;;
+        'rlm bench generate --out'|'rlm bench generate -o') _rlm_files ;;
+        'rlm bench run --out'|'rlm bench run -o') _rlm_files ;;
+        'rlm bench run --sandbox') _rlm_reply < <(compgen -W 'auto docker local' -- "$cur") ;;
+        'rlm bench report --out'|'rlm bench report -o') _rlm_files ;;
         esac
         return 0
     fi

@@ -13,9 +13,9 @@ function __rlm_command --description 'The rlm command being completed, e.g. "rlm
         end
         # Descend into a subcommand, or step over the value of an option that takes one.
         switch "$command $token"
-            case 'rlm ask' 'rlm replay' 'rlm logs' 'rlm sandbox' 'rlm logs show' 'rlm logs path' 'rlm sandbox build' 'rlm sandbox check' 'rlm sandbox prune'
+            case 'rlm ask' 'rlm replay' 'rlm logs' 'rlm bench' 'rlm sandbox' 'rlm logs show' 'rlm logs path' 'rlm bench list' 'rlm bench generate' 'rlm bench run' 'rlm bench report' 'rlm sandbox build' 'rlm sandbox check' 'rlm sandbox prune'
                 set command "$command $token"
-            case 'rlm ask --model' 'rlm ask -m' 'rlm ask --sub-model' 'rlm ask --api-base' 'rlm ask --sub-api-base' 'rlm ask --concurrency' 'rlm ask --request-timeout' 'rlm ask --max-retries' 'rlm ask --max-iterations' 'rlm ask --max-subcalls' 'rlm ask --max-cost' 'rlm ask --max-tokens' 'rlm ask --timeout' 'rlm ask --sandbox' 'rlm ask --image' 'rlm ask --cpus' 'rlm ask --pids-limit' 'rlm ask --memory' 'rlm ask --cell-timeout' 'rlm ask --max-output-chars' 'rlm ask --include' 'rlm ask -g' 'rlm ask --exclude' 'rlm ask -x' 'rlm ask --max-file-size' 'rlm ask --trace' 'rlm logs --limit' 'rlm logs -n' 'rlm sandbox build --tag' 'rlm sandbox build --suite' 'rlm sandbox build --mirror' 'rlm sandbox check --image' 'rlm sandbox check --memory' 'rlm sandbox check --cpus' 'rlm sandbox check --pids-limit'
+            case 'rlm ask --model' 'rlm ask -m' 'rlm ask --sub-model' 'rlm ask --api-base' 'rlm ask --sub-api-base' 'rlm ask --concurrency' 'rlm ask --request-timeout' 'rlm ask --max-retries' 'rlm ask --max-iterations' 'rlm ask --max-subcalls' 'rlm ask --max-cost' 'rlm ask --max-tokens' 'rlm ask --timeout' 'rlm ask --sandbox' 'rlm ask --image' 'rlm ask --cpus' 'rlm ask --pids-limit' 'rlm ask --memory' 'rlm ask --cell-timeout' 'rlm ask --max-output-chars' 'rlm ask --include' 'rlm ask -g' 'rlm ask --exclude' 'rlm ask -x' 'rlm ask --max-file-size' 'rlm ask --trace' 'rlm logs --limit' 'rlm logs -n' 'rlm bench generate --out' 'rlm bench generate -o' 'rlm bench generate --n' 'rlm bench generate --length' 'rlm bench generate --seed' 'rlm bench run --out' 'rlm bench run -o' 'rlm bench run --method' 'rlm bench run --n' 'rlm bench run --length' 'rlm bench run --seed' 'rlm bench run --limit' 'rlm bench run --concurrency' 'rlm bench run --model' 'rlm bench run -m' 'rlm bench run --sub-model' 'rlm bench run --api-base' 'rlm bench run --sub-api-base' 'rlm bench run --context-window' 'rlm bench run --request-timeout' 'rlm bench run --max-retries' 'rlm bench run --max-iterations' 'rlm bench run --max-cost' 'rlm bench run --max-tokens' 'rlm bench run --timeout' 'rlm bench run --sandbox' 'rlm bench run --image' 'rlm bench report --out' 'rlm bench report -o' 'rlm bench report --resamples' 'rlm bench report --seed' 'rlm sandbox build --tag' 'rlm sandbox build --suite' 'rlm sandbox build --mirror' 'rlm sandbox check --image' 'rlm sandbox check --memory' 'rlm sandbox check --cpus' 'rlm sandbox check --pids-limit'
                 set skip 1
         end
     end
@@ -31,6 +31,7 @@ complete -c rlm -f  # no file names unless an argument or option takes them
 complete -c rlm -n '__rlm_is "rlm"' -a 'ask' -d 'Answer QUESTION about PATHS (files, directories, or - for stdin).'
 complete -c rlm -n '__rlm_is "rlm"' -a 'replay' -d 'Re-render a recorded run as the live view showed it, and print its answer on...'
 complete -c rlm -n '__rlm_is "rlm"' -a 'logs' -d 'Past runs: list them (the default), show one in full, or print where they are...'
+complete -c rlm -n '__rlm_is "rlm"' -a 'bench' -d 'Long-context benchmarks: generate task sets, run rlm / rlm-no-subcalls /...'
 complete -c rlm -n '__rlm_is "rlm"' -a 'sandbox' -d 'Manage the Docker sandbox: build an offline image, check what a cell sees,...'
 complete -c rlm -n '__rlm_is "rlm"' -l version -d 'Print the version and exit.'
 complete -c rlm -n '__rlm_is "rlm"' -l help -s h -d 'Show this message and exit.'
@@ -83,6 +84,53 @@ complete -c rlm -n '__rlm_is "rlm logs show"' -l json -d 'Print the run as one J
 complete -c rlm -n '__rlm_is "rlm logs show"' -l help -s h -d 'Show this message and exit.'
 
 complete -c rlm -n '__rlm_is "rlm logs path"' -l help -s h -d 'Show this message and exit.'
+
+complete -c rlm -n '__rlm_is "rlm bench"' -a 'list' -d 'The task families: what each measures, where its data comes from, how it is...'
+complete -c rlm -n '__rlm_is "rlm bench"' -a 'generate' -d 'Write N rows of TASK, each with a context of about LENGTH tokens, its...'
+complete -c rlm -n '__rlm_is "rlm bench"' -a 'run' -d 'Run each method on each task row and append a scored result per (row, method)...'
+complete -c rlm -n '__rlm_is "rlm bench"' -a 'report' -d 'Compare methods: mean score with a bootstrap 95% CI, cost per query and...'
+complete -c rlm -n '__rlm_is "rlm bench"' -l help -s h -d 'Show this message and exit.'
+
+complete -c rlm -n '__rlm_is "rlm bench list"' -l json -d 'Print a JSON array.'
+complete -c rlm -n '__rlm_is "rlm bench list"' -l help -s h -d 'Show this message and exit.'
+
+complete -c rlm -n '__rlm_is "rlm bench generate"' -l out -s o -r -F -d 'JSONL file to write, or - for stdout.'
+complete -c rlm -n '__rlm_is "rlm bench generate"' -l n -x -d 'Number of rows.'
+complete -c rlm -n '__rlm_is "rlm bench generate"' -l length -x -d 'Target tokens of context + question (chars / 4).'
+complete -c rlm -n '__rlm_is "rlm bench generate"' -l seed -x -d 'Seed; the same arguments give the same bytes.'
+complete -c rlm -n '__rlm_is "rlm bench generate"' -l help -s h -d 'Show this message and exit.'
+
+complete -c rlm -n '__rlm_is "rlm bench run"' -l out -s o -r -F -d 'Results JSONL.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l method -x -d 'rlm, rlm-no-subcalls (the REPL without llm_query) or direct (the whole...'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l n -x -d 'Rows to generate for a TASK.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l length -x -d 'Tokens per row for a TASK.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l seed -x -d 'Seed for a TASK.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l limit -x -d 'Only the first LIMIT rows.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l concurrency -x -d 'Rows in flight at once.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l retry-errors -d 'Redo rows whose earlier result is an error (provider, sandbox); the new...'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l model -s m -x -d 'Root model (and the direct model), any litellm model string.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l sub-model -x -d 'Model for llm_query sub-calls.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l api-base -x -d 'Base URL of an OpenAI-compatible server.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l sub-api-base -x -d 'Base URL for sub-calls.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l context-window -x -d 'direct: the model\'s input window in tokens; longer contexts are cut to fit.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l request-timeout -x -d 'Seconds per model request.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l max-retries -x -d 'Retries on 429/5xx/timeouts.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l max-iterations -x -d 'Root-model turns per row.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l max-cost -x -d 'Most USD per row.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l max-tokens -x -d 'Most tokens per row.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l timeout -x -d 'Wall-clock seconds per row.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l sandbox -x -a 'auto docker local' -d 'docker, local or auto, as for `rlm ask`.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l image -x -d 'Docker image for the sandbox.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l json -d 'Print the summary as JSON instead of a table.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l quiet -s q -d 'No progress lines on stderr.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l help -s h -d 'Show this message and exit.'
+
+complete -c rlm -n '__rlm_is "rlm bench report"' -l out -s o -r -F -d 'Plot of score vs context length: .svg, or .png with matplotlib (the `plot`...'
+complete -c rlm -n '__rlm_is "rlm bench report"' -l no-plot -d 'Write no plot.'
+complete -c rlm -n '__rlm_is "rlm bench report"' -l json -d 'Print the aggregated numbers as JSON.'
+complete -c rlm -n '__rlm_is "rlm bench report"' -l resamples -x -d 'Bootstrap resamples for the 95% CIs.'
+complete -c rlm -n '__rlm_is "rlm bench report"' -l seed -x -d 'Bootstrap seed.'
+complete -c rlm -n '__rlm_is "rlm bench report"' -l help -s h -d 'Show this message and exit.'
 
 complete -c rlm -n '__rlm_is "rlm sandbox"' -a 'build' -d 'Build a sandbox image without a registry: a Debian minbase root filesystem...'
 complete -c rlm -n '__rlm_is "rlm sandbox"' -a 'check' -d 'Start a sandbox and print what a cell sees: daemon, image, Python, user,...'

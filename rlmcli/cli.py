@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from . import __version__
+from .cli_bench import bench_app
 from .cli_logs import logs_app
 from .errors import ExitStatus, RlmError, UsageError, redact
 from .settings import Settings
@@ -292,6 +293,7 @@ def replay(
 
 
 app.add_typer(logs_app, name="logs")
+app.add_typer(bench_app, name="bench")
 
 sandbox_app = typer.Typer(
     help="Manage the Docker sandbox: build an offline image, check what a cell sees, prune leftovers.",

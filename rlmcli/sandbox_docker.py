@@ -117,7 +117,8 @@ def prune(client: Any, everything: bool = False) -> list[str]:
     """Remove our containers whose owning process on this host is gone (all of ours if
     `everything`). Returns the names removed."""
     removed = []
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
+    # ignore_removed: another run may remove its container between the listing and the inspection.
+    for container in client.containers.list(all=True, filters={"label": LABEL}, ignore_removed=True):
         labels = container.labels or {}
         mine = labels.get(LABEL_HOST) == socket.gethostname()
         pid = int(labels.get(LABEL_PID, "0") or 0)

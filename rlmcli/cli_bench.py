@@ -1,0 +1,294 @@
+"""`rlm bench`: list the task families, generate task sets, run methods on them, report the scores.
+
+Mounted by cli.py as `app.add_typer(bench_app, name="bench")`. Only typer, the standard library and
+rlmcli.settings at module level: this module is imported whenever `rlm --help` runs, which must not
+pay for litellm, rich tables or the generators' data.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .settings import Settings
+
+D = Settings()  # defaults, for the help texts
+bench_app = typer.Typer(
+    help="Long-context benchmarks: generate task sets, run rlm / rlm-no-subcalls / direct on them, "
+    "and compare scores, cost and latency (docs/BENCHMARKS.md).",
+    no_args_is_help=True,
+)
+
+MODEL, LIMITS, SANDBOX, TASKS, OUTPUT = "Model", "Limits (per row)", "Sandbox", "Tasks", "Output"
+
+
+def _guard(action: Any) -> None:
+    from .cli import _guarded  # lazily: cli.py imports this module while it is being set up
+
+    _guarded(action)
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(f"rlm: {text}\n")
+    sys.stderr.flush()
+
+
+# `bench run TASK` (a family name instead of a file): a small set, enough to smoke-test a setup.
+DEFAULT_N, DEFAULT_LENGTH, DEFAULT_SEED = 10, 8192, 0
+
+
+def load_tasks(source: str, n: int | None, length: int | None, seed: int | None) -> list[dict[str, Any]]:
+    """Rows from a JSONL file, or a freshly generated set when `source` names a task family."""
+    from .bench import FAMILIES, generate, read_jsonl
+    from .errors import InputError
+
+    path = Path(source)
+    if path.is_file():
+        if n is not None or length is not None or seed is not None:
+            raise InputError("--n, --length and --seed apply to a TASK name, not to a tasks file")
+        try:
+            rows = read_jsonl(path)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read the tasks file {path}: {exc}") from exc
+        for number, row in enumerate(rows, 1):
+            if not isinstance(row, dict) or not {"id", "task", "context", "question"} <= row.keys():
+                raise InputError(f"{path} line {number} is not a benchmark row (see `rlm bench generate`)")
+        if not rows:
+            raise InputError(f"{path} holds no benchmark rows")
+        return rows
+    if source in FAMILIES:
+        n = DEFAULT_N if n is None else n
+        length = DEFAULT_LENGTH if length is None else length
+        return generate(source, n, length, DEFAULT_SEED if seed is None else seed)
+    raise InputError(
+        f"{source!r} is neither a tasks file nor a task family",
+        hint=f"pass a file from `rlm bench generate`, or one of: {', '.join(FAMILIES)}",
+    )
+
+
+def parse_methods(values: list[str]) -> list[str]:
+    """`--method rlm --method direct` or `--method rlm,direct`; order kept, duplicates dropped."""
+    from .bench.runner import METHODS
+    from .errors import InputError
+
+    methods: list[str] = []
+    for value in values:
+        for name in (part.strip() for part in value.split(",")):
+            if name not in METHODS:
+                raise InputError(f"unknown method {name!r}", hint=f"choose from: {', '.join(METHODS)}")
+            if name not in methods:
+                methods.append(name)
+    return methods or ["rlm"]
+
+
+@bench_app.command("list")
+def bench_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
+    """The task families: what each measures, where its data comes from, how it is scored."""
+
+    def show() -> None:
+        from .bench import FAMILIES
+
+        if as_json:
+            keys = ("name", "description", "provenance", "scorer")
+            typer.echo(json.dumps([{k: getattr(f, k) for k in keys} for f in FAMILIES.values()], indent=2))
+            return
+        for family in FAMILIES.values():
+            typer.echo(f"{family.name}\n  {family.description}")
+            typer.echo(f"  source: {family.provenance}\n  scorer: {family.scorer}\n")
+
+    _guard(show)
+
+
+@bench_app.command("generate")
+def bench_generate(
+    task: Annotated[str, typer.Argument(help="Task family (see `rlm bench list`).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write, or - for stdout.")],
+    n: Annotated[int, typer.Option("--n", help="Number of rows.")] = 10,
+    length: Annotated[int, typer.Option(help="Target tokens of context + question (chars / 4).")] = 8192,
+    seed: Annotated[int, typer.Option(help="Seed; the same arguments give the same bytes.")] = 0,
+) -> None:  # fmt: skip
+    """Write N rows of TASK, each with a context of about LENGTH tokens, its question and gold answer."""
+
+    def make() -> None:
+        from . import bench
+
+        rows = bench.generate(task, n, length, seed)
+        if str(out) == "-":
+            for row in rows:
+                sys.stdout.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
+            return
+        bench.write_jsonl(rows, out)
+        _say(f"wrote {len(rows)} {task} rows (~{length:,} tokens each) to {out}")
+
+    _guard(make)
+
+
+RUN_HELP = (
+    "Run each method on each task row and append a scored result per (row, method) to OUT.\n\n"
+    "Each result holds the score, tokens, cost, latency, exit reason, iterations, sub-calls and the "
+    "trace path. A row's own failure (provider, sandbox) becomes an error row with score 0; a missing "
+    "API key stops the bench before any row (exit 4). Ctrl-C keeps every finished row: run the same "
+    "command again to resume."
+)
+REPORT_HELP = (
+    "Compare methods: mean score with a bootstrap 95% CI, cost per query and median latency, overall, "
+    "by task family and by context length; and a plot of mean score vs context length."
+)
+
+
+@bench_app.command(
+    "run",
+    help=RUN_HELP,
+    epilog="Examples:\n\n"
+    "  rlm bench run oolong.jsonl --method rlm --method direct --model openai/gpt-5 "
+    "--sub-model openai/gpt-5-mini --out results.jsonl\n\n"
+    "  rlm bench run sniah --method rlm,rlm-no-subcalls,direct --api-base http://127.0.0.1:8000/v1 "
+    "--model openai/my-model --out smoke.jsonl",
+)
+def bench_run(
+    source: Annotated[str, typer.Argument(metavar="FILE.jsonl|TASK", show_default=False,
+        help="Tasks from `rlm bench generate`, or a family name to generate a small set "
+             "(--n 10 --length 8192 --seed 0 unless given).")],
+    out: Annotated[Path, typer.Option("--out", "-o", rich_help_panel=OUTPUT,
+        help="Results JSONL. Appended to; rows already in it are skipped (resume). "
+             "Traces go to OUT.traces/.")],
+    method: Annotated[list[str] | None, typer.Option("--method", rich_help_panel=TASKS,
+        help="rlm, rlm-no-subcalls (the REPL without llm_query) or direct (the whole context in one "
+             "prompt); repeatable or comma-separated. \\[default: rlm]")] = None,
+    n: Annotated[int | None, typer.Option("--n", rich_help_panel=TASKS,
+        help="Rows to generate for a TASK.")] = None,
+    length: Annotated[int | None, typer.Option(rich_help_panel=TASKS,
+        help="Tokens per row for a TASK.")] = None,
+    seed: Annotated[int | None, typer.Option(rich_help_panel=TASKS, help="Seed for a TASK.")] = None,
+    limit: Annotated[int | None, typer.Option(rich_help_panel=TASKS,
+        help="Only the first LIMIT rows.")] = None,
+    concurrency: Annotated[int, typer.Option(rich_help_panel=TASKS, help="Rows in flight at once.")] = 1,
+    retry_errors: Annotated[bool, typer.Option("--retry-errors", rich_help_panel=TASKS,
+        help="Redo rows whose earlier result is an error (provider, sandbox); the new result wins.")] = False,
+    model: Annotated[str | None, typer.Option("--model", "-m", envvar="RLM_MODEL", rich_help_panel=MODEL,
+        help=f"Root model (and the direct model), any litellm model string. \\[default: {D.model}]")] = None,
+    sub_model: Annotated[str | None, typer.Option(envvar="RLM_SUB_MODEL", rich_help_panel=MODEL,
+        help="Model for llm_query sub-calls. \\[default: the root model]")] = None,
+    api_base: Annotated[str | None, typer.Option(envvar="RLM_API_BASE", rich_help_panel=MODEL,
+        help="Base URL of an OpenAI-compatible server.")] = None,
+    sub_api_base: Annotated[str | None, typer.Option(envvar="RLM_SUB_API_BASE", rich_help_panel=MODEL,
+        help="Base URL for sub-calls. \\[default: --api-base]")] = None,
+    context_window: Annotated[int | None, typer.Option(rich_help_panel=MODEL,
+        help="direct: the model's input window in tokens; longer contexts are cut to fit. \\[default: "
+             "litellm's table, else 128000]")] = None,
+    request_timeout: Annotated[float | None, typer.Option(envvar="RLM_REQUEST_TIMEOUT", rich_help_panel=MODEL,
+        help="Seconds per model request.")] = None,
+    max_retries: Annotated[int | None, typer.Option(envvar="RLM_MAX_RETRIES", rich_help_panel=MODEL,
+        help="Retries on 429/5xx/timeouts.")] = None,
+    max_iterations: Annotated[int | None, typer.Option(envvar="RLM_MAX_ITERATIONS", rich_help_panel=LIMITS,
+        help="Root-model turns per row.")] = None,
+    max_cost: Annotated[float | None, typer.Option(envvar="RLM_MAX_COST", rich_help_panel=LIMITS,
+        help="Most USD per row.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(envvar="RLM_MAX_TOKENS", rich_help_panel=LIMITS,
+        help="Most tokens per row.")] = None,
+    timeout: Annotated[float | None, typer.Option(envvar="RLM_TIMEOUT", rich_help_panel=LIMITS,
+        help="Wall-clock seconds per row.")] = None,
+    sandbox: Annotated[str | None, typer.Option(envvar="RLM_SANDBOX", rich_help_panel=SANDBOX,
+        help="docker, local or auto, as for `rlm ask`. \\[default: auto]")] = None,
+    image: Annotated[str | None, typer.Option(envvar="RLM_SANDBOX_IMAGE", rich_help_panel=SANDBOX,
+        help="Docker image for the sandbox.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT,
+        help="Print the summary as JSON instead of a table.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=OUTPUT,
+        help="No progress lines on stderr.")] = False,
+) -> None:  # fmt: skip
+    explicit = dict(
+        model=model, sub_model=sub_model, api_base=api_base, sub_api_base=sub_api_base,
+        request_timeout=request_timeout, max_retries=max_retries, max_iterations=max_iterations,
+        max_cost=max_cost, max_tokens=max_tokens, timeout=timeout, sandbox=sandbox, image=image,
+    )  # fmt: skip
+
+    def run() -> None:
+        from .bench import report, runner
+        from .errors import UsageError
+        from .settings import resolve
+
+        if concurrency < 1:
+            raise UsageError("--concurrency must be at least 1")
+        if limit is not None and limit < 1:
+            raise UsageError("--limit must be at least 1")
+        if context_window is not None and context_window < 1:
+            raise UsageError("--context-window must be at least 1")
+        methods = parse_methods(method or [])
+        settings = resolve(explicit)
+        runner.preflight(settings, methods)  # e.g. a missing key: exit 4 before generating anything
+        rows = load_tasks(source, n, length, seed)[:limit]
+        options = runner.BenchOptions(methods, out, concurrency, context_window, retry_errors)
+
+        def progress(result: dict, done: int, total: int) -> None:
+            if quiet:
+                return
+            extra = ", context cut" if result.get("truncated") else ""
+            extra += f": {result['error']}" if result.get("error") else ""
+            _say(
+                f"[{done}/{total}] {result['id']} {result['method']}: score {result['score']:.2f}, "
+                f"{result['exit_reason']}, {result['latency_s']:.1f}s, ${result['cost_usd']:.4f}{extra}"
+            )
+
+        if not quiet:
+            _say(
+                f"{len(rows)} rows × {len(methods)} method(s) ({', '.join(methods)}), model {settings.model}"
+            )
+        try:
+            outcome = runner.run_bench(rows, settings, options, progress, None if quiet else _say)
+        except KeyboardInterrupt:
+            _say(f"stopped; finished rows are in {out}: run the same command again to resume")
+            raise
+        if not quiet and outcome.skipped:
+            _say(f"skipped {outcome.skipped} (row, method) pair(s) already in {out}")
+        summary = report.build_report(outcome.results) if outcome.results else {}
+        if as_json:
+            errors = sum(report.is_error(r) for r in outcome.ran)
+            payload = {"results": str(out), "ran": len(outcome.ran), "skipped": outcome.skipped,
+                       "errors": errors, "report": summary}  # fmt: skip
+            typer.echo(json.dumps(payload, ensure_ascii=False, default=str))
+        elif summary:
+            report.print_report(summary, sections=("overall", "by_family"))
+
+    _guard(run)
+
+
+@bench_app.command("report", help=REPORT_HELP)
+def bench_report(
+    results: Annotated[list[Path], typer.Argument(metavar="RESULTS.jsonl...", show_default=False,
+        help="Results of `rlm bench run` (several files are merged).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o",
+        help="Plot of score vs context length: .svg, or .png with matplotlib (the `plot` extra). "
+             "\\[default: the first RESULTS with .svg]")] = None,
+    no_plot: Annotated[bool, typer.Option("--no-plot", help="Write no plot.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the aggregated numbers as JSON.")] = False,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% CIs.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+) -> None:  # fmt: skip
+
+    def make() -> None:
+        from .bench import report
+        from .errors import UsageError
+
+        if resamples < 1:
+            raise UsageError("--resamples must be at least 1")
+        rows = report.load_results(results)
+        summary = report.build_report(rows, resamples, seed)
+        plot = None
+        if not no_plot:
+            target = out or results[0].with_suffix(".svg")
+            plot = report.write_plot(summary["by_family_length"], target, _say)
+        if as_json:
+            typer.echo(json.dumps({**summary, "plot": str(plot) if plot else None}, default=str))
+        else:
+            report.print_report(summary)
+        if plot is not None:
+            _say(f"plot written to {plot}")
+
+    _guard(make)
