@@ -6,7 +6,6 @@ Nothing heavy is imported at module level: `rlm --help` must not pay for litellm
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass
 from typing import Annotated
@@ -16,7 +15,8 @@ import typer
 from . import __version__
 from .cli_bench import bench_app
 from .cli_logs import logs_app
-from .errors import ExitStatus, RlmError, UsageError, redact
+from .errors import ExitStatus, RlmError, UsageError
+from .guard import guarded
 from .settings import Settings
 
 app = typer.Typer(
@@ -152,7 +152,7 @@ def ask(
         max_file_size=max_file_size, no_subcalls=no_subcalls or None,
     )  # fmt: skip
     output = Output(as_json=as_json, quiet=quiet, verbose=verbose, trace=trace, log=not no_log)
-    _guarded(lambda: _run(explicit, paths, question, output))
+    guarded(lambda: _run(explicit, paths, question, output))
 
 
 @dataclass
@@ -289,7 +289,7 @@ def replay(
         if finished.answer is not None:
             typer.echo(finished.answer)
 
-    _guarded(body)
+    guarded(body)
 
 
 app.add_typer(logs_app, name="logs")
@@ -320,7 +320,7 @@ def sandbox_build(
         built = build_image(tag, suite, mirror, say=lambda text: sys.stderr.write(f"rlm: {text}\n"))
         typer.echo(built)
 
-    _guarded(build)
+    guarded(build)
 
 
 @sandbox_app.command("check")
@@ -346,7 +346,7 @@ def sandbox_check(
         for key, value in seen.items():
             typer.echo(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
 
-    _guarded(check)
+    guarded(check)
 
 
 @sandbox_app.command("prune")
@@ -364,33 +364,9 @@ def sandbox_prune(
         for name in removed:
             typer.echo(name)
 
-    _guarded(prune)
+    guarded(prune)
 
 
 def main() -> None:
     """Console entry point. Typer maps usage errors to exit 2; `_guarded` maps ours."""
     app()
-
-
-def _guarded(action) -> None:  # noqa: ANN001
-    """Run a command body: user errors become one line and an exit status, never a traceback."""
-    try:
-        action()
-    except RlmError as exc:
-        _fail(str(exc), exc.hint, exc.exit_status)
-    except KeyboardInterrupt:
-        _fail("interrupted", None, ExitStatus.INTERRUPTED)
-    except (typer.Exit, typer.Abort):
-        raise
-    except Exception as exc:
-        if os.environ.get("RLM_DEBUG"):
-            raise
-        _fail(f"unexpected {type(exc).__name__}: {exc}", "this is a bug; RLM_DEBUG=1 shows the traceback",
-              ExitStatus.ERROR)  # fmt: skip
-
-
-def _fail(message: str, hint: str | None, status: int) -> None:
-    sys.stderr.write(f"rlm: error: {redact(message)}\n")
-    if hint:
-        sys.stderr.write(f"rlm: hint: {redact(hint)}\n")
-    raise typer.Exit(int(status))

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from .guard import guarded
 from .settings import Settings
 
 D = Settings()  # defaults, for the help texts
@@ -24,12 +25,6 @@ bench_app = typer.Typer(
 )
 
 MODEL, LIMITS, SANDBOX, TASKS, OUTPUT = "Model", "Limits (per row)", "Sandbox", "Tasks", "Output"
-
-
-def _guard(action: Any) -> None:
-    from .cli import _guarded  # lazily: cli.py imports this module while it is being set up
-
-    _guarded(action)
 
 
 def _say(text: str) -> None:
@@ -102,7 +97,7 @@ def bench_list(
             typer.echo(f"{family.name}\n  {family.description}")
             typer.echo(f"  source: {family.provenance}\n  scorer: {family.scorer}\n")
 
-    _guard(show)
+    guarded(show)
 
 
 @bench_app.command("generate")
@@ -126,7 +121,7 @@ def bench_generate(
         bench.write_jsonl(rows, out)
         _say(f"wrote {len(rows)} {task} rows (~{length:,} tokens each) to {out}")
 
-    _guard(make)
+    guarded(make)
 
 
 RUN_HELP = (
@@ -256,7 +251,7 @@ def bench_run(
         elif summary:
             report.print_report(summary, sections=("overall", "by_family"))
 
-    _guard(run)
+    guarded(run)
 
 
 @bench_app.command("report", help=REPORT_HELP)
@@ -291,4 +286,4 @@ def bench_report(
         if plot is not None:
             _say(f"plot written to {plot}")
 
-    _guard(make)
+    guarded(make)

@@ -7,17 +7,15 @@ imported at module level; the history (sqlite3, platformdirs) is imported when a
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .errors import ExitStatus, RlmError, redact  # stdlib only: cheap at startup
+from .guard import guarded
 
 if TYPE_CHECKING:
     from .history import RunRecord
@@ -59,7 +57,7 @@ def logs(
             for line in _table(records, width):
                 typer.echo(line)
 
-    _guarded(listing)
+    guarded(listing)
 
 
 @logs_app.command("show")
@@ -82,7 +80,7 @@ def show(
         for line in _details(record):
             typer.echo(line)
 
-    _guarded(showing)
+    guarded(showing)
 
 
 @logs_app.command("path")
@@ -94,7 +92,7 @@ def path() -> None:
 
         typer.echo(str(home()))
 
-    _guarded(printing)
+    guarded(printing)
 
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -166,31 +164,3 @@ def _details(r: RunRecord) -> list[str]:
     else:
         lines.append("(no answer)")
     return lines
-
-
-# -- errors ------------------------------------------------------------------------------------
-
-
-def _guarded(action: Callable[[], None]) -> None:
-    """As cli._guarded (kept here because cli.py imports this module): user errors become one
-    `rlm: error:` line and their exit status, never a traceback."""
-    try:
-        action()
-    except RlmError as exc:
-        _fail(str(exc), exc.hint, exc.exit_status)
-    except KeyboardInterrupt:
-        _fail("interrupted", None, ExitStatus.INTERRUPTED)
-    except (typer.Exit, typer.Abort):
-        raise
-    except Exception as exc:
-        if os.environ.get("RLM_DEBUG"):
-            raise
-        _fail(f"unexpected {type(exc).__name__}: {exc}", "this is a bug; RLM_DEBUG=1 shows the traceback",
-              ExitStatus.ERROR)  # fmt: skip
-
-
-def _fail(message: str, hint: str | None, status: int) -> None:
-    sys.stderr.write(f"rlm: error: {redact(message)}\n")
-    if hint:
-        sys.stderr.write(f"rlm: hint: {redact(hint)}\n")
-    raise typer.Exit(int(status))

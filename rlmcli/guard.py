@@ -1,0 +1,36 @@
+"""How every command ends on an error: one `rlm: error:` line (and a hint), the exit status of
+the error, never a traceback for a user's mistake. Shared by all the command modules."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+import typer
+
+from .errors import ExitStatus, RlmError, redact
+
+
+def guarded(action: Callable[[], None]) -> None:
+    """Run a command body, mapping errors to one line and an exit status."""
+    try:
+        action()
+    except RlmError as exc:
+        fail(str(exc), exc.hint, exc.exit_status)
+    except KeyboardInterrupt:
+        fail("interrupted", None, ExitStatus.INTERRUPTED)
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
+        if os.environ.get("RLM_DEBUG"):
+            raise
+        fail(f"unexpected {type(exc).__name__}: {exc}", "this is a bug; RLM_DEBUG=1 shows the traceback",
+             ExitStatus.ERROR)  # fmt: skip
+
+
+def fail(message: str, hint: str | None, status: int) -> None:
+    sys.stderr.write(f"rlm: error: {redact(message)}\n")
+    if hint:
+        sys.stderr.write(f"rlm: hint: {redact(hint)}\n")
+    raise typer.Exit(int(status))
