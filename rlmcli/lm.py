@@ -12,30 +12,22 @@ Every call goes through the shared Budget: checked right before dispatch, record
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import gc
-import http
 import logging
 import os
-import random
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
 
-from . import openai_http
+from . import openai_http, retry
 from .budget import Budget
 from .errors import ProviderError, RlmError, UsageError, redact
 
 # Some OpenAI-compatible servers (vLLM, llama.cpp) need no key, but the openai SDK refuses to send
 # a request without one.
 PLACEHOLDER_API_KEY = "sk-rlm-no-key"
-BACKOFF_CAP_S = 30.0
-RETRY_AFTER_CAP_S = 120.0  # a server asking for longer than this is effectively down
-RETRYABLE_STATUS = {408, 409, 425, 429}  # plus every 5xx
-ERROR_DETAIL_CHARS = 200
 OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
 # Sub-calls skip litellm (see _direct_route) for these providers, which are OpenAI's protocol by
 # definition; for any other provider litellm lists as OpenAI-compatible only when --api-base names
@@ -291,13 +283,13 @@ class ModelClient:
                         max_retries=0,
                     )
             except Exception as e:
-                if not _is_retryable(e) or attempt == attempts:
-                    raise _provider_error(cfg.model, e, attempt) from None
-                delay = _retry_delay(e, attempt, cfg.backoff_base)
+                if not retry.is_retryable(e) or attempt == attempts:
+                    raise retry.provider_error(cfg.model, e, attempt) from None
+                delay = retry.delay(e, attempt, cfg.backoff_base)
                 remaining = self.budget.remaining_time()
                 if remaining is not None and delay >= remaining:
                     stop = "; stopped retrying at the wall-time limit"
-                    raise _provider_error(cfg.model, e, attempt, stop) from None
+                    raise retry.provider_error(cfg.model, e, attempt, stop) from None
                 await self.sleep(delay)
                 continue
             if route is not None:
@@ -366,111 +358,3 @@ def _to_completion(litellm: ModuleType, response: Any, latency: float) -> Comple
         cost_usd=cost,
         latency_s=latency,
     )
-
-
-# -- error classification ------------------------------------------------------------------------
-
-
-def _status(e: BaseException) -> int | None:
-    status = getattr(e, "status_code", None)
-    return status if isinstance(status, int) else None
-
-
-def _is_retryable(e: BaseException) -> bool:
-    status = _status(e)
-    if status is not None:
-        return status in RETRYABLE_STATUS or status >= 500
-    # No HTTP status: connection failures and timeouts from any layer (openai, httpx, asyncio).
-    names = {cls.__name__ for cls in type(e).__mro__}
-    return bool(
-        names
-        & {
-            "APIConnectionError",
-            "APITimeoutError",
-            "Timeout",
-            "TimeoutError",
-            "TransportError",
-            "ConnectionError",
-            "JSONDecodeError",
-            # the direct path (openai_http): aiohttp's connection errors, a 2xx that isn't JSON
-            "ClientConnectionError",
-            "ClientPayloadError",
-            "ResponseFormatError",
-        }
-    )
-
-
-def _response_headers(e: BaseException) -> Any:
-    """Where litellm keeps the provider's response headers on an exception.
-
-    `litellm_response_headers` is set by litellm's exception mapping; `e.response` is rebuilt by
-    some exception classes (RateLimitError) and may have lost the original headers.
-    """
-    for headers in (
-        getattr(e, "litellm_response_headers", None),
-        getattr(getattr(e, "response", None), "headers", None),
-        getattr(e, "headers", None),
-    ):
-        if headers:
-            return headers
-    return {}
-
-
-def _retry_after(e: BaseException) -> float | None:
-    """Seconds the server asked us to wait (`retry-after-ms`, then `retry-after`), if any."""
-    headers = _response_headers(e)
-    try:
-        ms = headers.get("retry-after-ms")
-        if ms is not None:
-            return max(0.0, float(ms) / 1000)
-        value = headers.get("retry-after")
-        if value is None:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:  # HTTP-date form
-            when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError, AttributeError):
-        return None
-
-
-def _retry_delay(e: BaseException, attempt: int, base: float) -> float:
-    server = _retry_after(e)
-    if server is not None:
-        return min(server, RETRY_AFTER_CAP_S)
-    ceiling = min(BACKOFF_CAP_S, base * 2 ** (attempt - 1))
-    # "Equal jitter": at least half the exponential step, so retries spread without collapsing to 0.
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-
-def _detail(e: BaseException) -> str:
-    """The provider's own message, without litellm's class-name prefixes, on one short line."""
-    text = str(getattr(e, "message", None) or e) or type(e).__name__
-    text = re.sub(r"^(litellm\.\w+:\s*)?(\w+Error:\s*)?(\w+Exception\s*-\s*)?", "", text.strip())
-    if "Expecting value: line 1 column 1" in text:
-        text = "the response was not valid JSON"
-    text = " ".join(text.split())
-    return text[:ERROR_DETAIL_CHARS] + ("..." if len(text) > ERROR_DETAIL_CHARS else "")
-
-
-def _provider_error(model: str, e: BaseException, attempts: int, suffix: str = "") -> ProviderError:
-    status = _status(e)
-    if status is not None:
-        try:
-            what = f"{status} {http.HTTPStatus(status).phrase}"
-        except ValueError:
-            what = str(status)
-    else:
-        what = type(e).__name__
-    tries = f" after {attempts} attempts" if attempts > 1 else ""
-    hint = None
-    if status in (401, 403):
-        provider = model.split("/", 1)[0].upper() if "/" in model else "the provider's"
-        hint = f"check the API key ({provider}_API_KEY or --api-base for a local server)"
-    elif status == 404:
-        hint = f"check the model name {model!r} and the API base URL"
-    message = f"model provider error: {model}: {what}{tries}: {_detail(e)}{suffix}"
-    if hint:  # in the message itself: it is the one line the user sees
-        message += f" ({hint})"
-    return ProviderError(redact(message))

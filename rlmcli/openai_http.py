@@ -24,7 +24,7 @@ class HTTPStatusError(Exception):
         super().__init__(message)
         self.status_code = status_code
         self.message = message
-        self.headers = headers  # lm._retry_after reads retry-after(-ms) from here
+        self.headers = headers  # retry.retry_after reads retry-after(-ms) from here
 
 
 class ResponseFormatError(Exception):
