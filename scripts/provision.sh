@@ -19,14 +19,25 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
-if ! docker info >/dev/null 2>&1; then
-  echo "provision: starting dockerd (log: /tmp/rlm-dockerd.log)"
-  nohup dockerd >/tmp/rlm-dockerd.log 2>&1 &
+start_dockerd() {
+  nohup dockerd >>/tmp/rlm-dockerd.log 2>&1 &
   for _ in $(seq 1 60); do
-    docker info >/dev/null 2>&1 && break
+    docker info >/dev/null 2>&1 && return 0
     sleep 1
   done
-  docker info >/dev/null 2>&1 || { echo "provision: dockerd did not start"; tail -20 /tmp/rlm-dockerd.log; exit 1; }
+  return 1
+}
+if ! docker info >/dev/null 2>&1; then
+  echo "provision: starting dockerd (log: /tmp/rlm-dockerd.log)"
+  if ! start_dockerd; then
+    # A daemon killed without cleaning up (e.g. the end of a session) can leave pid files behind.
+    echo "provision: dockerd did not answer; clearing stale state and retrying once"
+    pkill dockerd 2>/dev/null || true
+    pkill containerd 2>/dev/null || true
+    sleep 2
+    rm -f /var/run/docker.pid /var/run/docker/containerd/containerd.pid
+    start_dockerd || { echo "provision: dockerd did not start"; tail -20 /tmp/rlm-dockerd.log; exit 1; }
+  fi
 fi
 
 if ! docker image inspect "$image" >/dev/null 2>&1; then
