@@ -21,8 +21,10 @@ fi
 
 start_dockerd() {
   nohup dockerd >>/tmp/rlm-dockerd.log 2>&1 &
+  local pid=$!
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && return 0
+    kill -0 "$pid" 2>/dev/null || return 1  # it exited: no point waiting
     sleep 1
   done
   return 1
