@@ -43,6 +43,7 @@ class RunResult:
     iterations: int
     partial: bool = False  # True when `answer` is the best partial answer of an unfinished run
     message: str | None = None  # why a run stopped early
+    hint: str | None = None  # what the user can do about it
 
 
 def code_blocks(text: str) -> list[str]:

@@ -15,7 +15,7 @@ import typer
 from . import __version__
 from .cli_bench import bench_app
 from .cli_logs import logs_app
-from .errors import ExitStatus, RlmError, UsageError
+from .errors import ExitStatus, RlmError, UsageError, redact
 from .guard import guarded
 from .settings import Settings
 
@@ -199,6 +199,8 @@ def _run(explicit: dict, paths: list[str], question: str, output: Output) -> Non
         what = "limit reached" if status == ExitStatus.LIMIT else result.exit_reason.replace("_", " ")
         tail = "; partial answer printed" if result.answer else ""
         view.error(f"{what}: {result.message}{tail}")
+        if result.hint:
+            sys.stderr.write(f"rlm: hint: {redact(result.hint)}\n")
     raise typer.Exit(int(status))
 
 

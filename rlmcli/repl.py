@@ -137,6 +137,13 @@ class Repl:
                 f"the {self.sandbox.name} REPL failed to start: {exc}; {self.sandbox.exit_description()}"
             ) from exc
         if loaded.get("type") != "loaded":
+            if loaded.get("out_of_memory"):
+                size = self.context_path.stat().st_size
+                raise SandboxError(
+                    f"the context ({size:,} bytes) does not fit in the sandbox's memory limit",
+                    hint=f"raise --memory to about {max(1, 3 * size // 2**30 + 1)}g "
+                    "(the REPL holds the file mapped and the whole text as one string)",
+                )
             raise SandboxError(f"the REPL could not load the context: {loaded.get('error')}")
 
     async def run_cell(self, code: str, timeout: float | None = None) -> CellResult:

@@ -197,7 +197,9 @@ async def _drive(agent: Agent, repl: Repl) -> RunResult:
         )
     except (ProviderError, SandboxError) as exc:
         reason = "provider_error" if isinstance(exc, ProviderError) else "sandbox_error"
-        return RunResult(agent.partial, reason, agent.budget.iterations, partial=True, message=str(exc))
+        return RunResult(
+            agent.partial, reason, agent.budget.iterations, partial=True, message=str(exc), hint=exc.hint
+        )
     finally:
         if on_main:
             loop.remove_signal_handler(signal.SIGTERM)

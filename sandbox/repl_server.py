@@ -18,6 +18,7 @@ sys.stdout.write() and os.system("echo x") all land in the capture, never on the
 """
 
 import ast
+import errno
 import io
 import json
 import os
@@ -174,8 +175,15 @@ class Server:
             elif op == "load":
                 try:
                     reply = self.load(msg)
-                except (OSError, ValueError, KeyError) as exc:  # a bad path or index: say so, don't die
-                    reply = {"type": "error", "error": "%s: %s" % (type(exc).__name__, exc)}
+                except (MemoryError, OSError, ValueError, KeyError) as exc:  # say so, don't die
+                    out_of_memory = (
+                        isinstance(exc, MemoryError) or getattr(exc, "errno", None) == errno.ENOMEM
+                    )
+                    reply = {
+                        "type": "error",
+                        "error": "%s: %s" % (type(exc).__name__, exc),
+                        "out_of_memory": out_of_memory,
+                    }
                 self.channel.send(reply)
             elif op == "get":
                 self.channel.send(self.get(msg["name"]))

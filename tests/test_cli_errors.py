@@ -151,3 +151,11 @@ def test_wall_time_limit(fake_llm, run_rlm, tmp_path):
     assert proc.returncode == 3 and result["exit_reason"] == "timeout"
     assert result["answer"].startswith("Partial finding")
     assert len(fake_llm.root_requests) < 10
+
+
+def test_a_context_larger_than_the_memory_limit_is_one_clear_error(fake_llm, run_rlm, tmp_path):
+    big = tmp_path / "big.log"
+    big.write_bytes(b"0123456789abcdef\n" * (12 * 2**20 // 17 * 25))  # ~300 MB
+    proc = run_rlm(ask_args(fake_llm, str(big), extra=["--memory", "256m"]))
+    line = assert_one_error_line(proc, 5, "does not fit", "memory limit")
+    assert "--memory" in proc.stderr.decode() and line
