@@ -75,7 +75,7 @@ def make_context(workdir: Path):
 async def via_repl_cell(url: str, n: int, repeat: int, concurrency: int, workdir: Path) -> dict:
     client = make_client(url, concurrency)
     ctx, index = make_context(workdir)
-    repl = Repl(LocalSandbox(SandboxLimits()), ctx.path, index, on_subcalls=None)  # type: ignore[arg-type]
+    repl = Repl(LocalSandbox(SandboxLimits()), ctx.path, index)
     batches: list[float] = []
     started: list[float] = []
 

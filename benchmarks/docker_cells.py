@@ -63,7 +63,7 @@ def cat_seconds(path: Path) -> float:
 async def measure_sandbox(
     client, image: str, share: Path, context_path: Path, memory: int, cells: int
 ) -> dict:
-    limits = SandboxLimits(memory=memory, cell_timeout=60)
+    limits = SandboxLimits(memory=memory)
     sandbox = sandbox_docker.DockerSandbox(client, limits, sandbox_docker.DockerOptions(image), share)
 
     async def no_subcalls(prompts, model):

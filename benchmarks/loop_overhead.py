@@ -98,7 +98,7 @@ async def run_loop(n: int, workdir: Path, nodelay: bool) -> dict:
         cfg = ModelConfig(MODEL, fake.url)
         client = ModelClient(cfg, cfg, budget)
         client.check_credentials()  # imports litellm: not part of the timing
-        repl = Repl(LocalSandbox(SandboxLimits()), ctx.path, index, on_subcalls=None)  # type: ignore[arg-type]
+        repl = Repl(LocalSandbox(SandboxLimits()), ctx.path, index)
 
         marks: list[tuple[str, float, Event]] = []
 
@@ -173,7 +173,7 @@ async def run_loop(n: int, workdir: Path, nodelay: bool) -> dict:
 async def run_cells(count: int, workdir: Path) -> tuple[list[float], list[float]]:
     """Direct micro-benchmark of Repl.run_cell("x = 1"): host round trip vs. server-side time."""
     ctx, index = make_context(workdir)
-    repl = Repl(LocalSandbox(SandboxLimits()), ctx.path, index, on_subcalls=None)  # type: ignore[arg-type]
+    repl = Repl(LocalSandbox(SandboxLimits()), ctx.path, index)
     await repl.start()
     wall, server = [], []
     try:
@@ -276,7 +276,7 @@ async def cells_after_model_call(count: int, workdir: Path) -> dict[str, list[fl
     litellm = load_litellm()
     fake = start_fake(["ok"] * (3 * count + 10), nodelay=True)
     ctx, index = make_context(workdir)
-    repl = Repl(LocalSandbox(SandboxLimits()), ctx.path, index, on_subcalls=None)  # type: ignore[arg-type]
+    repl = Repl(LocalSandbox(SandboxLimits()), ctx.path, index)
     kw = dict(
         model=MODEL,
         messages=[{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],

@@ -100,7 +100,7 @@ class Repl:
         sandbox: Sandbox,
         context_path: Path,
         index_path: Path,
-        on_subcalls: SubcallHandler,
+        on_subcalls: SubcallHandler | None = None,  # may be set after construction (the agent's)
         cell_timeout: float = 120.0,
         max_output_chars: int = 20000,
         max_restarts: int = 1,
@@ -199,7 +199,10 @@ class Repl:
             if frame.get("type") != "llm_query":
                 return frame
             prompts = [str(p) for p in frame.get("prompts") or []]
-            replies = await self.on_subcalls(prompts, frame.get("model"))
+            if self.on_subcalls is None:
+                replies = ["[llm_query error: sub-calls are not available here]"] * len(prompts)
+            else:
+                replies = await self.on_subcalls(prompts, frame.get("model"))
             await self.channel.send({"type": "llm_reply", "id": frame.get("id"), "replies": replies})
 
     async def _restart(self, died: ServerDied) -> CellResult:

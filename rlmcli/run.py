@@ -68,12 +68,7 @@ def make_client(settings: Settings, budget: Budget) -> ModelClient:
 
 def make_sandbox(settings: Settings, share_dir: Path, emit: Emit) -> Sandbox:
     """Docker when asked, or for `auto` when a daemon answers within a second; else local."""
-    limits = SandboxLimits(
-        memory=parse_size(settings.memory),
-        cell_timeout=settings.cell_timeout,
-        max_output_chars=settings.max_output_chars,
-        pids=settings.pids_limit,
-    )
+    limits = SandboxLimits(memory=parse_size(settings.memory), pids=settings.pids_limit)
     if settings.sandbox == "local":
         return LocalSandbox(limits)
     client = sandbox_docker.connect(timeout=1.0)
@@ -133,7 +128,6 @@ def ask(
             sandbox,
             context.path,
             index,
-            on_subcalls=_unset_handler,
             cell_timeout=settings.cell_timeout,
             max_output_chars=settings.max_output_chars,
         )
@@ -205,7 +199,3 @@ async def _drive(agent: Agent, repl: Repl) -> RunResult:
             loop.remove_signal_handler(signal.SIGTERM)
         await asyncio.shield(repl.close())
         await agent.client.aclose()
-
-
-async def _unset_handler(prompts: list[str], model: str | None) -> list[str]:
-    raise RlmError("internal error: sub-call handler not wired")

@@ -28,8 +28,6 @@ class SandboxLimits:
     cpu_seconds: int = 3600  # lifetime CPU of the server process: a backstop for runaway threads
     file_size: int = 1024**3  # largest file a cell may write
     pids: int = 128  # processes (local: added to what the user already runs; see below)
-    cell_timeout: float = 120.0
-    max_output_chars: int = 20000
 
 
 def server_path() -> Path:
