@@ -40,7 +40,7 @@ from rlmcli.context import LoadOptions, load_context  # noqa: E402
 from rlmcli.events import Event, SubcallProgress  # noqa: E402
 from rlmcli.lm import ModelClient, ModelConfig, load_litellm  # noqa: E402
 from rlmcli.repl import Repl  # noqa: E402
-from rlmcli.sandbox_local import LocalSandbox, SandboxLimits  # noqa: E402
+from rlmcli.sandbox_local import ProcessSandbox, SandboxLimits  # noqa: E402
 
 MODEL = "openai/gpt-4o-mini"
 GOAL_S = 0.7
@@ -75,7 +75,7 @@ def make_context(workdir: Path):
 async def via_repl_cell(url: str, n: int, repeat: int, concurrency: int, workdir: Path) -> dict:
     client = make_client(url, concurrency)
     ctx, index = make_context(workdir)
-    repl = Repl(LocalSandbox(SandboxLimits()), ctx.path, index)
+    repl = Repl(ProcessSandbox(SandboxLimits()), ctx.path, index)
     batches: list[float] = []
     started: list[float] = []
 

@@ -1,7 +1,7 @@
 """Loop overhead per iteration: zero-latency scripted root model, trivial cells.
 
 Drives the real loop as a library (Context, Budget, ModelClient -> litellm -> FakeLLM over HTTP,
-Repl over LocalSandbox, Agent), the way rlmcli/run.py wires them. Prints figures; asserts nothing.
+Repl over ProcessSandbox, Agent), the way rlmcli/run.py wires them. Prints figures; asserts nothing.
 
     python benchmarks/loop_overhead.py [--iterations 200] [--cells 1000]
 
@@ -45,7 +45,7 @@ from rlmcli.context import LoadOptions, load_context  # noqa: E402
 from rlmcli.events import Event  # noqa: E402
 from rlmcli.lm import ModelClient, ModelConfig  # noqa: E402
 from rlmcli.repl import Repl  # noqa: E402
-from rlmcli.sandbox_local import LocalSandbox, SandboxLimits  # noqa: E402
+from rlmcli.sandbox_local import ProcessSandbox, SandboxLimits  # noqa: E402
 
 MODEL = "openai/gpt-4o-mini"
 GOAL_MS = 5.0
@@ -98,7 +98,7 @@ async def run_loop(n: int, workdir: Path, nodelay: bool) -> dict:
         cfg = ModelConfig(MODEL, fake.url)
         client = ModelClient(cfg, cfg, budget)
         client.check_credentials()  # imports litellm: not part of the timing
-        repl = Repl(LocalSandbox(SandboxLimits()), ctx.path, index)
+        repl = Repl(ProcessSandbox(SandboxLimits()), ctx.path, index)
 
         marks: list[tuple[str, float, Event]] = []
 
@@ -173,7 +173,7 @@ async def run_loop(n: int, workdir: Path, nodelay: bool) -> dict:
 async def run_cells(count: int, workdir: Path) -> tuple[list[float], list[float]]:
     """Direct micro-benchmark of Repl.run_cell("x = 1"): host round trip vs. server-side time."""
     ctx, index = make_context(workdir)
-    repl = Repl(LocalSandbox(SandboxLimits()), ctx.path, index)
+    repl = Repl(ProcessSandbox(SandboxLimits()), ctx.path, index)
     await repl.start()
     wall, server = [], []
     try:
@@ -276,7 +276,7 @@ async def cells_after_model_call(count: int, workdir: Path) -> dict[str, list[fl
     litellm = load_litellm()
     fake = start_fake(["ok"] * (3 * count + 10), nodelay=True)
     ctx, index = make_context(workdir)
-    repl = Repl(LocalSandbox(SandboxLimits()), ctx.path, index)
+    repl = Repl(ProcessSandbox(SandboxLimits()), ctx.path, index)
     kw = dict(
         model=MODEL,
         messages=[{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],

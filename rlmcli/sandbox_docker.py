@@ -27,6 +27,7 @@ DEFAULT_IMAGE = "python:3.12-slim"
 OFFLINE_IMAGE = "rlm-sandbox:bookworm"  # what `rlm sandbox build` makes
 MOUNT = "/rlm"  # the REPL server, the index and (unless used in place) the context
 INPUTS = "/rlm-input"  # a named input file used in place
+STDERR_TAIL = 4096  # bytes of the server's stderr kept for messages; the rest is dropped
 LABEL = "rlm.sandbox"  # every container of ours carries it
 LABEL_PID, LABEL_HOST, LABEL_RUN = "rlm.pid", "rlm.host", "rlm.run"
 OFFLINE_RECIPE = (
@@ -129,15 +130,21 @@ def prune(client: Any, everything: bool = False) -> list[str]:
     return removed
 
 
-async def demux(source: asyncio.StreamReader, sink: asyncio.StreamReader) -> None:
+async def demux(
+    source: asyncio.StreamReader, sink: asyncio.StreamReader, tail: bytearray | None = None
+) -> None:
     """Docker multiplexes an attached stream without a TTY: an 8-byte header (stream type, 3
-    zero bytes, big-endian length) before each chunk. Pass stdout's bytes on, drop the rest."""
+    zero bytes, big-endian length) before each chunk. Pass stdout's bytes on; keep the last
+    STDERR_TAIL bytes of stderr in `tail` (the container has no log: this is its only trace)."""
     try:
         while True:
             header = await source.readexactly(8)
             payload = await source.readexactly(int.from_bytes(header[4:8], "big"))
             if header[0] == 1:
                 sink.feed_data(payload)
+            elif header[0] == 2 and tail is not None:
+                tail += payload
+                del tail[:-STDERR_TAIL]
     except (asyncio.IncompleteReadError, ConnectionError, OSError):
         pass
     finally:
@@ -167,14 +174,14 @@ class DockerSandbox:
         self._tasks: list[asyncio.Task] = []
         self._writer: asyncio.StreamWriter | None = None
         self._last_state: dict = {}
-        self._last_logs = ""
+        self._stderr = bytearray()  # the end of what the container wrote to stderr
 
     async def start(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         await self.stop()
         try:
             self.container = await asyncio.to_thread(self._create)
             sock = await asyncio.to_thread(
-                self.container.attach_socket, params={"stdin": 1, "stdout": 1, "stream": 1}
+                self.container.attach_socket, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
             )
             await asyncio.to_thread(self.container.start)
         except Exception as exc:
@@ -182,7 +189,8 @@ class DockerSandbox:
         raw = getattr(sock, "_sock", sock)  # the SDK wraps the socket in a SocketIO
         reader, self._writer = await asyncio.open_connection(sock=raw)
         stdout = asyncio.StreamReader(limit=2**20)
-        self._tasks = [asyncio.create_task(demux(reader, stdout))]
+        self._stderr = bytearray()
+        self._tasks = [asyncio.create_task(demux(reader, stdout, self._stderr))]
         return stdout, self._writer
 
     def _create(self) -> Any:
@@ -203,6 +211,9 @@ class DockerSandbox:
             security_opt=["no-new-privileges"],
             user="65534:65534",
             init=True,
+            # No log: a cell writing to stderr (even init's, /proc/1/fd/2) must not fill the host's
+            # disk. The server's stderr still reaches us, bounded, over the attached stream.
+            log_config={"type": "none"},
             environment={},  # nothing from the host: the image's own PATH and HOME only
             working_dir="/tmp",
             hostname="rlm-sandbox",
@@ -262,9 +273,8 @@ class DockerSandbox:
         try:
             container.reload()
             self._last_state = dict(container.attrs.get("State") or {})
-            self._last_logs = container.logs(stdout=False, stderr=True, tail=5).decode("utf-8", "replace")
         except Exception:
-            self._last_state, self._last_logs = {}, ""
+            self._last_state = {}
         with contextlib.suppress(Exception):
             container.remove(force=True)
 
@@ -278,7 +288,7 @@ class DockerSandbox:
             status = "the server had not exited"
         else:
             status = f"the server exited with status {state.get('ExitCode')}"
-        tail = self._last_logs.strip()
+        tail = self._stderr.decode("utf-8", "replace").strip()
         return status + (f"; its last words: {tail[-200:]}" if tail else "")
 
 

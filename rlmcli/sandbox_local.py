@@ -1,9 +1,14 @@
-"""The local sandbox: the REPL server as a bounded child process.
+"""The process sandbox (`--sandbox process`): the REPL server as a plain, bounded child process.
 
-Weaker isolation than Docker: the child runs as the same user and can read what that user can
-read. What it does get: a scrubbed environment (no API keys), a fresh temporary working directory,
-rlimits on address space, CPU seconds, file size and processes, its own session (so a terminal
-Ctrl-C reaches only the host), and death with its parent (PR_SET_PDEATHSIG on Linux).
+WEAK isolation, used only when asked for: the child runs as the same user, so it can read what
+that user can read, reach the network, and signal the user's other processes. What it does get: a
+scrubbed environment (no API keys), a fresh temporary working directory, rlimits on address space,
+CPU seconds, file size and processes, no capabilities even when run as root (so, with the host
+non-dumpable, it cannot read the host's memory or /proc/<pid>/environ), its own session (so a
+terminal Ctrl-C reaches only the host), and death with its parent (PR_SET_PDEATHSIG on Linux).
+
+The helpers here (limits, rlimits, the server file) are shared with the bubblewrap and Docker
+sandboxes.
 """
 
 from __future__ import annotations
@@ -16,18 +21,22 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SandboxError
 
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 4, 24, 38
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+
 
 @dataclass
 class SandboxLimits:
-    memory: int = 1024**3  # bytes of address space (local) / memory (docker)
+    memory: int = 1024**3  # bytes of address space per process (local, process) / memory (docker)
     cpu_seconds: int = 3600  # lifetime CPU of the server process: a backstop for runaway threads
     file_size: int = 1024**3  # largest file a cell may write
-    pids: int = 128  # processes (local: added to what the user already runs; see below)
+    pids: int = 128  # processes (local, process: added to what the user already runs; see confine)
 
 
 def server_path() -> Path:
@@ -51,8 +60,44 @@ def _user_process_count() -> int:
     return count
 
 
-class LocalSandbox:
-    name = "local"
+def protect_host() -> None:
+    """Make this (host) process non-dumpable, once per run: then no process of the same user
+    without CAP_SYS_PTRACE, sandboxed cells included, can read its memory, /proc/<pid>/environ
+    (the API keys) or /proc/<pid>/fd. Linux only; elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def confine(limits: SandboxLimits, drop_capabilities: bool = False) -> Callable[[], None]:
+    """The function to run in a sandbox's child between fork and exec: rlimits, death with the
+    host, and optionally no capabilities after exec (a root user keeps none)."""
+    # RLIMIT_NPROC counts every process of the user, so it is set relative to what runs now.
+    # The kernel does not apply it to root (uid 0), inside a user namespace or not.
+    nproc = _user_process_count() + limits.pids
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limits.memory, limits.memory))
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size, limits.file_size))
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if not sys.platform.startswith("linux"):
+            return
+        libc = ctypes.CDLL(None)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # die with the host
+        if drop_capabilities:
+            # An empty bounding set means exec grants nothing, even to uid 0; errors (EPERM for a
+            # user without CAP_SETPCAP, who has no capabilities anyway) are ignored on purpose.
+            for cap in range(64):
+                libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+            libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+            libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # and no setuid binary gives any back
+
+    return apply
+
+
+class ProcessSandbox:
+    name = "process"
 
     def __init__(self, limits: SandboxLimits, python: str = sys.executable):
         self.limits = limits
@@ -66,19 +111,7 @@ class LocalSandbox:
         await self.stop()
         self.workdir = Path(tempfile.mkdtemp(prefix="rlm-cell-"))
         stderr = open(self.workdir / ".server-stderr", "wb")
-        # RLIMIT_NPROC counts every process of the user, so it is set relative to what runs now.
-        nproc = _user_process_count() + self.limits.pids
-        limits = self.limits
-
-        def confine() -> None:  # runs in the child between fork and exec
-            resource.setrlimit(resource.RLIMIT_AS, (limits.memory, limits.memory))
-            resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size, limits.file_size))
-            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            if sys.platform.startswith("linux"):
-                ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the host
-
+        # Only these variables: nothing of the host's environment (API keys) reaches the child.
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "LANG": os.environ.get("LANG", "C.UTF-8"),
@@ -89,11 +122,11 @@ class LocalSandbox:
             self.proc = await asyncio.create_subprocess_exec(
                 self.python, "-I", str(server_path()),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
-                cwd=self.workdir, env=env, preexec_fn=confine, start_new_session=True,
-                limit=2**20,
+                cwd=self.workdir, env=env, preexec_fn=confine(self.limits, drop_capabilities=True),
+                start_new_session=True, limit=2**20,
             )  # fmt: skip
         except OSError as exc:
-            raise SandboxError(f"could not start the local REPL ({self.python}): {exc}") from exc
+            raise SandboxError(f"could not start the process REPL ({self.python}): {exc}") from exc
         finally:
             stderr.close()
         assert self.proc.stdout is not None and self.proc.stdin is not None
@@ -126,12 +159,16 @@ class LocalSandbox:
 
     def exit_description(self) -> str:
         """Call after stop(): how the last server ended."""
-        code, tail = self._last_exit, self._last_stderr
-        if code is None:
-            status = "the server had not exited"
-        elif code < 0:
-            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-            status = f"the server was killed by {name}"
-        else:
-            status = f"the server exited with status {code}"
-        return status + (f"; its last words: {tail[-200:]}" if tail else "")
+        return describe_exit(self._last_exit, self._last_stderr)
+
+
+def describe_exit(code: int | None, tail: str) -> str:
+    """How a server process ended (its exit status or signal), with the end of its stderr."""
+    if code is None:
+        status = "the server had not exited"
+    elif code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        status = f"the server was killed by {name}"
+    else:
+        status = f"the server exited with status {code}"
+    return status + (f"; its last words: {tail[-200:]}" if tail else "")

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Makes what the full test suite needs available: a Docker engine and the offline sandbox image
-# (Docker tests), zsh and fish (completion script checks). Debian, as root; idempotent: installs
-# docker.io, debootstrap, zsh and fish when absent, starts dockerd in the background when no
-# daemon answers, builds the image once (cached by its tag).
+# Makes what the full test suite needs available: bubblewrap (the local sandbox, which most tests
+# use), a Docker engine and the offline sandbox image (Docker tests), zsh and fish (completion
+# script checks). Debian, as root; idempotent: installs bubblewrap, docker.io, debootstrap, zsh and
+# fish when absent, starts dockerd in the background when no daemon answers, builds the image once
+# (cached by its tag). With RLM_NO_DOCKER=1 it stops after the packages, Docker left alone.
 # Usage: scripts/provision.sh RLM_EXECUTABLE [IMAGE_TAG]
 set -euo pipefail
 rlm="$1"
 image="${2:-rlm-sandbox:bookworm}"
 
+no_docker="${RLM_NO_DOCKER:-}"
+pairs="bwrap:bubblewrap zsh:zsh fish:fish"
+[ "$no_docker" = 1 ] || pairs="$pairs dockerd:docker.io debootstrap:debootstrap"
 missing=""
-for pair in dockerd:docker.io debootstrap:debootstrap zsh:zsh fish:fish; do
+for pair in $pairs; do
   command -v "${pair%%:*}" >/dev/null || missing="$missing ${pair#*:}"
 done
 if [ -n "$missing" ]; then
@@ -18,6 +22,9 @@ if [ -n "$missing" ]; then
   # shellcheck disable=SC2086
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
+# The local sandbox must work here (user namespaces allowed), or most tests fail with exit 5.
+bwrap --unshare-all --ro-bind / / -- true || { echo "provision: bwrap cannot start a sandbox here"; exit 1; }
+[ "$no_docker" = 1 ] && { echo "provision: bubblewrap $(bwrap --version | cut -d' ' -f2) ready; Docker skipped"; exit 0; }
 
 start_dockerd() {
   nohup dockerd >>/tmp/rlm-dockerd.log 2>&1 &

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check from a fresh machine: makes a virtualenv, installs rlm the way users do
 # (`pip install .`, so the tests exercise the wheel as shipped), then ruff and pytest.
-# As root on Debian it also provisions Docker, the offline sandbox image, zsh and fish, and then
-# requires the Docker tests to run (elsewhere they skip, saying why). Extra arguments go to pytest.
+# As root on Debian it also provisions bubblewrap, Docker, the offline sandbox image, zsh and fish,
+# and then requires the Docker tests to run (elsewhere they skip, saying why); RLM_NO_DOCKER=1
+# provisions bubblewrap, zsh and fish only (Docker stopped: `--sandbox auto` means local). Extra
+# arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${RLM_TEST_VENV:-.venv-test}"
@@ -11,8 +13,8 @@ venv="${RLM_TEST_VENV:-.venv-test}"
 "$venv/bin/python" -m pip install --quiet ".[test]"
 "$venv/bin/ruff" check .
 "$venv/bin/ruff" format --check .
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ "${RLM_NO_DOCKER:-}" != 1 ]; then
-  scripts/provision.sh "$venv/bin/rlm" "${RLM_TEST_IMAGE:-rlm-sandbox:bookworm}"
-  export RLM_REQUIRE_DOCKER=1
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  scripts/provision.sh "$venv/bin/rlm" "${RLM_TEST_IMAGE:-rlm-sandbox:bookworm}"  # RLM_NO_DOCKER=1: bwrap only
+  [ "${RLM_NO_DOCKER:-}" = 1 ] || export RLM_REQUIRE_DOCKER=1
 fi
 exec "$venv/bin/python" -m pytest "$@"

@@ -1,5 +1,9 @@
-"""Hostile code in cells, against both sandboxes: each is contained, the run goes on and ends
-with the right exit status, and no container of ours is left behind."""
+"""Hostile code in cells, against every sandbox: each is contained, the run goes on and ends with
+the right exit status, and no container of ours is left behind.
+
+Modes: docker; local (bubblewrap); auto with Docker unreachable, which must pick local and contain
+the same cases (what CI runs where no daemon is up); process, lightly (it is the weak mode and
+claims little)."""
 
 from __future__ import annotations
 
@@ -9,22 +13,28 @@ import pytest
 from conftest import ask_args, our_containers
 from fake_llm import reply
 
-# name -> (cell, what the model must be told afterwards, sandboxes where the case is meaningful)
+NO_DOCKER = "unix:///nonexistent/docker.sock"
+HOST_SECRET = "host-secret-5a1e0c3d"  # planted in a file outside the inputs: no cell may read it
+
+# name -> (cell, what the model must be told afterwards, sandboxes where the case is meaningful);
+# "local" covers auto too. {secret} is the path of a planted file outside the inputs.
 HOSTILE = {
     "network connect": (
-        "import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=3)",
-        "OSError", {"docker"},  # the local sandbox does not cut the network (documented)
+        "import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=3)", "OSError", {"docker", "local"},
     ),
-    "dns lookup": ("import socket\nsocket.getaddrinfo('pypi.org', 443)", "gaierror", {"docker"}),
-    "read host secrets": ("print(open('/root/.ssh/id_rsa').read())", "Error", {"docker"}),
+    "dns lookup": ("import socket\nsocket.getaddrinfo('pypi.org', 443)", "gaierror", {"docker", "local"}),
+    "read host secrets": ("print(open({secret!r}).read())", "Error", {"docker", "local"}),
     "environment secrets": (
-        "import os\nprint([k for k in os.environ if 'KEY' in k or 'TOKEN' in k])", "[]", {"docker", "local"},
+        "import os\nprint([k for k in os.environ if 'KEY' in k or 'TOKEN' in k])", "[]",
+        {"docker", "local", "process"},
     ),
     "memory bomb": ("x = bytearray(6 * 1024**3)", "MemoryError", {"docker", "local"}),
     "fork bomb": (
-        "import os\nwhile True:\n    os.fork()", "Error", {"docker"},  # root ignores RLIMIT_NPROC locally
+        # Not under local or process: the tests run as root, and the kernel never applies the
+        # process-count rlimit to root; only Docker's pids cgroup holds (documented in README).
+        "import os\nwhile True:\n    os.fork()", "Error", {"docker"},
     ),
-    "infinite loop": ("while True:\n    pass", "TimeoutError", {"docker", "local"}),
+    "infinite loop": ("while True:\n    pass", "TimeoutError", {"docker", "local", "process"}),
     "cpu spin in a thread": (
         "import threading\nthreading.Thread(target=lambda: [0 for _ in iter(int, 1)], daemon=True).start()\n"
         "print('spinning')", "spinning", {"docker", "local"},
@@ -32,10 +42,11 @@ HOSTILE = {
     "stdout flood": ("while True:\n    print('y' * 10000)", "output truncated", {"docker", "local"}),
     "fill /tmp": (
         "chunk = b'z' * 2**20\nwith open('/tmp/fill', 'wb') as f:\n    while True:\n        f.write(chunk)",
-        "No space left", {"docker"},  # the local sandbox writes to the host's disk (documented)
+        "No space left", {"docker", "local"},
     ),
     "kill the server": (
-        "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "restarted", {"docker", "local"},
+        "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "restarted",
+        {"docker", "local", "process"},
     ),
     "close the protocol descriptors": (
         "import os\nfor fd in range(3, 64):\n    try:\n        os.close(fd)\n"
@@ -54,29 +65,49 @@ SURVIVOR = "print('alive', llm_query('ping'), len(context))"
 
 def cases():
     for name, (code, expect, where) in HOSTILE.items():
-        for sandbox in ("docker", "local"):
-            if sandbox in where:
-                yield pytest.param(sandbox, code, expect, id=f"{sandbox}: {name}")
+        for mode in ("docker", "local", "auto", "process"):
+            if (mode if mode != "auto" else "local") in where:
+                yield pytest.param(mode, code, expect, id=f"{mode}: {name}")
 
 
-@pytest.mark.parametrize("sandbox,code,expect", list(cases()))
-def test_hostile_cell_is_contained(sandbox, code, expect, fake_llm, run_rlm, tmp_path, request):
-    image = request.getfixturevalue("docker_image") if sandbox == "docker" else None
+@pytest.mark.parametrize("mode,code,expect", list(cases()))
+def test_hostile_cell_is_contained(mode, code, expect, fake_llm, run_rlm, tmp_path, request):
+    image = request.getfixturevalue("docker_image") if mode == "docker" else None
     (tmp_path / "in.txt").write_text("data\n")
+    secret = tmp_path / "secret.txt"
+    secret.write_text(HOST_SECRET)
     fake_llm.sub = lambda prompt: "H" * 30_000_000 if prompt == "HUGE" else "pong"
-    fake_llm.add_root(reply("", code), reply("", SURVIVOR), "FINAL(contained)")
+    fake_llm.add_root(
+        reply("", code.replace("{secret!r}", repr(str(secret)))), reply("", SURVIVOR), "FINAL(ok)"
+    )
     args = ask_args(
         fake_llm, str(tmp_path / "in.txt"), extra=["--json", "--cell-timeout", "3", "--memory", "512m"]
     )
-    args = [a if a != "local" else sandbox for a in args] + (["--image", image] if image else [])
-    proc = run_rlm(args, timeout=180)
+    args = [a if a != "local" else mode for a in args] + (["--image", image] if image else [])
+    env = {"DOCKER_HOST": NO_DOCKER} if mode == "auto" else {}
+    proc = run_rlm(args, env=env, timeout=180)
     assert proc.returncode == 0, proc.stderr.decode()
-    assert json.loads(proc.stdout)["answer"] == "contained"
+    result = json.loads(proc.stdout)
+    assert result["answer"] == "ok"
+    assert result["sandbox"] == ("local" if mode == "auto" else mode)
     seen = [
         [m for m in r["body"]["messages"] if m["role"] == "user"][-1]["content"]
         for r in fake_llm.root_requests
     ]
     assert expect in seen[1], seen[1][:2000]
     assert "alive pong 5" in seen[2], seen[2][:2000]
-    if sandbox == "docker":
+    assert HOST_SECRET not in seen[1]
+    if mode == "docker":
         assert our_containers() == []
+
+
+def test_process_sandbox_warns_on_every_run(fake_llm, run_rlm, tmp_path):
+    (tmp_path / "in.txt").write_text("data\n")
+    for _ in range(2):
+        fake_llm.add_root("FINAL(ok)")
+        args = [a if a != "local" else "process" for a in ask_args(fake_llm, str(tmp_path / "in.txt"))]
+        proc = run_rlm(args)
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert proc.stdout == b"ok\n"
+        warnings = [line for line in proc.stderr.decode().splitlines() if "warning" in line]
+        assert len(warnings) == 1 and "weaker isolation" in warnings[0], proc.stderr.decode()

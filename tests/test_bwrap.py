@@ -1,0 +1,114 @@
+"""The local sandbox under bubblewrap: what a cell sees, and how rlm chooses a sandbox (auto:
+Docker, else bubblewrap, else a clear error; never the plain process unless asked)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ask_args
+from fake_llm import reply
+
+NO_DOCKER = "unix:///nonexistent/docker.sock"
+
+
+def with_sandbox(args: list[str], sandbox: str) -> list[str]:
+    return [a if a != "local" else sandbox for a in args]
+
+
+def fake_bwrap(folder: Path, script: str | None) -> dict[str, str]:
+    """An environment whose PATH has no real bwrap: none at all, or a stand-in running `script`."""
+    folder.mkdir()
+    if script is not None:
+        (folder / "bwrap").write_text(f"#!/bin/sh\n{script}\n")
+        (folder / "bwrap").chmod(0o755)
+    return {"PATH": str(folder), "DOCKER_HOST": NO_DOCKER}
+
+
+def test_a_cell_sees_no_host_files_and_can_write_only_its_tmp(fake_llm, run_rlm, tmp_path):
+    (tmp_path / "in.txt").write_text("data\n")
+    probe = (
+        "import json, os\n"
+        "writable = []\n"
+        "folders = ['/', '/usr', '/etc', '/dev', '/rlm', '/rlm-input', '/root', '/tmp', '/dev/shm']\n"
+        "for d in folders + [os.getcwd()]:\n"
+        "    try:\n"
+        "        open(os.path.join(d, 'probe'), 'w').close()\n"
+        "        writable.append(d)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "print(json.dumps({'root': sorted(os.listdir('/')), 'etc': sorted(os.listdir('/etc')),\n"
+        "    'tmp_path': os.path.exists(" + repr(str(tmp_path)) + "), 'writable': writable,\n"
+        "    'pids': sorted(int(p) for p in os.listdir('/proc') if p.isdigit())}))"
+    )
+    fake_llm.add_root(reply("", probe), "FINAL(ok)")
+    proc = run_rlm(ask_args(fake_llm, str(tmp_path / "in.txt"), extra=["--json"]))
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert json.loads(proc.stdout)["sandbox"] == "local"
+    told = [m for m in fake_llm.root_requests[1]["body"]["messages"] if m["role"] == "user"][-1]["content"]
+    seen = json.loads(next(line for line in told.splitlines() if line.startswith("{")))
+    system = {"usr", "bin", "sbin", "lib", "lib32", "lib64", "etc", "proc", "dev", "tmp"}
+    # rlm's own folders, and /root only when Python lives there (pyenv): nothing else of the host.
+    assert set(seen["root"]) <= system | {"rlm", "rlm-input", "root"}, seen["root"]
+    assert set(seen["etc"]) <= {"ld.so.cache", "localtime"}, seen["etc"]
+    assert seen["tmp_path"] is False  # the input's folder on the host is not there
+    assert sorted(seen["writable"]) == ["/dev/shm", "/tmp", "/tmp"]  # cwd is /tmp
+    assert len(seen["pids"]) <= 3  # bwrap's init, the server (and the cell's process): no host process
+
+
+def test_auto_without_docker_or_bubblewrap_is_one_clear_error(fake_llm, run_rlm, tmp_path):
+    (tmp_path / "in.txt").write_text("data\n")
+    env = fake_bwrap(tmp_path / "bin", None)
+    proc = run_rlm(with_sandbox(ask_args(fake_llm, str(tmp_path / "in.txt")), "auto"), env=env)
+    assert proc.returncode == 5, proc.stderr.decode()
+    assert proc.stdout == b""
+    said = proc.stderr.decode()
+    assert "no Docker daemon" in said and "bubblewrap" in said and "not installed" in said
+    assert "start Docker" in said and "apt-get install bubblewrap" in said and "--sandbox process" in said
+    assert "Traceback" not in said
+    assert fake_llm.root_requests == []  # nothing ran: no silent fall-back to the plain process
+
+
+def test_local_when_bubblewrap_cannot_start_names_its_message_and_the_fixes(fake_llm, run_rlm, tmp_path):
+    (tmp_path / "in.txt").write_text("data\n")
+    env = fake_bwrap(tmp_path / "bin", "echo 'bwrap: setting up uid map: Permission denied' >&2; exit 1")
+    proc = run_rlm(ask_args(fake_llm, str(tmp_path / "in.txt")), env=env)
+    assert proc.returncode == 5, proc.stderr.decode()
+    said = proc.stderr.decode()
+    assert "setting up uid map: Permission denied" in said
+    assert "user namespaces" in said and "--sandbox docker" in said and "--sandbox process" in said
+    assert proc.stdout == b""
+
+
+def test_process_sandbox_is_used_only_when_asked(fake_llm, run_rlm, tmp_path):
+    (tmp_path / "in.txt").write_text("data\n")
+    fake_llm.add_root("FINAL(ok)")
+    env = fake_bwrap(tmp_path / "bin", None)  # no bubblewrap: process still works, when asked
+    proc = run_rlm(
+        with_sandbox(ask_args(fake_llm, str(tmp_path / "in.txt"), extra=["--json"]), "process"), env=env
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert json.loads(proc.stdout)["sandbox"] == "process"
+    assert "weaker isolation" in proc.stderr.decode()
+
+
+def test_starting_a_sandbox_makes_the_host_non_dumpable(tmp_path):
+    # In a child interpreter: the flag is process-wide and this test process must keep its own.
+    code = (
+        "import ctypes, sys\n"
+        "from pathlib import Path\n"
+        "from rlmcli.run import make_sandbox\n"
+        "from rlmcli.settings import Settings\n"
+        "prctl = ctypes.CDLL(None).prctl\n"
+        "before = prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE\n"
+        "make_sandbox(Settings(sandbox='process'), Path(sys.argv[1]), lambda event: None)\n"
+        "print(before, prctl(3, 0, 0, 0, 0))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=dict(os.environ)
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "0"]
