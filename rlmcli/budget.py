@@ -1,11 +1,82 @@
-"""Usage accounting and hard limits, checked before every model call is dispatched."""
+"""Usage accounting and hard limits, checked before every model call is dispatched.
+
+Every call reserves its estimated size (tokens, cost) before it is dispatched and holds the
+reservation while in flight; the check counts what was spent, what is reserved and the new call's
+estimate, and refuses a call that would cross a limit. So concurrent calls cannot overshoot a limit
+by more than the error of their estimates (see ModelClient for how completions are estimated).
+Provider usage is validated before it is counted: a missing, negative or absurd count is replaced
+by an estimate from the text, and the run's usage is marked estimated.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
 from .errors import LimitReached
+
+CHARS_PER_TOKEN = 4  # the one token estimate of the host (a real tokenizer is a later change)
+MESSAGE_OVERHEAD_TOKENS = 4  # role and separators that chat templates add per message
+MAX_TOKENS_PER_CALL = 10_000_000  # no model reads or writes more in one call: a larger count is bogus
+# A reported prompt size may exceed the chars/4 estimate (dense text, templates), but not by this much.
+PROMPT_ESTIMATE_FACTOR = 100
+PROMPT_ESTIMATE_SLACK = 1000
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens in `text`, estimated as characters / 4 (rounded up)."""
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def estimate_prompt_tokens(messages: list[dict]) -> int:
+    return sum(estimate_tokens(str(m.get("content") or "")) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+
+
+def token_count(value: object) -> int | None:
+    """A token count as a provider should report it (a whole number in range), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= MAX_TOKENS_PER_CALL:
+        return value
+    return None
+
+
+def checked_usage(
+    prompt: object, completion: object, prompt_estimate: int, text: str
+) -> tuple[int, int, bool]:
+    """(prompt_tokens, completion_tokens, estimated) from a provider's raw usage numbers.
+
+    A count that is missing, not a whole number, negative, NaN, over MAX_TOKENS_PER_CALL, zero for
+    a non-empty prompt or reply, or (for the prompt) 100 times above or below the estimate is
+    replaced by the estimate, and `estimated` is True. Completions are not compared with their text: reasoning
+    models are billed for tokens the reply does not show.
+    """
+    prompt_tokens = token_count(prompt)
+    if prompt_tokens is not None and (
+        (prompt_tokens == 0 and prompt_estimate > 0)
+        or prompt_tokens > PROMPT_ESTIMATE_FACTOR * prompt_estimate + PROMPT_ESTIMATE_SLACK
+        or prompt_tokens * PROMPT_ESTIMATE_FACTOR + PROMPT_ESTIMATE_SLACK < prompt_estimate
+    ):
+        prompt_tokens = None
+    completion_tokens = token_count(completion)
+    if completion_tokens == 0 and text:
+        completion_tokens = None
+    estimated = prompt_tokens is None or completion_tokens is None
+    return (
+        prompt_estimate if prompt_tokens is None else prompt_tokens,
+        estimate_tokens(text) if completion_tokens is None else completion_tokens,
+        estimated,
+    )
+
+
+def valid_cost(cost: object) -> float | None:
+    """A cost in USD that can be counted: finite and not negative."""
+    if isinstance(cost, int | float) and not isinstance(cost, bool) and math.isfinite(cost) and cost >= 0:
+        return float(cost)
+    return None
 
 
 @dataclass
@@ -14,6 +85,7 @@ class Usage:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     cost_known: bool = True  # False once any call was made with a model that has no price
+    estimated: bool = False  # True once any call's usage was estimated (the provider's was missing or bogus)
     root_calls: int = 0
     subcalls: int = 0
 
@@ -30,13 +102,27 @@ class Limits:
     max_tokens: int | None = None
     timeout: float | None = None  # wall seconds for the whole run
 
+    @property
+    def limits_spending(self) -> bool:
+        """Whether calls must be estimated before dispatch (a cost or token limit is set)."""
+        return self.max_cost is not None or self.max_tokens is not None
+
+
+@dataclass
+class Reservation:
+    """What one call in flight holds of the budget until it is settled."""
+
+    tokens: int
+    cost: float
+    settled: bool = False
+
 
 @dataclass
 class Budget:
     """Shared by the root loop and every sub-call; the single place limits are enforced.
 
-    `check()` runs before each dispatch, so a run overshoots a limit by at most the calls already
-    in flight. Once breached, the budget stays breached: later checks fail fast with the same reason.
+    `reserve()` runs right before each dispatch and `settle()` when the call ends. Once breached,
+    the budget stays breached: later checks fail fast with the same reason.
     """
 
     limits: Limits = field(default_factory=Limits)
@@ -44,6 +130,10 @@ class Budget:
     started: float = field(default_factory=time.monotonic)
     iterations: int = 0
     breached: LimitReached | None = None
+    reserved_tokens: int = 0
+    reserved_cost: float = 0.0
+    # The largest completion seen per (kind, model): the estimate for the next call's completion.
+    largest_completion: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def restart_clock(self) -> None:
         self.started = time.monotonic()
@@ -56,11 +146,36 @@ class Budget:
             return None
         return max(0.0, self.limits.timeout - self.elapsed())
 
+    def deadline(self) -> float | None:
+        """When the run's wall time (--timeout) ends, on the time.monotonic() clock; None: never."""
+        return None if self.limits.timeout is None else self.started + self.limits.timeout
+
     def check(self, subcall: bool = False) -> None:
         """Raise LimitReached if another model call may not be dispatched."""
         if self.breached is None:
             self.breached = self._breach(subcall)
         if self.breached is not None:
+            raise self.breached
+
+    def check_clock(self) -> None:
+        """Raise LimitReached once the run's wall time is up (e.g. between retries of one call)."""
+        lim = self.limits
+        if self.breached is None and lim.timeout is not None and self.elapsed() >= lim.timeout:
+            self.breached = LimitReached("timeout", f"wall-time limit of {lim.timeout:g}s reached")
+        if self.breached is not None:
+            raise self.breached
+
+    def check_batch(self, size: int) -> None:
+        """Refuse, as a whole and before any of it starts, a batch larger than the sub-calls left."""
+        self.check(subcall=True)
+        limit = self.limits.max_subcalls
+        if limit is not None and self.usage.subcalls + size > limit:
+            left = limit - self.usage.subcalls
+            self.breached = LimitReached(
+                "subcalls",
+                f"sub-call limit of {limit} reached: a batch of {size:,} prompts was refused "
+                f"({left} sub-call{'s' if left != 1 else ''} left)",
+            )
             raise self.breached
 
     def _breach(self, subcall: bool) -> LimitReached | None:
@@ -79,14 +194,67 @@ class Budget:
             return LimitReached("subcalls", f"sub-call limit of {lim.max_subcalls} reached")
         return None
 
-    def record(self, prompt_tokens: int, completion_tokens: int, cost: float | None, subcall: bool) -> None:
+    def reserve(self, tokens: int, cost: float | None, subcall: bool) -> Reservation:
+        """Admit one call estimated at `tokens` and `cost` (None: no known price), or raise.
+
+        The call is refused when what was spent, plus what calls in flight reserved, plus this
+        estimate would cross --max-tokens or --max-cost. Admitted, it counts as dispatched and
+        holds its estimate until `settle()`. No await may come between this and the dispatch.
+        """
+        self.check(subcall)
+        lim, use = self.limits, self.usage
+        if lim.max_tokens is not None and use.total_tokens + self.reserved_tokens + tokens > lim.max_tokens:
+            self.breached = LimitReached(
+                "tokens",
+                f"token limit of {lim.max_tokens} reached: the next call needs ~{tokens:,} tokens "
+                f"({use.total_tokens:,} used, {self.reserved_tokens:,} in flight)",
+            )
+            raise self.breached
+        cost = cost or 0.0
+        if lim.max_cost is not None and use.cost_usd + self.reserved_cost + cost > lim.max_cost:
+            self.breached = LimitReached(
+                "cost",
+                f"cost limit of ${lim.max_cost:g} reached: the next call would cost ~${cost:.4f} "
+                f"(${use.cost_usd:.4f} spent, ${self.reserved_cost:.4f} in flight)",
+            )
+            raise self.breached
+        self.count_dispatch(subcall)
+        self.reserved_tokens += tokens
+        self.reserved_cost += cost
+        return Reservation(tokens, cost)
+
+    def settle(self, reservation: Reservation) -> None:
+        """Release a call's reservation (it finished, or failed); safe to call twice."""
+        if not reservation.settled:
+            reservation.settled = True
+            self.reserved_tokens -= reservation.tokens
+            self.reserved_cost = max(0.0, self.reserved_cost - reservation.cost)
+
+    def record(
+        self,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost: float | None,
+        subcall: bool,
+        estimated: bool = False,
+    ) -> None:
         """Count a finished call. `cost=None` means the model has no known price."""
-        self.usage.prompt_tokens += prompt_tokens
-        self.usage.completion_tokens += completion_tokens
-        if cost is None:
+        self.usage.prompt_tokens += max(0, prompt_tokens)
+        self.usage.completion_tokens += max(0, completion_tokens)
+        self.usage.estimated = self.usage.estimated or estimated
+        counted = valid_cost(cost)
+        if counted is None:
             self.usage.cost_known = False
         else:
-            self.usage.cost_usd += cost
+            self.usage.cost_usd += counted
+
+    def note_completion(self, kind: str, model: str, completion_tokens: int) -> None:
+        key = (kind, model)
+        self.largest_completion[key] = max(self.largest_completion.get(key, 0), completion_tokens)
+
+    def completion_estimate(self, kind: str, model: str) -> int | None:
+        """The largest completion of this kind and model so far; None before the first one."""
+        return self.largest_completion.get((kind, model))
 
     def count_dispatch(self, subcall: bool) -> None:
         """Count a call as dispatched (sub-call limits count dispatches, not completions)."""

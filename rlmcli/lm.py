@@ -4,70 +4,33 @@ Root calls, and sub-calls to providers that do not speak plain OpenAI chat compl
 litellm. Sub-calls to OpenAI-compatible servers take a direct aiohttp path (openai_http.py): litellm
 costs ~4 ms of CPU per call, which a 64-prompt batch pays serially on the event loop.
 
-litellm is imported lazily (it takes seconds and would otherwise fetch a price map over the
-network), so `import rlmcli.lm` stays cheap for `rlm --help` and for tests that never call a model.
-Every call goes through the shared Budget: checked right before dispatch, recorded on success.
+litellm is imported lazily (providers.load_litellm), so `import rlmcli.lm` stays cheap for
+`rlm --help` and for tests that never call a model. Which model a sub-call may name, and where its
+request and key go, is decided by providers.Router. Every call goes through the shared Budget:
+estimated and reserved right before dispatch, its usage validated and recorded when it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
-import logging
-import os
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from . import openai_http, retry
-from .budget import Budget
-from .errors import ProviderError, RlmError, UsageError, redact
-
-# Some OpenAI-compatible servers (vLLM, llama.cpp) need no key, but the openai SDK refuses to send
-# a request without one.
-PLACEHOLDER_API_KEY = "sk-rlm-no-key"
-OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
-# Sub-calls skip litellm (see _direct_route) for these providers, which are OpenAI's protocol by
-# definition; for any other provider litellm lists as OpenAI-compatible only when --api-base names
-# the server, and never for the few whose auth is not a plain bearer key.
-DIRECT_PROVIDERS = {"openai", "hosted_vllm"}
-NOT_DIRECT_PROVIDERS = {"azure_ai", "chatgpt", "github_copilot"}
-
-_litellm: ModuleType | None = None
-
-
-def load_litellm() -> ModuleType:
-    """Import and configure litellm once, on first use."""
-    global _litellm
-    if _litellm is None:
-        # Must be set before the import: otherwise litellm fetches its price map from GitHub.
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        import litellm
-
-        litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banners on stderr
-        if hasattr(litellm, "telemetry"):
-            litellm.telemetry = False
-        if not os.environ.get("LITELLM_LOG"):
-            # litellm logs warnings (e.g. unmapped model prices) that would clutter our stderr;
-            # LITELLM_LOG=DEBUG still turns them on for debugging.
-            logging.getLogger("LiteLLM").setLevel(logging.ERROR)
-        # litellm leaves ~300k objects for the cyclic GC to scan; each full collection then takes
-        # ~0.2 s and, landing inside a batch, delays all of it. They live as long as the process,
-        # so move them out of the collector's reach (a one-off; later objects are collected as usual).
-        gc.freeze()
-        _litellm = litellm
-    return _litellm
-
-
-@dataclass
-class ModelConfig:
-    model: str  # litellm model string, e.g. "openai/gpt-5-mini"
-    api_base: str | None = None
-    request_timeout: float = 120.0
-    max_retries: int = 4
-    backoff_base: float = 1.0  # seconds; exponential with jitter, capped at BACKOFF_CAP_S
+from .budget import Budget, checked_usage, estimate_prompt_tokens, valid_cost
+from .errors import RlmError, redact
+from .providers import (  # noqa: F401 - re-exported: callers import these from here
+    PLACEHOLDER_API_KEY,
+    ModelConfig,
+    ModelNotAllowed,
+    Router,
+    cost_parts,
+    load_litellm,
+)
 
 
 @dataclass
@@ -77,6 +40,7 @@ class Completion:
     completion_tokens: int
     cost_usd: float | None  # None when the model has no known price
     latency_s: float  # wall time of the whole call, retries included
+    usage_estimated: bool = False  # the provider's usage was missing or bogus: tokens are estimates
 
 
 # Called after every successful model call: (kind "root" | "sub", model, completion). For events.
@@ -84,20 +48,29 @@ CallListener = Callable[[str, str, Completion], None]
 
 
 class ModelClient:
-    def __init__(self, root: ModelConfig, sub: ModelConfig, budget: Budget, concurrency: int = 64):
+    def __init__(
+        self,
+        root: ModelConfig,
+        sub: ModelConfig,
+        budget: Budget,
+        concurrency: int = 64,
+        allow_models: Iterable[str] = (),
+    ):
         self.root_config = root
         self.sub_config = sub
+        self.router = Router(root, sub, allow_models)
         self.budget = budget
         self.concurrency = max(1, concurrency)
         self.on_call: CallListener | None = None
         # Indirection so tests can observe (and skip) backoff waits.
         self.sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
-        self._api_keys: dict[tuple[str, str | None], str | None] = {}
         # asyncio primitives bind to the loop they are first used in; keep one per loop so the
         # client survives several asyncio.run() calls (tests, recursive children).
         self._sem: asyncio.Semaphore | None = None
         self._sem_loop: asyncio.AbstractEventLoop | None = None
-        self._routes: dict[tuple[str, str | None], _DirectRoute | None] = {}
+        self._gates: dict[tuple[str, str], asyncio.Lock] = {}
+        self._gates_loop: asyncio.AbstractEventLoop | None = None
+        self._prices: dict[str, tuple[float, float] | None] = {}  # model -> USD per prompt/completion token
         self._http = openai_http.ChatClient()  # holds an aiohttp session per event loop
         self._ssl: Any = None  # litellm's TLS settings, resolved on the first direct call
 
@@ -105,39 +78,38 @@ class ModelClient:
 
     def check_credentials(self) -> None:
         """Fail early, naming the variable to set, when a model's provider key is missing."""
-        for cfg in {
-            (self.root_config.model, self.root_config.api_base): self.root_config,
-            (self.sub_config.model, self.sub_config.api_base): self.sub_config,
-        }.values():
-            self._api_key(cfg)
+        self.router.check_credentials()
 
     async def root(self, messages: list[dict]) -> Completion:
-        self.budget.check(subcall=False)
-        self.budget.count_dispatch(subcall=False)
-        return await self._complete(self.root_config, messages, kind="root")
+        return await self._call(self.root_config, messages, kind="root")
 
     async def sub(self, prompt: str, model: str | None = None) -> str:
-        cfg = self._sub_config_for(model)
-        async with self._semaphore():
-            # Checked inside the semaphore, right before dispatch: a run overshoots a limit by at
-            # most the calls already in flight.
-            self.budget.check(subcall=True)
-            self.budget.count_dispatch(subcall=True)
-            completion = await self._complete(cfg, [{"role": "user", "content": prompt}], kind="sub")
+        cfg = self.router.config_for(model)
+        completion = await self._call(cfg, [{"role": "user", "content": prompt}], kind="sub")
         return completion.text
 
     async def batch(
         self, prompts: list[str], model: str | None = None, on_done: Callable[[bool], None] | None = None
     ) -> list[str]:
         """Run sub-calls concurrently; a failed prompt yields an error string in its slot.
-        `on_done(failed)` is called as each one finishes (for progress displays)."""
+
+        `concurrency` workers take the prompts in order, so a huge batch costs no coroutine per
+        prompt. Once a limit is reached they take no more: the slots never dispatched get the
+        limit's error. `on_done(failed)` is called as each dispatched call ends (for progress).
+        """
+        try:
+            cfg = self.router.config_for(model)
+        except ModelNotAllowed as e:  # one answer for the batch: nothing is sent anywhere
+            return [f"[llm_query error: {e}]"] * len(prompts)
+        results: list[str | None] = [None] * len(prompts)
+        taken = 0
 
         async def one(prompt: str) -> str:
             failed = True
             try:
-                reply = await self.sub(prompt, model)
+                completion = await self._call(cfg, [{"role": "user", "content": prompt}], kind="sub")
                 failed = False
-                return reply
+                return completion.text
             except RlmError as e:  # incl. LimitReached: the budget stays breached, the loop notices
                 return f"[llm_query error: {e}]"
             except Exception as e:  # a bug or odd provider failure: one bad prompt must not sink the batch
@@ -146,93 +118,19 @@ class ModelClient:
                 if on_done is not None:
                     on_done(failed)
 
-        return list(await asyncio.gather(*(one(p) for p in prompts)))
+        async def worker() -> None:
+            nonlocal taken
+            while taken < len(prompts) and self.budget.breached is None:
+                slot, taken = taken, taken + 1
+                results[slot] = await one(prompts[slot])
+
+        await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(prompts)))))
+        refused = f"[llm_query error: {self.budget.breached}]"
+        return [refused if r is None else r for r in results]
 
     async def aclose(self) -> None:
         """Close the HTTP session the direct sub-call path opened in the running event loop."""
         await self._http.aclose()
-
-    # -- routing and credentials -----------------------------------------------------------------
-
-    def _sub_config_for(self, model: str | None) -> ModelConfig:
-        """A model override keeps the endpoint and timeouts of the config it most likely targets."""
-        if model is None or model == self.sub_config.model:
-            return self.sub_config
-        if model == self.root_config.model:
-            return self.root_config
-        return replace(self.sub_config, model=model)
-
-    def _api_key(self, cfg: ModelConfig) -> str | None:
-        """The api_key to pass: None lets litellm read the provider's variable from the environment."""
-        cache_key = (cfg.model, cfg.api_base)
-        if cache_key in self._api_keys:
-            return self._api_keys[cache_key]
-        litellm = load_litellm()
-        try:
-            litellm.get_llm_provider(model=cfg.model)
-        except Exception as e:
-            raise UsageError(
-                f"unknown model provider in {cfg.model!r}",
-                hint="use a litellm model string such as openai/gpt-5-mini "
-                "(openai/NAME also works for any OpenAI-compatible server with --api-base)",
-            ) from e
-        # litellm counts a variable that is set but empty as present; an empty key is no key.
-        for name in [k for k, v in os.environ.items() if k.endswith("_KEY") and not v.strip()]:
-            del os.environ[name]
-        env = litellm.validate_environment(model=cfg.model)
-        # litellm lists OLLAMA_API_BASE as "missing" although it defaults to localhost:11434.
-        missing = [k for k in env.get("missing_keys", []) if k != "OLLAMA_API_BASE"]
-        key: str | None = None
-        if missing:
-            if cfg.api_base is None:
-                raise ProviderError(
-                    f"{missing[0]} is not set (needed for model {cfg.model})",
-                    hint=f"export {missing[0]}=..., or point --api-base at a local server",
-                )
-            key = PLACEHOLDER_API_KEY
-        self._api_keys[cache_key] = key
-        return key
-
-    def _direct_route(self, cfg: ModelConfig) -> _DirectRoute | None:
-        """Where to POST sub-calls for `cfg` without litellm, or None to use litellm.
-
-        Direct when litellm's provider is "openai" or "hosted_vllm", or another provider litellm
-        lists as OpenAI-compatible and cfg.api_base is given (see DIRECT_PROVIDERS); never for
-        models litellm serves through the Responses API (o3-pro, *-codex, ...).
-        """
-        cache_key = (cfg.model, cfg.api_base)
-        if cache_key in self._routes:
-            return self._routes[cache_key]
-        litellm = load_litellm()
-        api_key = self._api_key(cfg)  # raises the usual UsageError / ProviderError first
-        route: _DirectRoute | None = None
-        model, provider, dynamic_key, dynamic_base = litellm.get_llm_provider(
-            model=cfg.model, api_base=cfg.api_base
-        )
-        direct = provider in DIRECT_PROVIDERS or (
-            cfg.api_base is not None
-            and provider in getattr(litellm, "openai_compatible_providers", ())
-            and provider not in NOT_DIRECT_PROVIDERS
-        )
-        try:
-            mode = litellm.get_model_info(model=cfg.model).get("mode")
-        except Exception:  # not in litellm's table: a chat model on some server
-            mode = None
-        if getattr(litellm, "route_all_chat_openai_to_responses", False) or model.startswith("responses/"):
-            mode = "responses"
-        base = cfg.api_base or dynamic_base
-        if provider == "openai":  # as litellm resolves it for openai models
-            base = base or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
-            base = base or OPENAI_DEFAULT_BASE
-        if direct and base and mode in (None, "chat"):
-            key = api_key or dynamic_key
-            if not key and provider == "openai":
-                key = os.environ.get("OPENAI_API_KEY")
-            base = base.rstrip("/")
-            url = base if base.endswith("/chat/completions") else base + "/chat/completions"
-            route = _DirectRoute(url=url, model=model, headers=_direct_headers(provider, key))
-        self._routes[cache_key] = route
-        return route
 
     def _ssl_setting(self) -> Any:
         """litellm's TLS configuration (SSL_VERIFY, SSL_CERT_FILE, certifi), so both paths agree."""
@@ -251,38 +149,125 @@ class ModelClient:
             self._sem, self._sem_loop = asyncio.Semaphore(self.concurrency), loop
         return self._sem
 
+    # -- estimates and reservations --------------------------------------------------------------
+
+    def _estimate(self, kind: str, model: str, prompt_tokens: int) -> tuple[int, float | None]:
+        """(tokens, cost) of a call before it is made, for its reservation.
+
+        The prompt is estimated from its characters; the completion as the largest one of this kind
+        and model seen so far (root replies, full of code, run longer than sub-call answers), or 0
+        before the first, which then runs alone (see _first_call). Cost is None without a price.
+        """
+        if not self.budget.limits.limits_spending:
+            return 0, None  # nothing to check: skip the pricing work
+        completion = self.budget.completion_estimate(kind, model) or 0
+        cost = None
+        if self.budget.limits.max_cost is not None and (prices := self._unit_prices(model)) is not None:
+            cost = prices[0] * prompt_tokens + prices[1] * completion
+        return prompt_tokens + completion, cost
+
+    def _unit_prices(self, model: str) -> tuple[float, float] | None:
+        """USD per prompt and per completion token from litellm's table (cached: ~0.1 ms a lookup)."""
+        if model not in self._prices:
+            per_thousand = cost_parts(load_litellm(), model, 1000, 1000)
+            self._prices[model] = (
+                None if per_thousand is None else (per_thousand[0] / 1000, per_thousand[1] / 1000)
+            )
+        return self._prices[model]
+
+    @contextlib.asynccontextmanager
+    async def _first_call(self, kind: str, model: str) -> AsyncIterator[None]:
+        """Under a cost or token limit, the first call of a kind and model runs alone.
+
+        Until one of its completions was seen, a call's completion is estimated as 0 tokens; were
+        64 such calls admitted at once, each could overshoot the limit by a whole completion. So the
+        first runs alone, and the calls waiting behind it are then estimated with its size. Should it
+        fail, the next waiter runs alone in its place. A run thus overshoots by at most one call's
+        completion, plus how much later completions exceed the largest one seen before them.
+        """
+        if not self.budget.limits.limits_spending or self.budget.completion_estimate(kind, model) is not None:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        if self._gates_loop is not loop:  # asyncio primitives belong to one loop (see _semaphore)
+            self._gates, self._gates_loop = {}, loop
+        gate = self._gates.setdefault((kind, model), asyncio.Lock())
+        await gate.acquire()
+        held = True
+        try:
+            if self.budget.completion_estimate(kind, model) is not None:  # seen while we waited
+                gate.release()
+                held = False
+            yield
+        finally:
+            if held:
+                gate.release()
+
+    async def _call(self, cfg: ModelConfig, messages: list[dict], kind: str) -> Completion:
+        """One logical call: admitted by the budget, made with retries, its usage recorded."""
+        subcall = kind == "sub"
+        prompt_tokens = estimate_prompt_tokens(messages)
+        async with self._first_call(kind, cfg.model):
+            async with self._semaphore() if subcall else contextlib.nullcontext():
+                # Reserved inside the semaphore, right before dispatch, with no await in between.
+                tokens, cost = self._estimate(kind, cfg.model, prompt_tokens)
+                reservation = self.budget.reserve(tokens, cost, subcall=subcall)
+                try:
+                    completion = await self._complete(cfg, messages, kind, prompt_tokens)
+                finally:
+                    self.budget.settle(reservation)
+                # Recorded in the same step as the release, and before the gate opens for the calls
+                # that wait for this completion's size.
+                self.budget.record(
+                    completion.prompt_tokens, completion.completion_tokens, completion.cost_usd,
+                    subcall=subcall, estimated=completion.usage_estimated,
+                )  # fmt: skip
+                self.budget.note_completion(kind, cfg.model, completion.completion_tokens)
+        if self.on_call is not None:
+            self.on_call(kind, cfg.model, completion)
+        return completion
+
     # -- one logical call, with retries ----------------------------------------------------------
 
-    async def _complete(self, cfg: ModelConfig, messages: list[dict], kind: str) -> Completion:
+    async def _complete(
+        self, cfg: ModelConfig, messages: list[dict], kind: str, prompt_estimate: int
+    ) -> Completion:
+        """Make the request, retrying what may succeed on a second try; never past --timeout."""
         litellm = load_litellm()
-        api_key = self._api_key(cfg)
-        subcall = kind == "sub"
-        route = self._direct_route(cfg) if subcall else None
+        api_key = self.router.api_key(cfg)
+        route = self.router.direct_route(cfg) if kind == "sub" else None
         attempts = max(0, cfg.max_retries) + 1
         started = time.monotonic()
         for attempt in range(1, attempts + 1):
+            self.budget.check_clock()
             timeout = cfg.request_timeout
             remaining = self.budget.remaining_time()
             if remaining is not None:  # don't let one request outlive the run's wall-time limit
-                timeout = max(1.0, min(timeout, remaining))
+                timeout = max(0.05, min(timeout, remaining))
             try:
-                if route is not None:
-                    reply = await self._http.chat(
-                        route.url, route.headers, route.model, messages, timeout, self._ssl_setting()
-                    )
-                else:
-                    response = await litellm.acompletion(
-                        model=cfg.model,
-                        messages=messages,
-                        api_base=cfg.api_base,
-                        api_key=api_key,
-                        timeout=timeout,
-                        # We retry ourselves (with Retry-After and budget awareness); both layers
-                        # below must not: num_retries is litellm's, max_retries the openai SDK's.
-                        num_retries=0,
-                        max_retries=0,
-                    )
+                # A total deadline, reading the body included: the HTTP layers' own timeouts bound
+                # each read, which a server trickling a byte a second never trips.
+                async with asyncio.timeout(timeout):
+                    if route is not None:
+                        reply = await self._http.chat(
+                            route.url, route.headers, route.model, messages, timeout, self._ssl_setting()
+                        )
+                    else:
+                        response = await litellm.acompletion(
+                            model=cfg.model,
+                            messages=messages,
+                            api_base=cfg.api_base,
+                            api_key=api_key,
+                            timeout=timeout,
+                            # We retry ourselves (with Retry-After and budget awareness); both layers
+                            # below must not: num_retries is litellm's, max_retries the openai SDK's.
+                            num_retries=0,
+                            max_retries=0,
+                        )
             except Exception as e:
+                if isinstance(e, TimeoutError):
+                    e = TimeoutError(f"no complete response within {timeout:g} s")
+                self.budget.check_clock()  # cut short by the run's wall-time limit: that is the reason
                 if not retry.is_retryable(e) or attempt == attempts:
                     raise retry.provider_error(cfg.model, e, attempt) from None
                 delay = retry.delay(e, attempt, cfg.backoff_base)
@@ -292,69 +277,49 @@ class ModelClient:
                     raise retry.provider_error(cfg.model, e, attempt, stop) from None
                 await self.sleep(delay)
                 continue
+            latency = time.monotonic() - started
             if route is not None:
-                cost = _cost_per_token(litellm, cfg.model, reply.prompt_tokens, reply.completion_tokens)
-                completion = Completion(
-                    reply.text, reply.prompt_tokens, reply.completion_tokens, cost, time.monotonic() - started
-                )
+                usage, reported_cost = (reply.prompt_tokens, reply.completion_tokens), None
+                text = reply.text
             else:
-                completion = _to_completion(litellm, response, time.monotonic() - started)
-            self.budget.record(
-                completion.prompt_tokens, completion.completion_tokens, completion.cost_usd, subcall=subcall
-            )
-            if self.on_call is not None:
-                self.on_call(kind, cfg.model, completion)
-            return completion
+                text, usage, reported_cost = _read_response(response)
+            return _to_completion(litellm, cfg.model, text, usage, reported_cost, prompt_estimate, latency)
         raise AssertionError("unreachable: the last attempt either returns or raises")
 
 
-@dataclass(frozen=True)
-class _DirectRoute:
-    url: str  # the full .../chat/completions address
-    model: str  # the model name without litellm's provider prefix
-    headers: dict[str, str]  # Authorization (never logged or shown), Content-Type, ...
-
-
-def _direct_headers(provider: str, key: str | None) -> dict[str, str]:
-    headers = {"Authorization": f"Bearer {key or PLACEHOLDER_API_KEY}", "Content-Type": "application/json"}
-    if provider == "openai":  # litellm and the openai SDK send these when they are set
-        org = os.environ.get("OPENAI_ORGANIZATION") or os.environ.get("OPENAI_ORG_ID")
-        project = os.environ.get("OPENAI_PROJECT_ID")
-        headers.update({"OpenAI-Organization": org} if org else {})
-        headers.update({"OpenAI-Project": project} if project else {})
-    return headers
-
-
-def _cost_per_token(litellm: ModuleType, model: str, prompt: int, completion: int) -> float | None:
-    try:
-        prompt_cost, completion_cost = litellm.cost_per_token(
-            model=model, prompt_tokens=prompt, completion_tokens=completion
-        )
-        return float(prompt_cost) + float(completion_cost)
-    except Exception:  # a model missing from litellm's price table: unknown, not an error
-        return None
-
-
-def _to_completion(litellm: ModuleType, response: Any, latency: float) -> Completion:
+def _read_response(response: Any) -> tuple[str, tuple[Any, Any], Any]:
+    """(text, (prompt_tokens, completion_tokens) as reported, litellm's cost) of a litellm response."""
     message = response.choices[0].message if response.choices else None
     text = (getattr(message, "content", None) or "") if message is not None else ""
     if not text and message is not None:
         # Reasoning models served by vLLM & co. sometimes put the whole answer in reasoning_content.
         text = getattr(message, "reasoning_content", None) or ""
     usage = getattr(response, "usage", None)
-    # litellm has usually priced the response already; completion_cost() would do it again.
+    # litellm has usually priced the response already, from the usage as reported.
     hidden = getattr(response, "_hidden_params", None)
-    known = hidden.get("response_cost") if isinstance(hidden, dict) else None
-    cost: float | None = float(known) if isinstance(known, int | float) else None
-    if cost is None:
-        try:
-            cost = float(litellm.completion_cost(completion_response=response))
-        except Exception:  # a model missing from litellm's price table: unknown, not an error
-            cost = None
-    return Completion(
-        text=text,
-        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-        cost_usd=cost,
-        latency_s=latency,
-    )
+    reported_cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
+    counts = (getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None))
+    return str(text), counts, reported_cost
+
+
+def _to_completion(
+    litellm: ModuleType,
+    model: str,
+    text: str,
+    usage: tuple[Any, Any],
+    reported_cost: Any,
+    prompt_estimate: int,
+    latency: float,
+) -> Completion:
+    """A Completion with usage a limit can rely on (see budget.checked_usage) and a cost to match.
+
+    litellm's cost is kept when the usage it priced was sound and it is positive (it knows about
+    cached-token discounts); otherwise the cost is the table price of the checked token counts,
+    so a missing or bogus usage or cost cannot make a priced call free.
+    """
+    prompt_tokens, completion_tokens, estimated = checked_usage(usage[0], usage[1], prompt_estimate, text)
+    cost = None if estimated else valid_cost(reported_cost)
+    if cost is None or cost == 0:
+        parts = cost_parts(litellm, model, prompt_tokens, completion_tokens)
+        cost = sum(parts) if parts is not None else cost
+    return Completion(text, prompt_tokens, completion_tokens, cost, latency, usage_estimated=estimated)

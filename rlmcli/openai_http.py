@@ -34,8 +34,10 @@ class ResponseFormatError(Exception):
 @dataclass
 class ChatReply:
     text: str  # message content, or the reasoning when the content is empty
-    prompt_tokens: int
-    completion_tokens: int
+    # As the server sent them (None when absent): any JSON value. lm.py validates them against its
+    # estimates (budget.checked_usage) before anything counts them.
+    prompt_tokens: Any
+    completion_tokens: Any
 
 
 class ChatClient:
@@ -150,8 +152,8 @@ def _parse_reply(raw: bytes) -> ChatReply:
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     return ChatReply(
         text=text if isinstance(text, str) else "",
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
     )
 
 

@@ -29,6 +29,7 @@ class Fault:
     delay: float = 0.0  # extra seconds before answering
     text: str = ""  # content of a normal 200 reply when no other fault applies (e.g. a delay-only Fault)
     message: str | None = None  # the error message of an error status (default: "fake: scripted N")
+    trickle: float = 0.0  # send the 200 body one byte every `trickle` seconds (a slowloris server)
 
 
 Reply = str | Fault | Callable[[dict], str | Fault]  # a callable receives the parsed request body
@@ -75,7 +76,9 @@ class FakeLLM:
         root: list[Reply] | None = None,
         sub: Callable[[str], str | Fault] | None = None,
         latency: float = 0.0,
-        usage: Callable[[dict, str], tuple[int, int]] | None = None,
+        # (prompt_tokens, completion_tokens), sent as given (any JSON value: tests send -5, 1e300,
+        # NaN, "12"); None leaves `usage` out of the response.
+        usage: Callable[[dict, str], tuple[Any, Any] | None] | None = None,
     ):
         self._root: list[Reply] = list(root or [])
         self._root_next = 0
@@ -83,6 +86,7 @@ class FakeLLM:
         self.latency = latency
         self.usage = usage or default_usage
         self.requests: list[dict] = []
+        self.stray: list[dict] = []  # requests to other routes (e.g. another provider's API): path, headers
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -223,6 +227,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if not self.path.rstrip("/").endswith("/chat/completions"):
+            with self.fake._lock:
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                self.fake.stray.append({"path": self.path, "headers": headers, "raw": raw})
             self._send_json(404, _error_body(404, f"fake: no route POST {self.path}"))
             return
         try:
@@ -266,28 +273,47 @@ class _Handler(BaseHTTPRequestHandler):
         message: dict[str, Any] = {"role": "assistant", "content": None if fault.content_none else text}
         if fault.reasoning is not None:
             message["reasoning_content"] = fault.reasoning
-        prompt_tokens, completion_tokens = self.fake.usage(body, text or (fault.reasoning or ""))
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
+        counts = self.fake.usage(body, text or (fault.reasoning or ""))
+        usage: dict[str, Any] | None = None
+        if counts is not None:
+            prompt_tokens, completion_tokens = counts
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+            both = [prompt_tokens, completion_tokens]
+            if all(isinstance(n, int | float) for n in both):
+                usage["total_tokens"] = prompt_tokens + completion_tokens
         model = body.get("model", "fake-model")
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if body.get("stream"):
             self._stream(rid, created, model, message, usage, body)
             return
-        self._send_json(
-            200,
-            {
-                "id": rid,
-                "object": "chat.completion",
-                "created": created,
-                "model": model,
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
-                "usage": usage,
-            },
-        )
+        response = {
+            "id": rid,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
+        }
+        if usage is not None:
+            response["usage"] = usage
+        if fault.trickle:
+            self._trickle(json.dumps(response).encode(), fault.trickle)
+            return
+        self._send_json(200, response)
+
+    def _trickle(self, payload: bytes, interval: float) -> None:
+        """Headers at once, then the body one byte at a time: never idle for long, never done."""
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.flush()
+            for i in range(len(payload)):
+                self.wfile.write(payload[i : i + 1])
+                self.wfile.flush()
+                time.sleep(interval)
+        except (ConnectionError, OSError):  # the client gave up, as it should
+            self.close_connection = True
 
     def _stream(self, rid: str, created: int, model: str, message: dict, usage: dict, body: dict) -> None:
         """Server-sent events: one content delta, a finish chunk, an optional usage chunk, [DONE]."""
@@ -297,7 +323,7 @@ class _Handler(BaseHTTPRequestHandler):
             {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
             {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
         ]
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if usage is not None and (body.get("stream_options") or {}).get("include_usage"):
             chunks.append({**base, "choices": [], "usage": usage})
         payload = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
         self._send(200, payload.encode(), content_type="text/event-stream")

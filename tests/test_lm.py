@@ -16,7 +16,7 @@ from fake_llm import FakeLLM, Fault
 
 from rlmcli.budget import Budget, Limits
 from rlmcli.errors import LimitReached, ProviderError
-from rlmcli.lm import PLACEHOLDER_API_KEY, ModelClient, ModelConfig
+from rlmcli.lm import PLACEHOLDER_API_KEY, ModelClient, ModelConfig, ModelNotAllowed
 
 SECRET = "sk-test-secret-0123456789"
 ROOT_MESSAGES = [{"role": "system", "content": "system prompt"}, {"role": "user", "content": "question"}]
@@ -38,12 +38,15 @@ def make_client(
     model: str = "openai/gpt-4o-mini",
     budget: Budget | None = None,
     concurrency: int = 64,
+    allow_models: tuple[str, ...] = (),
     **cfg: Any,
 ) -> tuple[ModelClient, list[float]]:
     """A client whose backoff waits are recorded instead of slept."""
     cfg.setdefault("backoff_base", 0.01)
     config = ModelConfig(model=model, api_base=fake.url, **cfg)
-    client = ModelClient(config, config, budget or Budget(), concurrency=concurrency)
+    client = ModelClient(
+        config, config, budget or Budget(), concurrency=concurrency, allow_models=allow_models
+    )
     delays: list[float] = []
 
     async def record_sleep(seconds: float) -> None:
@@ -143,6 +146,10 @@ def test_unreachable_server_is_a_provider_error() -> None:
 
 def test_sub_call_and_model_override(fake: FakeLLM) -> None:
     client, _ = make_client(fake)
+    with pytest.raises(ModelNotAllowed, match="'openai/gpt-4o' is not allowed"):
+        asyncio.run(client.sub("again", model="openai/gpt-4o"))  # not configured: nothing is sent
+    assert fake.requests == []
+    client, _ = make_client(fake, allow_models=("openai/gpt-4o",))
     assert asyncio.run(client.sub("summarise this")) == "sub: summarise this"
     assert asyncio.run(client.sub("again", model="openai/gpt-4o")) == "sub: again"
     first, second = fake.sub_requests

@@ -232,17 +232,17 @@ def test_hosted_vllm_takes_the_direct_path(fake: FakeLLM) -> None:
 def test_routing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0123456789")
     client = ModelClient(ModelConfig("openai/gpt-4o-mini"), ModelConfig("openai/gpt-4o-mini"), Budget())
-    route = client._direct_route(ModelConfig("openai/gpt-4o-mini"))
+    route = client.router.direct_route(ModelConfig("openai/gpt-4o-mini"))
     assert route is not None and route.url == "https://api.openai.com/v1/chat/completions"
     assert route.model == "gpt-4o-mini" and route.headers["Authorization"] == f"Bearer {SECRET}"
-    local = client._direct_route(ModelConfig("openai/m", api_base="http://127.0.0.1:9/v1/"))
+    local = client.router.direct_route(ModelConfig("openai/m", api_base="http://127.0.0.1:9/v1/"))
     assert local is not None and local.url == "http://127.0.0.1:9/v1/chat/completions"
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/custom")
-    via_env = client._direct_route(ModelConfig("openai/gpt-4o"))
+    via_env = client.router.direct_route(ModelConfig("openai/gpt-4o"))
     assert via_env is not None and via_env.url == "http://127.0.0.1:9/custom/chat/completions"
     # Other protocols, and models litellm serves through the Responses API, stay on litellm.
-    assert client._direct_route(ModelConfig("anthropic/claude-3-5-sonnet-20240620")) is None
-    assert client._direct_route(ModelConfig("openai/o3-pro")) is None
+    assert client.router.direct_route(ModelConfig("anthropic/claude-3-5-sonnet-20240620")) is None
+    assert client.router.direct_route(ModelConfig("openai/o3-pro")) is None
 
 
 def test_sessions_are_closed(fake: FakeLLM, caplog: pytest.LogCaptureFixture) -> None:

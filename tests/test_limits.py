@@ -1,0 +1,271 @@
+"""Limits that hold (issue 8, H3-H8): cost, tokens, sub-calls and wall time, against a fake provider.
+
+Runs go through the CLI in this process (Typer's CliRunner), with the local sandbox and real HTTP
+to FakeLLM. The provider is hostile where the case calls for it: oversized prompts, huge batches,
+a cell that loops on llm_query, usage that is missing or bogus, a body trickled byte by byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import MODEL, SENTINEL_KEY
+from fake_llm import FakeLLM, Fault, default_usage, reply
+from typer.testing import CliRunner
+
+from rlmcli.agent import Agent
+from rlmcli.budget import Budget, Limits, checked_usage
+from rlmcli.cli import app
+from rlmcli.context import LoadOptions, load_context
+from rlmcli.errors import LimitReached
+from rlmcli.history import History
+from rlmcli.lm import ModelClient, ModelConfig, load_litellm
+
+SUB_COMPLETION = 1000  # tokens the fake bills per sub-call: what makes a batch expensive
+
+
+@dataclass
+class Run:
+    status: int
+    result: dict  # the --json object
+    stderr: str
+
+
+@pytest.fixture
+def rlm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """rlm(fake, *extra) -> Run: `rlm ask input.txt QUESTION --json ...` in this process."""
+    for name in [k for k in os.environ if k.startswith(("RLM_", "OPENAI", "LITELLM"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RLM_HOME", str(tmp_path / "rlm-home"))  # History() below reads the same one
+    (tmp_path / "input.txt").write_text("line one\nline two\n")
+    env = {"OPENAI_API_KEY": SENTINEL_KEY, "RLM_CONFIG": str(tmp_path / "no-config.toml")}
+
+    def run(fake: FakeLLM, *extra: str, question: str = "What is in there?") -> Run:
+        args = ["ask", "input.txt", question, "--model", MODEL, "--api-base", fake.url, "--sandbox", "local"]
+        result = CliRunner().invoke(app, [*args, "--json", *extra], env=env)
+        lines = result.stdout.strip().splitlines()
+        assert lines, f"no --json output (exit {result.exit_code}): {result.output}"
+        return Run(result.exit_code, json.loads(lines[-1]), result.stderr)
+
+    return run
+
+
+def sub_usage(completion: Any = SUB_COMPLETION):
+    """Usage for the fake: as usual for root calls; sub-calls bill `completion` tokens."""
+
+    def usage(body: dict, text: str) -> tuple[Any, Any]:
+        prompt, _ = default_usage(body, text)
+        return (prompt, completion) if body["messages"][0]["role"] != "system" else default_usage(body, text)
+
+    return usage
+
+
+def one_call_cost(prompt_tokens: int = 10, completion_tokens: int = SUB_COMPLETION) -> float:
+    prompt_cost, completion_cost = load_litellm().cost_per_token(
+        model=MODEL, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+    )
+    return prompt_cost + completion_cost
+
+
+# -- cost and tokens: estimated and reserved before dispatch -------------------------------------
+
+
+def test_max_cost_with_a_1000_prompt_batch_overshoots_by_at_most_one_call(rlm) -> None:
+    with FakeLLM(usage=sub_usage(), latency=0.05) as fake:
+        fake.add_root(
+            reply("Fan out.", "r = llm_query_batched([f'p{i}' for i in range(1000)])\nprint(len(r))")
+        )
+        run = rlm(fake, "--max-cost", "0.01")
+    assert run.status == 3 and run.result["exit_reason"] == "max_cost"
+    cost, one = run.result["cost_usd"], one_call_cost()
+    dispatched = len(fake.sub_requests)
+    print(
+        f"\n--max-cost 0.01, 1,000-prompt batch at concurrency 64: spent ${cost:.6f}, "
+        f"overshoot ${cost - 0.01:+.6f}, one call ${one:.6f}; {dispatched} of 1,000 sub-calls dispatched"
+    )
+    assert cost - 0.01 <= one
+    assert 0 < dispatched < 1000 and dispatched == run.result["subcalls"]
+    assert run.result["usage"]["estimated"] is False and run.result["cost_known"] is True
+
+
+def test_max_tokens_with_a_batch_overshoots_by_at_most_one_call(rlm) -> None:
+    with FakeLLM(usage=sub_usage(), latency=0.05) as fake:
+        fake.add_root(reply("Fan out.", "r = llm_query_batched([f'p{i}' for i in range(1000)])"))
+        run = rlm(fake, "--max-tokens", "30000")
+    assert run.status == 3 and run.result["exit_reason"] == "max_tokens"
+    total = run.result["usage"]["total_tokens"]
+    print(f"\n--max-tokens 30000, 1,000-prompt batch: {total:,} tokens used ({total - 30000:+,})")
+    assert total - 30000 <= 10 + SUB_COMPLETION
+    assert 0 < len(fake.sub_requests) < 1000
+
+
+def test_a_root_prompt_over_the_limit_is_refused_before_dispatch(fake_llm: FakeLLM, rlm) -> None:
+    fake_llm.add_root("FINAL(never)")
+    run = rlm(fake_llm, "--max-tokens", "100")  # the system prompt alone is more
+    assert run.status == 3 and run.result["exit_reason"] == "max_tokens"
+    assert "the next call needs" in run.result["message"]
+    # A question of 2M characters (~500k tokens) would cost ~$0.08: refused under --max-cost 0.01.
+    run = rlm(fake_llm, "--max-cost", "0.01", question="Why? " + "x" * 2_000_000)
+    assert run.status == 3 and run.result["exit_reason"] == "max_cost"
+    assert fake_llm.requests == [] and run.result["usage"]["total_tokens"] == 0
+
+
+def test_a_huge_cell_output_cannot_blow_the_next_prompt_past_the_limit(fake_llm: FakeLLM, rlm) -> None:
+    fake_llm.add_root(reply("Print a lot.", "print('x' * 400_000)"), "FINAL(never)")
+    run = rlm(fake_llm, "--max-tokens", "50000", "--max-output-chars", "1000000")
+    assert run.status == 3 and run.result["exit_reason"] == "max_tokens"
+    assert len(fake_llm.root_requests) == 1  # the second prompt (~100k tokens) was never sent
+    assert run.result["usage"]["total_tokens"] < 50000
+
+
+# -- sub-call count and wall time -----------------------------------------------------------------
+
+
+def test_a_batch_larger_than_the_subcalls_left_is_refused_at_once(fake_llm: FakeLLM, rlm, tmp_path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    fake_llm.add_root(reply("All at once.", "r = llm_query_batched(['p'] * 100_000)"), "FINAL(never)")
+    run = rlm(fake_llm, "--max-subcalls", "100", "--trace", str(trace))
+    assert run.status == 3 and run.result["exit_reason"] == "max_subcalls"
+    assert "a batch of 100,000 prompts was refused" in run.result["message"]
+    assert len(fake_llm.sub_requests) <= 100 and run.result["subcalls"] == 0
+    assert trace.stat().st_size < 5_000_000
+
+
+def test_a_million_prompt_batch_costs_the_host_nothing(fake_llm: FakeLLM, tmp_path: Path) -> None:
+    """The host's side of H5, whatever the REPL server's own caps: no coroutine, no event, no
+    request per prompt, when the batch is larger than the sub-calls left."""
+    (tmp_path / "in.txt").write_text("x\n")
+    context = load_context([str(tmp_path / "in.txt")], tmp_path / "share", LoadOptions(), None)
+    budget = Budget(Limits(max_subcalls=100))
+    config = ModelConfig(MODEL, api_base=fake_llm.url)
+    events: list = []
+    agent = Agent(ModelClient(config, config, budget), None, context, "q", budget, emit=events.append)  # type: ignore[arg-type]
+    with pytest.raises(LimitReached, match="a batch of 1,000,000 prompts was refused"):
+        asyncio.run(agent.subcalls(["p"] * 1_000_000, None))
+    assert events == [] and fake_llm.requests == [] and budget.usage.subcalls == 0
+
+
+def test_timeout_stops_a_cell_looping_on_llm_query(rlm) -> None:
+    with FakeLLM(latency=0.01) as fake:
+        fake.add_root(reply("Loop.", "while True:\n    llm_query('x')"), "FINAL(never)")
+        started = time.monotonic()
+        run = rlm(fake, "--timeout", "5")
+        took = time.monotonic() - started
+    print(f"\n--timeout 5 with `while True: llm_query('x')`: stopped after {took:.2f} s")
+    assert run.status == 3 and run.result["exit_reason"] == "timeout"
+    assert len(fake.sub_requests) > 0
+    assert took < 6.0
+
+
+# -- the wall clock on a single request: a body trickled byte by byte (H8) ------------------------
+
+
+def test_a_trickled_root_body_ends_at_the_request_timeout(fake_llm: FakeLLM, rlm) -> None:
+    fake_llm.add_root(Fault(trickle=0.5, text="FINAL(" + "slow " * 100 + ")"))  # ~5 min to send
+    run = rlm(fake_llm, "--request-timeout", "2", "--max-retries", "0")
+    assert run.status == 4 and run.result["exit_reason"] == "provider_error"
+    assert "no complete response within 2 s" in run.result["message"]
+
+
+def test_a_trickled_root_body_ends_at_the_run_timeout(fake_llm: FakeLLM, rlm) -> None:
+    fake_llm.add_root(Fault(trickle=0.5, text="FINAL(" + "slow " * 100 + ")"))
+    run = rlm(fake_llm, "--timeout", "2", "--request-timeout", "60")
+    assert run.status == 3 and run.result["exit_reason"] == "timeout"
+
+
+def test_a_trickled_sub_call_is_an_error_in_the_cell(rlm) -> None:
+    with FakeLLM(sub=lambda p: Fault(trickle=0.5, text="slow " * 100)) as fake:
+        fake.add_root(reply("Ask.", "print(llm_query('x'))"), "FINAL(done)")
+        run = rlm(fake, "--request-timeout", "1", "--max-retries", "0")
+    assert run.status == 0
+    shown = fake.root_requests[1]["body"]["messages"][-1]["content"]
+    assert "[llm_query error:" in shown and "within 1 s" in shown
+
+
+# -- usage from the provider is checked, not trusted (H7) -----------------------------------------
+
+BOGUS = {
+    "missing": None,
+    "negative": (-1_000_000, -5),
+    "huge": (1e300, 1e300),
+    "nan": (math.nan, math.nan),
+    "text": ("12", "many"),
+}
+
+
+@pytest.mark.parametrize("case", BOGUS)
+def test_bogus_sub_call_usage_is_estimated(rlm, case: str) -> None:
+    counts = BOGUS[case]
+    with FakeLLM(
+        usage=lambda body, text: counts if body["messages"][0]["role"] != "system" else (900, 20)
+    ) as fake:
+        fake.add_root(reply("Ask.", "print(llm_query_batched(['a', 'b', 'c']))"), "FINAL(done)")
+        run = rlm(fake)
+    assert run.status == 0 and run.result["answer"] == "done"
+    usage = run.result["usage"]
+    assert usage["estimated"] is True and run.result["cost_known"] is True
+    # Root calls as billed (2 x 920), plus three small estimated sub-calls.
+    assert 2 * 920 < usage["total_tokens"] < 2 * 920 + 100
+    assert 0 < run.result["cost_usd"] < 0.01
+    [row] = History().recent()
+    assert row.exit_reason == "final" and row.prompt_tokens == usage["prompt_tokens"]
+
+
+@pytest.mark.parametrize("case", ["missing", "negative"])
+def test_bogus_sub_call_usage_cannot_turn_the_cost_limit_off(rlm, case: str) -> None:
+    counts = BOGUS[case]
+    with FakeLLM(
+        usage=lambda body, text: counts if body["messages"][0]["role"] != "system" else None
+    ) as fake:
+        fake.add_root(reply("Fan out.", "r = llm_query_batched([f'p{i}' * 50 for i in range(1000)])"))
+        run = rlm(fake, "--max-cost", "0.0005")
+    assert run.status == 3 and run.result["exit_reason"] == "max_cost"
+    assert run.result["usage"]["estimated"] is True
+    assert 0 < run.result["cost_usd"] <= 0.0005 + one_call_cost(100, 10)
+    assert len(fake.sub_requests) < 1000
+
+
+@pytest.mark.parametrize("case", ["missing", "negative", "zero", "tiny"])
+def test_bogus_root_usage_is_estimated_and_priced(fake_llm: FakeLLM, rlm, case: str) -> None:
+    fake_llm.usage = lambda body, text: {"zero": (0, 0), "tiny": (1, 1)}.get(case, BOGUS.get(case))
+    fake_llm.add_root("FINAL(done)")
+    run = rlm(fake_llm)
+    assert run.status == 0 and run.result["usage"]["estimated"] is True
+    assert run.result["usage"]["prompt_tokens"] > 1000  # the system prompt, as estimated
+    assert run.result["cost_known"] is True and run.result["cost_usd"] > 0
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydantic's, about the usage litellm refuses
+@pytest.mark.parametrize("case", ["huge", "nan"])
+def test_unparseable_root_usage_is_a_provider_error_not_a_crash(fake_llm: FakeLLM, rlm, case: str) -> None:
+    """litellm itself refuses such a response ("Invalid response object"): exit 4, history intact."""
+    fake_llm.usage = lambda body, text: BOGUS[case]
+    fake_llm.add_root("FINAL(done)")
+    run = rlm(fake_llm, "--max-retries", "0")
+    assert run.status == 4 and run.result["exit_reason"] == "provider_error"
+    [row] = History().recent()
+    assert row.exit_reason == "provider_error" and row.prompt_tokens == 0
+
+
+def test_checked_usage() -> None:
+    assert checked_usage(120, 30, 100, "reply") == (120, 30, False)
+    assert checked_usage(120.0, 30, 100, "reply") == (120, 30, False)  # a whole float is a count
+    assert checked_usage(None, None, 100, "x" * 40) == (100, 10, True)
+    assert checked_usage(0, 0, 100, "") == (100, 0, True)  # no prompt is free
+    assert checked_usage(0, 0, 0, "") == (0, 0, False)
+    for bad in (-1, 1.5, math.nan, math.inf, 1e300, True, "12", [1], 10_000_001):
+        assert checked_usage(bad, bad, 100, "abcd") == (100, 1, True), bad
+    assert checked_usage(100 * 100 + 1000, 5, 100, "a")[2] is False
+    assert checked_usage(100 * 100 + 1001, 5, 100, "a") == (100, 5, True)  # 100x the estimate: bogus
+    assert checked_usage(1, 5, 1101, "a") == (1101, 5, True)  # and so is a hundredth of it
+    assert checked_usage(2, 5, 1100, "a")[2] is False
+    assert checked_usage(5, 50_000, 5, "ok")[:2] == (5, 50_000)  # hidden reasoning tokens are fine
