@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .errors import SandboxError
+from .errors import LimitReached, SandboxError
+from .frames import MAX_FRAME, ProtocolError, ServerDied, cell_text, clean, parse, validate
+
+__all__ = ["CellResult", "Channel", "ProtocolError", "Repl", "Sandbox", "ServerDied", "SubcallHandler"]
 
 FRAME = struct.Struct(">I")
-MAX_FRAME = 512 * 1024 * 1024
 # How long past the cell timeout the host waits before it concludes the in-server timer failed.
 BACKSTOP_GRACE = 3.0
 
@@ -35,12 +37,8 @@ class CellResult:
     duration: float = 0.0
 
 
-class ServerDied(Exception):
-    """The REPL server stopped answering: exited, was killed, or broke the protocol."""
-
-
 class Sandbox(Protocol):
-    """Where the REPL server runs. Implementations: LocalSandbox, later DockerSandbox."""
+    """Where the REPL server runs. Implementations: DockerSandbox, BwrapSandbox, ProcessSandbox."""
 
     name: str
 
@@ -78,22 +76,34 @@ class Channel:
             raise ServerDied(f"the REPL server stopped reading ({exc.__class__.__name__})") from exc
 
     async def recv(self) -> dict:
+        """The next frame as a JSON object; its size is checked before its body is read."""
         try:
             (size,) = FRAME.unpack(await self.reader.readexactly(FRAME.size))
             if size > MAX_FRAME:
-                raise ServerDied(f"the REPL server sent an oversized frame ({size} bytes)")
-            msg = json.loads(await self.reader.readexactly(size))
+                raise ProtocolError(
+                    f"the REPL server broke the protocol (a frame of {size:,} bytes; at most {MAX_FRAME:,})"
+                )
+            body = await self.reader.readexactly(size)
         except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
             raise ServerDied("the REPL server exited") from exc
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ServerDied("the REPL server broke the protocol (unreadable frame)") from exc
-        if not isinstance(msg, dict):
-            raise ServerDied("the REPL server broke the protocol (frame is not an object)")
-        return msg
+        return parse(body)
+
+    async def discard(self) -> None:
+        """Read and drop whatever comes, to the end of the stream."""
+        try:
+            while await self.reader.read(2**16):
+                pass
+        except (ConnectionError, OSError, ValueError):
+            pass
 
 
 class Repl:
-    """A live REPL in a sandbox: context loaded once, namespace kept across cells."""
+    """A live REPL in a sandbox: context loaded once, namespace kept across cells.
+
+    Every frame from the server is validated (frames.py) before it is used. A server that dies or
+    breaks the protocol is killed and restarted once (the model is told); the next time it is a
+    SandboxError.
+    """
 
     def __init__(
         self,
@@ -120,8 +130,8 @@ class Repl:
         try:
             reader, writer = await self.sandbox.start()
             self.channel = Channel(reader, writer)
-            ready = await asyncio.wait_for(self.channel.recv(), 60)
-            self.python = ready.get("python", "")
+            ready = validate(await asyncio.wait_for(self.channel.recv(), 60), ("ready",))
+            self.python = clean(ready["python"][:100])
             loaded = await self._call(
                 {
                     "op": "load",
@@ -129,88 +139,137 @@ class Repl:
                     "index_path": self.sandbox.visible_path(self.index_path),
                     "max_output_chars": self.max_output_chars,
                 },
+                ("loaded", "error"),
                 timeout=None,
             )
         except (ServerDied, TimeoutError) as exc:
-            await self.sandbox.stop()
+            await self._kill()
             raise SandboxError(
                 f"the {self.sandbox.name} REPL failed to start: {exc}; {self.sandbox.exit_description()}"
             ) from exc
-        if loaded.get("type") != "loaded":
-            if loaded.get("out_of_memory"):
+        if loaded["type"] == "error":
+            if loaded.get("out_of_memory") is True:
                 size = self.context_path.stat().st_size
                 raise SandboxError(
                     f"the context ({size:,} bytes) does not fit in the sandbox's memory limit",
                     hint=f"raise --memory to about {max(1, 3 * size // 2**30 + 1)}g "
                     "(the REPL holds the file mapped and the whole text as one string)",
                 )
-            raise SandboxError(f"the REPL could not load the context: {loaded.get('error')}")
+            error = clean(loaded["error"][:2000])
+            raise SandboxError(f"the REPL could not load the context: {error}")
 
-    async def run_cell(self, code: str, timeout: float | None = None) -> CellResult:
+    async def run_cell(
+        self, code: str, timeout: float | None = None, deadline: float | None = None
+    ) -> CellResult:
+        """Run one cell. `timeout` bounds the server's own time (sub-call waits excluded);
+        `deadline` (time.monotonic()) is the run's wall-clock end, counting everything: past it the
+        server is killed and LimitReached("timeout") raised. Exceptions from the sub-call handler
+        (a breached budget) propagate as they are."""
         timeout = self.cell_timeout if timeout is None else timeout
         try:
-            msg = await self._call({"op": "exec", "code": code, "timeout": timeout}, timeout=timeout)
+            msg = await self._call(
+                {"op": "exec", "code": code, "timeout": timeout}, ("result",), timeout, deadline
+            )
         except ServerDied as died:
             return await self._restart(died)
+        output, error = cell_text(msg["output"], msg["error"], self.max_output_chars)
+        final = msg["final"]
         return CellResult(
-            output=msg.get("output", ""),
-            error=msg.get("error"),
-            final=msg.get("final"),
-            restored=list(msg.get("restored") or []),
-            duration=float(msg.get("duration") or 0.0),
+            output=output,
+            error=error,
+            final=None if final is None else clean(final),
+            restored=[clean(name) for name in msg["restored"]],
+            duration=float(msg["duration"]),
         )
 
     async def get(self, name: str) -> tuple[str | None, str | None]:
         """(value, error) of a variable in the namespace, as a string."""
         try:
-            msg = await self._call({"op": "get", "name": name}, timeout=30)
+            msg = await self._call({"op": "get", "name": name}, ("value", "error"), timeout=30)
         except ServerDied as died:
             await self._restart(died)
             return None, "the REPL was restarted and its variables were lost"
-        return msg.get("value"), msg.get("error")
+        if msg["type"] == "error":
+            return None, clean(msg["error"][: self.max_output_chars])
+        return clean(msg["value"]), None
 
     async def close(self) -> None:
+        """Ask the server to exit, then stop the sandbox either way (the server may be mid-cell)."""
         if self.channel is not None:
             try:
                 await asyncio.wait_for(self.channel.send({"op": "shutdown"}), 1)
             except (ServerDied, TimeoutError):
                 pass
-        await self.sandbox.stop()
+        await self._kill()
 
-    async def _call(self, msg: dict, timeout: float | None) -> dict:
-        """Send one command; serve the server's sub-call requests until its answer arrives.
+    async def _call(
+        self, msg: dict, expected: tuple[str, ...], timeout: float | None, deadline: float | None = None
+    ) -> dict:
+        """Send one command and return the server's answer, a frame of an `expected` type.
 
-        The backstop deadline counts only the server's own time: waiting for sub-calls is not
-        charged, exactly as the server pauses its own cell timer meanwhile.
+        `deadline` (time.monotonic()) ends the wait whatever the server or the sub-calls are doing:
+        the server is killed (it may be mid-cell) and the run ends with LimitReached("timeout").
         """
         assert self.channel is not None
-        await self.channel.send(msg)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            async with asyncio.timeout(left) as run_clock:
+                return await self._exchange(msg, expected, timeout)
+        except TimeoutError:
+            if not run_clock.expired():
+                raise
+            await self._kill()
+            raise LimitReached(
+                "timeout", "the run's wall-time limit (--timeout) was reached while a cell ran"
+            ) from None
+
+    async def _exchange(self, msg: dict, expected: tuple[str, ...], timeout: float | None) -> dict:
+        """Send `msg`; serve the server's sub-call requests until its answer arrives.
+
+        The backstop counts only the server's own time: waiting for sub-calls is not charged,
+        exactly as the server pauses its own cell timer meanwhile.
+        """
+        assert self.channel is not None
+        channel = self.channel
+        await channel.send(msg)
         left = None if not timeout else timeout + BACKSTOP_GRACE
         while True:
             started = time.monotonic()
             try:
-                frame = await asyncio.wait_for(self.channel.recv(), left)
+                frame = await asyncio.wait_for(channel.recv(), left)
             except TimeoutError:
                 raise ServerDied(
                     f"the cell did not stop at its {timeout:g}s timeout and was killed"
                 ) from None
             if left is not None:
                 left -= time.monotonic() - started
-            if frame.get("type") != "llm_query":
+            frame = validate(frame, ("llm_query", *expected))
+            if frame["type"] != "llm_query":
                 return frame
-            prompts = [str(p) for p in frame.get("prompts") or []]
+            prompts = [clean(p) for p in frame["prompts"]]
+            model = None if frame["model"] is None else clean(frame["model"])
             if self.on_subcalls is None:
                 replies = ["[llm_query error: sub-calls are not available here]"] * len(prompts)
-            else:
-                replies = await self.on_subcalls(prompts, frame.get("model"))
-            await self.channel.send({"type": "llm_reply", "id": frame.get("id"), "replies": replies})
+            else:  # may raise (a breached budget): that ends the run, which closes the sandbox
+                replies = await self.on_subcalls(prompts, model)
+            await channel.send({"type": "llm_reply", "id": frame["id"], "replies": replies})
+
+    async def _kill(self) -> None:
+        """Stop the sandbox, reading and dropping what the server still sends meanwhile: a stream
+        left unread (a refused frame) stops the pipe from closing, and the stop would wait forever."""
+        channel, self.channel = self.channel, None
+        drain = None if channel is None else asyncio.create_task(channel.discard())
+        try:
+            await self.sandbox.stop()
+        finally:
+            if drain is not None:
+                drain.cancel()
 
     async def _restart(self, died: ServerDied) -> CellResult:
-        await self.sandbox.stop()
-        self.channel = None
+        await self._kill()
         reason = f"{died}; {self.sandbox.exit_description()}"
         if self.restarts >= self.max_restarts:
-            raise SandboxError(f"the REPL server died again ({reason}); giving up")
+            raise SandboxError(f"the REPL server failed again ({reason}); giving up")
         self.restarts += 1
         await self.start()
         return CellResult(

@@ -12,6 +12,10 @@ Server -> host: {"type": "ready", "python"}   {"type": "loaded", "chars", "files
                 {"type": "value", "value"} / {"type": "error", "error"}
                 {"type": "llm_query", "id", "prompts", "model"} (a cell asks the host for sub-calls)
 
+The host validates every frame it gets (rlmcli/frames.py) and treats a bad one as a dead server.
+So this side keeps to the same caps (MAX_SEND and below): a cell that would break one gets an
+error it can act on (an oversized batch, an answer without a text form), never a killed REPL.
+
 The protocol channel is immune to user output: the original descriptors are duplicated for the
 protocol, then fd 0 is pointed at /dev/null and fds 1 and 2 at a capture file, so print(),
 sys.stdout.write() and os.system("echo x") all land in the capture, never on the channel.
@@ -33,11 +37,22 @@ import traceback
 from bisect import bisect_right
 from collections.abc import Mapping
 
-MAX_FRAME = 512 * 1024 * 1024
+MAX_FRAME = 512 * 1024 * 1024  # host -> server
+# Server -> host. The host refuses anything beyond these (rlmcli/frames.py): the server keeps to
+# them, so that a legitimate cell gets an error it can act on, never a killed REPL.
+MAX_SEND = 64 * 1024 * 1024
+MAX_FINAL_CHARS = 10000000  # one answer (FINAL, FINAL_VAR)
+MAX_PROMPTS = 100000  # prompts in one llm_query_batched call
+MAX_PROMPT_CHARS = 8000000  # one prompt
+GET_TIMEOUT = 10  # seconds for str() of a variable the host asks for (FINAL_VAR in a reply)
 RESERVED = (
     "context", "files", "file_spans", "llm_query", "llm_query_batched",
     "FINAL", "FINAL_VAR", "SHOW_VARS", "grep", "count_tokens",
 )  # fmt: skip
+
+
+class FrameTooLarge(ValueError):
+    """A frame the host would refuse; raised before anything is written."""
 
 
 class CellTimeout(BaseException):
@@ -63,6 +78,8 @@ class Channel:
     def send(self, msg):
         self.check_owner()
         data = json.dumps(msg, ensure_ascii=False, default=str).encode("utf-8", "replace")
+        if len(data) > MAX_SEND:
+            raise FrameTooLarge("%d bytes in one message to the host; at most %d" % (len(data), MAX_SEND))
         self.fout.write(struct.pack(">I", len(data)) + data)
 
     def recv(self):
@@ -171,7 +188,7 @@ class Server:
             msg = self.channel.recv()
             op = msg.get("op")
             if op == "exec":
-                self.channel.send(self.run_cell(msg["code"], float(msg.get("timeout") or 0)))
+                self.reply(self.run_cell(msg["code"], float(msg.get("timeout") or 0)))
             elif op == "load":
                 try:
                     reply = self.load(msg)
@@ -186,13 +203,25 @@ class Server:
                     }
                 self.channel.send(reply)
             elif op == "get":
-                self.channel.send(self.get(msg["name"]))
+                self.reply(self.get(msg["name"]))
             elif op == "shutdown":
                 return
             elif msg.get("type") == "llm_reply":
                 continue  # a late reply to a sub-call whose cell already ended
             else:
                 self.channel.send({"type": "error", "error": "unknown op %r" % (op,)})
+
+    def reply(self, msg):
+        """Send an answer to the host; one too large to send becomes an error the model sees."""
+        try:
+            self.channel.send(msg)
+        except FrameTooLarge as exc:
+            error = "the result is too large to send to the host (%s); print less" % exc
+            if msg.get("type") == "result":
+                msg = dict(msg, output=clip(msg["output"], 2000), error=error, final=None)
+            else:
+                msg = {"type": "error", "error": error}
+            self.channel.send(msg)
 
     def load(self, msg):
         self.cap = int(msg.get("max_output_chars") or self.cap)
@@ -211,9 +240,19 @@ class Server:
         return {"type": "loaded", "chars": len(self.context), "files": len(spans)}
 
     def get(self, name):
+        """A variable as answer text; one that cannot be turned into text is an error, not a crash."""
         if name not in self.ns:
             return {"type": "error", "error": "variable %r is not defined" % name}
-        return {"type": "value", "value": str(self.ns[name])}
+        signal.setitimer(signal.ITIMER_REAL, GET_TIMEOUT)  # str() runs the cell's code (__str__)
+        try:
+            try:
+                return {"type": "value", "value": answer_text(self.ns[name], "FINAL_VAR(%s)" % name)}
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except CellTimeout:
+            return {"type": "error", "error": "str() of %r ran longer than %ds" % (name, GET_TIMEOUT)}
+        except BaseException as exc:  # noqa: B036 - whatever __str__ raises is the model's to see
+            return {"type": "error", "error": describe(exc)}
 
     # ---------- cells ----------
 
@@ -228,7 +267,10 @@ class Server:
         if timeout > 0:
             signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
-            self.execute(code)
+            try:
+                self.execute(code)
+            finally:  # disarmed before the error is reported: a late alarm there would kill the server
+                signal.setitimer(signal.ITIMER_REAL, 0)
         except CellTimeout:
             error = (
                 "TimeoutError: the cell ran longer than %gs and was stopped (state so far is kept)" % timeout
@@ -237,12 +279,12 @@ class Server:
             error = "SystemExit: exiting is not allowed here; the REPL is still running"
         except BaseException:  # noqa: B036 - anything a cell raises is reported to the model, never fatal
             error = self.format_exception()
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
         restored = self.restore_reserved()
+        if error is not None:  # one cap covers output and error: the error keeps up to half of it
+            error = clip(error, self.cap // 2, "error")
         return {
             "type": "result",
-            "output": self.collect_output(),
+            "output": self.collect_output(self.cap - len(error or "")),
             "error": error,
             "final": self.final,
             "restored": restored,
@@ -262,16 +304,26 @@ class Server:
                 self.out.write(repr(value) + "\n")
 
     def format_exception(self):
+        """The traceback of the cell's frames only. Formatting runs the exception's own code
+        (__str__, __notes__), so it gets a few seconds, and a failure is reported, not raised."""
         etype, value, tb = sys.exc_info()
-        frames = traceback.extract_tb(tb)
-        # Show only the user's frames, not this server's.
-        user = [f for f in frames if f.filename == "<cell>"]
-        lines = traceback.format_list(user) if user else []
-        return "".join(["Traceback (most recent call last):\n"] + lines if lines else []) + "".join(
-            traceback.format_exception_only(etype, value)
-        )
+        signal.setitimer(signal.ITIMER_REAL, 5)
+        try:
+            try:
+                frames = traceback.extract_tb(tb)
+                # Show only the user's frames, not this server's.
+                user = [f for f in frames if f.filename == "<cell>"]
+                lines = traceback.format_list(user) if user else []
+                head = "".join(["Traceback (most recent call last):\n"] + lines if lines else [])
+                return head + "".join(traceback.format_exception_only(etype, value))
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except BaseException:  # noqa: B036 - the report must not fail
+            return "%s (its message could not be shown)" % getattr(etype, "__name__", "Exception")
 
-    def collect_output(self):
+    def collect_output(self, room):
+        """The cell's output, at most `room` characters of it and a marker saying what was cut."""
+        room = max(0, room)
         text, total = self.out.text(), self.out.total
         fd = self.capture.fileno()
         size = os.fstat(fd).st_size
@@ -281,8 +333,8 @@ class Server:
             fd_text = raw.decode("utf-8", "replace")
             text += fd_text
             total += len(fd_text) + max(0, size - len(raw))
-        if total > len(text) or len(text) > self.cap:
-            text = text[: self.cap]
+        if total > len(text) or len(text) > room:
+            text = text[:room]
             text += "\n[... output truncated: %d more characters not shown (cap %d); print less]" % (
                 total - len(text),
                 self.cap,
@@ -322,15 +374,43 @@ class Server:
         return self.ask_host(prompts, model) if prompts else []
 
     def ask_host(self, prompts, model):
+        """Replies for `prompts`, from the host. Within the protocol's caps, so the host never
+        sees a frame it must refuse: too many prompts or too many bytes raise here, in the cell;
+        a prompt over the size cap gets an error string in its slot, as a failed sub-call does."""
+        prompts = [str(p) for p in prompts]
+        if len(prompts) > MAX_PROMPTS:
+            raise ValueError(
+                "%d prompts in one llm_query_batched call; at most %d: split the batch"
+                % (len(prompts), MAX_PROMPTS)
+            )
+        model = None if model is None else str(model)
+        replies = [
+            "[llm_query error: the prompt is %d characters; at most %d]" % (len(p), MAX_PROMPT_CHARS)
+            if len(p) > MAX_PROMPT_CHARS
+            else None
+            for p in prompts
+        ]
+        todo = [i for i, r in enumerate(replies) if r is None]
+        if todo:
+            try:
+                got = self.exchange([prompts[i] for i in todo], model)
+            except FrameTooLarge as exc:
+                raise ValueError(
+                    "the prompts of one call are too large to send (%s): split the batch" % exc
+                ) from None
+            for k, i in enumerate(todo):
+                replies[i] = got[k]
+        return replies
+
+    def exchange(self, prompts, model):
+        """One llm_query frame to the host, and its reply."""
         with self.lock:
             # Time spent waiting for the host's model calls is not the cell's: pause the cell timer.
             remaining = signal.setitimer(signal.ITIMER_REAL, 0)[0]
             try:
                 self.next_id += 1
                 ident = self.next_id
-                self.channel.send(
-                    {"type": "llm_query", "id": ident, "prompts": [str(p) for p in prompts], "model": model}
-                )
+                self.channel.send({"type": "llm_query", "id": ident, "prompts": prompts, "model": model})
                 while True:
                     msg = self.channel.recv()
                     if msg.get("type") == "llm_reply" and msg.get("id") == ident:
@@ -341,7 +421,7 @@ class Server:
 
     def FINAL(self, answer):
         """Give the final answer and end the run."""
-        self.final = str(answer)
+        self.final = answer_text(answer, "FINAL")
 
     def FINAL_VAR(self, name):
         """Give the value of a variable (by name, or the value itself) as the final answer."""
@@ -353,7 +433,7 @@ class Server:
                 )
                 return None
             name = self.ns[key]
-        self.final = str(name)
+        self.final = answer_text(name, "FINAL_VAR")
 
     def SHOW_VARS(self):
         """Print the variables defined so far, with their types and sizes."""
@@ -406,6 +486,44 @@ class Server:
                 )
                 break
         return hits
+
+
+def describe(exc):
+    """`Type: message` of an exception whose own __str__ may fail."""
+    try:
+        message = str(exc)
+    except Exception:
+        message = "(its message could not be shown)"
+    return "%s: %s" % (type(exc).__name__, message) if message else type(exc).__name__
+
+
+def answer_text(value, what):
+    """The answer as a plain str. A value without a text form (str() raises, a 5,000-digit int)
+    or one too long to send is a ValueError in the cell, so the model sees it and the REPL lives."""
+    try:
+        text = str.__str__(str(value))  # an exact str: a subclass could lie about its length
+    except Exception as exc:
+        raise ValueError("%s: the value has no text form (%s)" % (what, describe(exc))) from None
+    if len(text) > MAX_FINAL_CHARS:
+        raise ValueError(
+            "%s: the answer is %d characters; at most %d: give a shorter answer"
+            % (what, len(text), MAX_FINAL_CHARS)
+        )
+    return text
+
+
+def clip(text, limit, what="output"):
+    """At most about `limit` characters: the head, the tail, and a marker saying what was cut."""
+    if len(text) <= limit:
+        return text
+    head = max(0, limit * 2 // 3)
+    tail = max(0, limit - head)
+    marker = "\n[... %s truncated: %d characters not shown (cap %d) ...]\n" % (
+        what,
+        len(text) - head - tail,
+        limit,
+    )
+    return text[:head] + marker + (text[-tail:] if tail else "")
 
 
 def read_text(path):

@@ -10,7 +10,7 @@ import pytest
 
 from rlmcli.errors import SandboxError
 from rlmcli.repl import Repl
-from rlmcli.sandbox_local import LocalSandbox, SandboxLimits
+from rlmcli.sandbox_local import ProcessSandbox, SandboxLimits
 
 TEXT = "alpha line\nbeta ERROR one\ngamma\n"
 OTHER = "x = 1\n# ERROR two\n"
@@ -43,7 +43,7 @@ def run_cells(tmp_path: Path, cells: list[str], **kwargs) -> list:
     timeout = kwargs.pop("cell_timeout", 10)
 
     async def main():
-        repl = Repl(LocalSandbox(limits), ctx, idx, echo_subcalls, cell_timeout=timeout, **kwargs)
+        repl = Repl(ProcessSandbox(limits), ctx, idx, echo_subcalls, cell_timeout=timeout, **kwargs)
         await repl.start()
         try:
             return [await repl.run_cell(code) for code in cells]
@@ -163,7 +163,7 @@ def test_dead_server_is_restarted_once_then_sandbox_error(tmp_path):
     ctx, idx = make_context(tmp_path)
 
     async def main():
-        repl = Repl(LocalSandbox(SandboxLimits()), ctx, idx, echo_subcalls, cell_timeout=5)
+        repl = Repl(ProcessSandbox(SandboxLimits()), ctx, idx, echo_subcalls, cell_timeout=5)
         await repl.start()
         try:
             await repl.run_cell("x = 1")
@@ -184,7 +184,7 @@ def test_host_backstop_kills_a_cell_that_disables_the_timer(tmp_path):
     ctx, idx = make_context(tmp_path)
 
     async def main():
-        repl = Repl(LocalSandbox(SandboxLimits()), ctx, idx, echo_subcalls, cell_timeout=1)
+        repl = Repl(ProcessSandbox(SandboxLimits()), ctx, idx, echo_subcalls, cell_timeout=1)
         await repl.start()
         try:
             hung = await repl.run_cell(
@@ -204,9 +204,107 @@ def test_a_failed_load_is_an_error_not_a_dead_server(tmp_path):
     ctx, idx = make_context(tmp_path)
 
     async def main():
-        repl = Repl(LocalSandbox(SandboxLimits()), tmp_path / "missing.txt", idx, echo_subcalls)
+        repl = Repl(ProcessSandbox(SandboxLimits()), tmp_path / "missing.txt", idx, echo_subcalls)
         with pytest.raises(SandboxError, match="could not load the context: FileNotFoundError"):
             await repl.start()
         await repl.close()
 
     asyncio.run(main())
+
+
+# ---------- H15: values without a text form, and errors, never kill the server ----------
+
+UNPRINTABLE = (
+    "class Bad:\n    def __str__(self):\n        raise RuntimeError('no text')\n    __repr__ = __str__\n"
+)
+BIG_INT = "big = 7 ** 6787\n"  # 5,736 digits: str() exceeds Python's int-to-str digit limit
+
+
+def cells_and_gets(tmp_path: Path, cells: list[str], names: list[str], **kwargs) -> tuple[list, list, int]:
+    """Run cells, then read variables as FINAL_VAR in a reply does; then a last cell that proves
+    the server kept its namespace. Returns (cell results, (value, error) pairs, restarts)."""
+    ctx, idx = make_context(tmp_path)
+
+    async def main():
+        repl = Repl(ProcessSandbox(SandboxLimits()), ctx, idx, echo_subcalls, cell_timeout=10, **kwargs)
+        await repl.start()
+        try:
+            results = [await repl.run_cell(code) for code in cells]
+            values = [await repl.get(name) for name in names]
+            results.append(await repl.run_cell("'alive', len(context)"))
+            return results, values, repl.restarts
+        finally:
+            await repl.close()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "setup,call,expect",
+    [
+        (UNPRINTABLE + "x = Bad()", "FINAL_VAR('x')", "RuntimeError: no text"),
+        (UNPRINTABLE + "x = Bad()", "FINAL(x)", "RuntimeError: no text"),
+        (BIG_INT, "FINAL_VAR(big)", "Exceeds the limit"),
+        (BIG_INT, "FINAL(big)", "Exceeds the limit"),
+        ("huge = 'a' * 10_000_001", "FINAL_VAR('huge')", "at most 10000000"),
+    ],
+    ids=["FINAL_VAR raising str", "FINAL raising str", "FINAL_VAR 5736-digit int", "FINAL int", "huge"],
+)
+def test_final_of_a_value_without_a_text_form_is_an_error_in_the_cell(tmp_path, setup, call, expect):
+    (defined, final, alive), _, restarts = cells_and_gets(tmp_path, [setup, call], [])
+    assert defined.error is None
+    assert final.final is None and expect in final.error and "ValueError" in final.error
+    assert alive.output == f"('alive', {CHARS})\n" and restarts == 0
+
+
+def test_final_var_in_a_reply_of_an_unprintable_value_is_an_error_for_the_model(tmp_path):
+    cells = [UNPRINTABLE + "x = Bad()\n" + BIG_INT + "huge = 'h' * 10_000_001\nok = [1, 2]"]
+    (_, alive), values, restarts = cells_and_gets(tmp_path, cells, ["x", "big", "huge", "ok", "missing"])
+    (x, x_err), (big, big_err), (huge, huge_err), ok, missing = values
+    assert x is None and "RuntimeError: no text" in x_err
+    assert big is None and "Exceeds the limit" in big_err
+    assert huge is None and "at most 10000000" in huge_err
+    assert ok == ("[1, 2]", None)
+    assert missing[0] is None and "not defined" in missing[1]
+    assert alive.output == f"('alive', {CHARS})\n" and restarts == 0
+
+
+def test_a_trailing_expression_or_exception_that_cannot_be_shown_is_an_error(tmp_path):
+    cells = [
+        UNPRINTABLE + "Bad()",  # repr() of the trailing expression raises
+        BIG_INT + "big",  # repr() of a 5,736-digit int raises
+        "class E(Exception):\n    def __str__(self):\n        raise E()\nraise E()",  # so does str(exc)
+    ]
+    (bad, big, exc, alive), _, restarts = cells_and_gets(tmp_path, cells, [])
+    assert "RuntimeError: no text" in bad.error
+    assert "Exceeds the limit" in big.error
+    assert exc.error.rstrip().endswith("E: <exception str() failed>")
+    assert alive.output == f"('alive', {CHARS})\n" and restarts == 0
+
+
+def test_error_text_counts_toward_the_output_cap(tmp_path):
+    # `raise ValueError(context)` of a big context: the error is cut like output, and the two
+    # together stay within one cap (plus the truncation markers).
+    (res,) = run_cells(
+        tmp_path, ["print('p' * 5000)\nraise ValueError('v' * 1_000_000 + 'END')"], max_output_chars=1000
+    )
+    assert "error truncated" in res.error and res.error.rstrip().endswith("END")
+    assert "output truncated" in res.output
+    assert len(res.output) + len(res.error) < 1000 + 300
+
+
+def test_llm_query_batched_beyond_the_protocol_caps_is_an_error_in_the_cell(tmp_path):
+    many, long_prompt, too_big = run_cells(
+        tmp_path,
+        [
+            "llm_query_batched([''] * 100_001)",
+            "print(llm_query_batched(['a', 'x' * 8_000_001, 'b']))",
+            "llm_query_batched(['y' * 7_000_000] * 10)",  # 70 MB: more than one frame may carry
+            "'alive'",
+        ],
+    )[:3]
+    assert "100001 prompts in one llm_query_batched call; at most 100000" in many.error
+    assert long_prompt.error is None
+    refused = "[llm_query error: the prompt is 8000001 characters; at most 8000000]"
+    assert long_prompt.output == f"['answer to a', '{refused}', 'answer to b']\n"
+    assert "too large to send" in too_big.error
