@@ -7,7 +7,7 @@ _rlm_node() {
     # The words of one command: its subcommands, options, options taking a value, file args.
     case $1 in
         'rlm') subs='ask replay logs bench sandbox' opts='--version --help -h' valopts='' files=0 ;;
-        'rlm ask') subs='' opts='--model -m --sub-model --api-base --sub-api-base --concurrency --request-timeout --no-subcalls --max-retries --max-iterations --max-subcalls --max-cost --max-tokens --timeout --sandbox --image --cpus --pids-limit --memory --cell-timeout --max-output-chars --include -g --exclude -x --no-ignore --hidden --max-file-size --trace --no-log --json --quiet -q --verbose -v --help -h' valopts='--model -m --sub-model --api-base --sub-api-base --concurrency --request-timeout --max-retries --max-iterations --max-subcalls --max-cost --max-tokens --timeout --sandbox --image --cpus --pids-limit --memory --cell-timeout --max-output-chars --include -g --exclude -x --max-file-size --trace' files=1 ;;
+        'rlm ask') subs='' opts='--model -m --sub-model --api-base --sub-api-base --allow-model --concurrency --request-timeout --no-subcalls --max-retries --max-iterations --max-subcalls --max-cost --max-tokens --timeout --sandbox --image --cpus --pids-limit --memory --cell-timeout --max-output-chars --include -g --exclude -x --no-ignore --hidden --max-file-size --trace --no-log --json --quiet -q --verbose -v --help -h' valopts='--model -m --sub-model --api-base --sub-api-base --allow-model --concurrency --request-timeout --max-retries --max-iterations --max-subcalls --max-cost --max-tokens --timeout --sandbox --image --cpus --pids-limit --memory --cell-timeout --max-output-chars --include -g --exclude -x --max-file-size --trace' files=1 ;;
         'rlm replay') subs='' opts='--quiet -q --verbose -v --help -h' valopts='' files=1 ;;
         'rlm logs') subs='show path' opts='--limit -n --json --help -h' valopts='--limit -n' files=0 ;;
         'rlm logs show') subs='' opts='--json --help -h' valopts='' files=0 ;;
@@ -70,11 +70,11 @@ _rlm() {
     fi
     if [[ -n $opt && " $valopts " == *" $opt "* ]]; then
         case "$cmd $opt" in
-        'rlm ask --sandbox') _rlm_reply < <(compgen -W 'auto docker local' -- "$cur") ;;
+        'rlm ask --sandbox') _rlm_reply < <(compgen -W 'auto docker local process' -- "$cur") ;;
         'rlm ask --trace') _rlm_files ;;
         'rlm bench generate --out'|'rlm bench generate -o') _rlm_files ;;
         'rlm bench run --out'|'rlm bench run -o') _rlm_files ;;
-        'rlm bench run --sandbox') _rlm_reply < <(compgen -W 'auto docker local' -- "$cur") ;;
+        'rlm bench run --sandbox') _rlm_reply < <(compgen -W 'auto docker local process' -- "$cur") ;;
         'rlm bench report --out'|'rlm bench report -o') _rlm_files ;;
         esac
         return 0

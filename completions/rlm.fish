@@ -15,7 +15,7 @@ function __rlm_command --description 'The rlm command being completed, e.g. "rlm
         switch "$command $token"
             case 'rlm ask' 'rlm replay' 'rlm logs' 'rlm bench' 'rlm sandbox' 'rlm logs show' 'rlm logs path' 'rlm bench list' 'rlm bench generate' 'rlm bench run' 'rlm bench report' 'rlm sandbox build' 'rlm sandbox check' 'rlm sandbox prune'
                 set command "$command $token"
-            case 'rlm ask --model' 'rlm ask -m' 'rlm ask --sub-model' 'rlm ask --api-base' 'rlm ask --sub-api-base' 'rlm ask --concurrency' 'rlm ask --request-timeout' 'rlm ask --max-retries' 'rlm ask --max-iterations' 'rlm ask --max-subcalls' 'rlm ask --max-cost' 'rlm ask --max-tokens' 'rlm ask --timeout' 'rlm ask --sandbox' 'rlm ask --image' 'rlm ask --cpus' 'rlm ask --pids-limit' 'rlm ask --memory' 'rlm ask --cell-timeout' 'rlm ask --max-output-chars' 'rlm ask --include' 'rlm ask -g' 'rlm ask --exclude' 'rlm ask -x' 'rlm ask --max-file-size' 'rlm ask --trace' 'rlm logs --limit' 'rlm logs -n' 'rlm bench generate --out' 'rlm bench generate -o' 'rlm bench generate --n' 'rlm bench generate --length' 'rlm bench generate --seed' 'rlm bench run --out' 'rlm bench run -o' 'rlm bench run --method' 'rlm bench run --n' 'rlm bench run --length' 'rlm bench run --seed' 'rlm bench run --limit' 'rlm bench run --concurrency' 'rlm bench run --model' 'rlm bench run -m' 'rlm bench run --sub-model' 'rlm bench run --api-base' 'rlm bench run --sub-api-base' 'rlm bench run --context-window' 'rlm bench run --request-timeout' 'rlm bench run --max-retries' 'rlm bench run --max-iterations' 'rlm bench run --max-cost' 'rlm bench run --max-tokens' 'rlm bench run --timeout' 'rlm bench run --sandbox' 'rlm bench run --image' 'rlm bench report --out' 'rlm bench report -o' 'rlm bench report --resamples' 'rlm bench report --seed' 'rlm sandbox build --tag' 'rlm sandbox build --suite' 'rlm sandbox build --mirror' 'rlm sandbox check --image' 'rlm sandbox check --memory' 'rlm sandbox check --cpus' 'rlm sandbox check --pids-limit'
+            case 'rlm ask --model' 'rlm ask -m' 'rlm ask --sub-model' 'rlm ask --api-base' 'rlm ask --sub-api-base' 'rlm ask --allow-model' 'rlm ask --concurrency' 'rlm ask --request-timeout' 'rlm ask --max-retries' 'rlm ask --max-iterations' 'rlm ask --max-subcalls' 'rlm ask --max-cost' 'rlm ask --max-tokens' 'rlm ask --timeout' 'rlm ask --sandbox' 'rlm ask --image' 'rlm ask --cpus' 'rlm ask --pids-limit' 'rlm ask --memory' 'rlm ask --cell-timeout' 'rlm ask --max-output-chars' 'rlm ask --include' 'rlm ask -g' 'rlm ask --exclude' 'rlm ask -x' 'rlm ask --max-file-size' 'rlm ask --trace' 'rlm logs --limit' 'rlm logs -n' 'rlm bench generate --out' 'rlm bench generate -o' 'rlm bench generate --n' 'rlm bench generate --length' 'rlm bench generate --seed' 'rlm bench run --out' 'rlm bench run -o' 'rlm bench run --method' 'rlm bench run --n' 'rlm bench run --length' 'rlm bench run --seed' 'rlm bench run --limit' 'rlm bench run --concurrency' 'rlm bench run --model' 'rlm bench run -m' 'rlm bench run --sub-model' 'rlm bench run --api-base' 'rlm bench run --sub-api-base' 'rlm bench run --context-window' 'rlm bench run --request-timeout' 'rlm bench run --max-retries' 'rlm bench run --max-iterations' 'rlm bench run --max-cost' 'rlm bench run --max-tokens' 'rlm bench run --timeout' 'rlm bench run --sandbox' 'rlm bench run --image' 'rlm bench report --out' 'rlm bench report -o' 'rlm bench report --resamples' 'rlm bench report --seed' 'rlm sandbox build --tag' 'rlm sandbox build --suite' 'rlm sandbox build --mirror' 'rlm sandbox check --image' 'rlm sandbox check --memory' 'rlm sandbox check --cpus' 'rlm sandbox check --pids-limit'
                 set skip 1
         end
     end
@@ -40,6 +40,7 @@ complete -c rlm -n '__rlm_is "rlm ask"' -l model -s m -x -d 'Root model, any lit
 complete -c rlm -n '__rlm_is "rlm ask"' -l sub-model -x -d 'Model for llm_query sub-calls.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l api-base -x -d 'Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l sub-api-base -x -d 'Base URL for sub-calls.'
+complete -c rlm -n '__rlm_is "rlm ask"' -l allow-model -x -d 'Another model llm_query(..., model=MODEL) may use (repeatable); by default...'
 complete -c rlm -n '__rlm_is "rlm ask"' -l concurrency -x -d 'Sub-calls in flight at once.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l request-timeout -x -d 'Seconds per model request.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l no-subcalls -d 'The REPL without llm_query (the paper\'s ablation): the root model works with...'
@@ -49,7 +50,7 @@ complete -c rlm -n '__rlm_is "rlm ask"' -l max-subcalls -x -d 'Most llm_query su
 complete -c rlm -n '__rlm_is "rlm ask"' -l max-cost -x -d 'Most USD to spend, sub-calls included.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l max-tokens -x -d 'Most tokens (prompt + completion), sub-calls included.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l timeout -x -d 'Wall-clock seconds for the run, after start-up.'
-complete -c rlm -n '__rlm_is "rlm ask"' -l sandbox -x -a 'auto docker local' -d 'Where model-written code runs: docker (no network, no host files but the...'
+complete -c rlm -n '__rlm_is "rlm ask"' -l sandbox -x -a 'auto docker local process' -d 'Where model-written code runs: docker (a container: no network, no host...'
 complete -c rlm -n '__rlm_is "rlm ask"' -l image -x -d 'Docker image with python3 >= 3.9; offline: `rlm sandbox build`.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l cpus -x -d 'CPUs for the Docker sandbox.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l pids-limit -x -d 'Most processes in the sandbox.'
@@ -119,7 +120,7 @@ complete -c rlm -n '__rlm_is "rlm bench run"' -l max-iterations -x -d 'Root-mode
 complete -c rlm -n '__rlm_is "rlm bench run"' -l max-cost -x -d 'Most USD per row.'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l max-tokens -x -d 'Most tokens per row.'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l timeout -x -d 'Wall-clock seconds per row.'
-complete -c rlm -n '__rlm_is "rlm bench run"' -l sandbox -x -a 'auto docker local' -d 'docker, local or auto, as for `rlm ask`.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l sandbox -x -a 'auto docker local process' -d 'docker, local, process or auto, as for `rlm ask`.'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l image -x -d 'Docker image for the sandbox.'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l json -d 'Print the summary as JSON instead of a table.'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l quiet -s q -d 'No progress lines on stderr.'

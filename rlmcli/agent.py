@@ -28,12 +28,17 @@ from .events import (
     cap,
     discard,
 )
+from .frames import clip
 from .lm import Completion, ModelClient
 from .repl import CellResult, Repl
 
 CODE_BLOCK = re.compile(r"```(?:repl|python|py)[ \t]*\n(.*?)```", re.DOTALL)
 FINAL_VAR = re.compile(r"^\s*FINAL_VAR\(\s*(.*?)\s*\)\s*$", re.MULTILINE)
 FINAL = re.compile(r"^\s*FINAL\(", re.MULTILINE)
+# Host-side caps on what one reply can put into the next prompt, whatever the sandbox sends: the
+# blocks run per reply, and the characters of their outputs together (at least two full cells).
+MAX_BLOCKS_PER_REPLY = 16
+TURN_OUTPUT_CHARS = 100_000
 
 
 @dataclass
@@ -150,24 +155,43 @@ class Agent:
         raise LimitReached("iterations", f"no answer after {limit} iterations")
 
     async def _turn(self, iteration: int) -> str | None:
-        """One root completion and its cells; the final answer if the turn produced one."""
+        """One root completion and its cells; the final answer if the turn produced one.
+
+        At most MAX_BLOCKS_PER_REPLY blocks run, and their outputs together take at most the
+        turn's room in the next message; blocks past either cap are not run, and the model is told.
+        """
         reply = await self._ask()
         self.partial = strip_code(reply) or self.partial
         blocks = code_blocks(reply)
-        outputs = []
+        outputs: list[str] = []
+        room = max(TURN_OUTPUT_CHARS, 2 * self.repl.max_output_chars)
         turn_scope = self.scope
         for n, code in enumerate(blocks, 1):
+            if n > MAX_BLOCKS_PER_REPLY:
+                outputs.append(
+                    f"(blocks {n}-{len(blocks)} of {len(blocks)} were not run: at most "
+                    f"{MAX_BLOCKS_PER_REPLY} blocks run per reply; put the code in fewer blocks)"
+                )
+                break
+            if room <= 0:
+                outputs.append(
+                    f"(blocks {n}-{len(blocks)} of {len(blocks)} were not run: the outputs of this "
+                    "reply's blocks filled the room for them; print less)"
+                )
+                break
             cell = CellStarted(iteration, cap(code), parent=turn_scope)
             self.emit(cell)
             self.scope = cell.id
-            result = await self.repl.run_cell(code, self._cell_timeout())
+            result = await self.repl.run_cell(code, self._cell_timeout(), self.budget.deadline())
             self.scope = turn_scope
             self.emit(
                 CellFinished(iteration, cap(result.output), result.error, result.duration, parent=cell.id)
             )
             if result.final is not None:
                 return result.final
-            outputs.append(self._format_cell(n, len(blocks), result))
+            text = clip(self._format_cell(n, len(blocks), result), room)
+            room -= len(text)
+            outputs.append(text)
             if self.budget.breached:  # a sub-call inside the cell hit a limit
                 raise self.budget.breached
         found = find_final(reply)
@@ -213,6 +237,10 @@ class Agent:
         """The REPL's llm_query / llm_query_batched, brokered to the host's model client."""
         if not self.subcalls_enabled:
             return [prompts.SUBCALLS_DISABLED] * len(prompts_)
+        # A limit already reached (the wall clock included), or a batch larger than the sub-calls
+        # left, ends the run here: LimitReached goes up through the REPL to the loop, so a cell
+        # looping on llm_query cannot spin on error strings, and a huge batch costs nothing.
+        self.budget.check_batch(len(prompts_))
         total, done, failed = len(prompts_), 0, 0
         first = SubcallProgress(total, 0, 0, min(total, self.client.concurrency), parent=self.scope)
         self.emit(first)
@@ -223,7 +251,13 @@ class Agent:
             in_flight = min(total - done, self.client.concurrency)
             self.emit(SubcallProgress(total, done, failed, in_flight, batch=first.id, parent=self.scope))
 
-        return await self.client.batch(prompts_, model, on_done=progress)
+        replies = await self.client.batch(prompts_, model, on_done=progress)
+        if done < total:  # a limit stopped the batch: one event closes it, not one per slot
+            unsent = total - done
+            self.emit(SubcallProgress(total, total, failed + unsent, 0, batch=first.id, parent=self.scope))
+        if self.budget.breached is not None:
+            raise self.budget.breached
+        return replies
 
     async def _read_var(self, name: str, outputs: list[str] | None = None) -> str | None:
         value, error = await self.repl.get(name)

@@ -15,7 +15,7 @@ import typer
 from . import __version__
 from .cli_bench import bench_app
 from .cli_logs import logs_app
-from .errors import ExitStatus, RlmError, UsageError, redact
+from .errors import ExitStatus, RlmError, UsageError
 from .guard import guarded
 from .settings import Settings
 
@@ -79,6 +79,10 @@ def ask(
         help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")] = None,
     sub_api_base: Annotated[str | None, typer.Option(envvar="RLM_SUB_API_BASE", rich_help_panel=MODEL,
         help="Base URL for sub-calls. \\[default: --api-base]")] = None,
+    allow_model: Annotated[list[str] | None, typer.Option("--allow-model", metavar="MODEL", rich_help_panel=MODEL,
+        help="Another model llm_query(..., model=MODEL) may use (repeatable); by default only --model and "
+             "--sub-model. It gets --sub-api-base only if it has the sub model's provider.",
+        show_default=False)] = None,
     concurrency: Annotated[int | None, typer.Option(envvar="RLM_CONCURRENCY", rich_help_panel=MODEL,
         help=f"Sub-calls in flight at once. \\[default: {D.concurrency}]")] = None,
     request_timeout: Annotated[float | None, typer.Option(envvar="RLM_REQUEST_TIMEOUT", rich_help_panel=MODEL,
@@ -98,10 +102,12 @@ def ask(
     timeout: Annotated[float | None, typer.Option(envvar="RLM_TIMEOUT", rich_help_panel=LIMITS,
         help="Wall-clock seconds for the run, after start-up. \\[default: no limit]")] = None,
     sandbox: Annotated[str | None, typer.Option(envvar="RLM_SANDBOX", rich_help_panel=SANDBOX,
-        help="Where model-written code runs: docker (no network, no host files but the context, capped "
-             "memory/CPU/processes), local (a child process with a scrubbed environment and rlimits — "
-             "WEAKER isolation: it can read what your user can read, and reach the network), or auto "
-             "(docker when a daemon answers, else local with a warning). \\[default: auto]")] = None,
+        help="Where model-written code runs: docker (a container: no network, no host files but the "
+             "inputs, capped memory/CPU/processes), local (bubblewrap: the same without Docker — no "
+             "network, no host files but the inputs, read-only system, rlimits), process (a plain child "
+             "process — WEAKER isolation: it reads what your user can read and reaches the network; only "
+             "when asked for), or auto (docker when a daemon answers, else local, else an error). "
+             "\\[default: auto]")] = None,
     image: Annotated[str | None, typer.Option(envvar="RLM_SANDBOX_IMAGE", rich_help_panel=SANDBOX,
         help=f"Docker image with python3 >= 3.9; offline: `rlm sandbox build`. \\[default: {D.image}]")] = None,
     cpus: Annotated[float | None, typer.Option(envvar="RLM_CPUS", rich_help_panel=SANDBOX,
@@ -143,6 +149,7 @@ def ask(
     """  # Rich re-flows help text: a line break inside a paragraph would show
     explicit = dict(
         model=model, sub_model=sub_model, api_base=api_base, sub_api_base=sub_api_base,
+        allow_models=allow_model or [],
         concurrency=concurrency, request_timeout=request_timeout, max_retries=max_retries,
         max_iterations=max_iterations, max_subcalls=max_subcalls, max_cost=max_cost,
         max_tokens=max_tokens, timeout=timeout, sandbox=sandbox, image=image, cpus=cpus,
@@ -168,9 +175,11 @@ class Output:
 
 def _run(explicit: dict, paths: list[str], question: str, output: Output) -> None:
     from .events import broadcast, new_run_id
+    from .guard import say
     from .render import LiveView
     from .run import ask as run_ask
     from .settings import resolve
+    from .terminal import echo, safe_json
 
     settings = resolve(explicit)
     if not question.strip():
@@ -189,18 +198,24 @@ def _run(explicit: dict, paths: list[str], question: str, output: Output) -> Non
             writer.close()
     result = report.result
     status = EXIT_BY_REASON.get(result.exit_reason, ExitStatus.LIMIT)
-    if output.as_json:
-        typer.echo(
-            json.dumps({**_json_result(report), "run_id": run_id, "trace": trace_path}, ensure_ascii=False)
-        )
-    elif result.answer is not None:
-        typer.echo(result.answer)
+    try:  # the answer as given when piped; escaped on a terminal (see terminal.py)
+        if output.as_json:
+            document = json.dumps(
+                {**_json_result(report), "run_id": run_id, "trace": trace_path}, ensure_ascii=False
+            )
+            echo(safe_json(document))
+        elif result.answer is not None:
+            echo(result.answer)
+    except OSError:
+        if status == ExitStatus.OK:
+            raise
+        # Interrupted or stopped, and stdout is gone too (a closed terminal): the status still says so.
     if status != ExitStatus.OK:
         what = "limit reached" if status == ExitStatus.LIMIT else result.exit_reason.replace("_", " ")
         tail = "; partial answer printed" if result.answer else ""
         view.error(f"{what}: {result.message}{tail}")
         if result.hint:
-            sys.stderr.write(f"rlm: hint: {redact(result.hint)}\n")
+            say(f"hint: {result.hint}")
     raise typer.Exit(int(status))
 
 
@@ -241,6 +256,7 @@ def _json_result(report) -> dict:  # noqa: ANN001 - run.Report, imported lazily
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,
+            "estimated": usage.estimated,  # some provider usage was missing or bogus: counted from the text
         },
         "cost_usd": round(usage.cost_usd, 6),
         "cost_known": usage.cost_known,
@@ -275,6 +291,7 @@ def replay(
         from .history import History
         from .render import LiveView
         from .replay import replay as play
+        from .terminal import echo
         from .trace import read_trace
 
         path = Path(trace)
@@ -289,7 +306,7 @@ def replay(
             view.error(f"the trace {path} ends before the run did (it was cut off)")
             raise typer.Exit(int(ExitStatus.ERROR))
         if finished.answer is not None:
-            typer.echo(finished.answer)
+            echo(finished.answer)  # escaped on a terminal, intact in a pipe
 
     guarded(body)
 

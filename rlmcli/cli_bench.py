@@ -190,7 +190,7 @@ def bench_run(
     timeout: Annotated[float | None, typer.Option(envvar="RLM_TIMEOUT", rich_help_panel=LIMITS,
         help="Wall-clock seconds per row.")] = None,
     sandbox: Annotated[str | None, typer.Option(envvar="RLM_SANDBOX", rich_help_panel=SANDBOX,
-        help="docker, local or auto, as for `rlm ask`. \\[default: auto]")] = None,
+        help="docker, local, process or auto, as for `rlm ask`. \\[default: auto]")] = None,
     image: Annotated[str | None, typer.Option(envvar="RLM_SANDBOX_IMAGE", rich_help_panel=SANDBOX,
         help="Docker image for the sandbox.")] = None,
     as_json: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT,

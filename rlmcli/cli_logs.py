@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .guard import guarded
+from .terminal import echo, safe_json
 
 if TYPE_CHECKING:
     from .history import RunRecord
@@ -48,14 +49,14 @@ def logs(
         history = History()
         records = history.recent(limit)
         if as_json:
-            typer.echo(json.dumps([r.to_dict() for r in records], ensure_ascii=False, indent=2))
+            echo(safe_json(json.dumps([r.to_dict() for r in records], ensure_ascii=False, indent=2)))
         elif not records:
             sys.stderr.write(f"rlm: no runs recorded yet (history: {history.path})\n")
         else:
             # On a terminal the question gets what the width leaves; in a pipe, a fixed cap.
             width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
             for line in _table(records, width):
-                typer.echo(line)
+                echo(line)
 
     guarded(listing)
 
@@ -75,10 +76,10 @@ def show(
 
         record = History().get(run_id)
         if as_json:
-            typer.echo(json.dumps(record.to_dict(), ensure_ascii=False, indent=2))
+            echo(safe_json(json.dumps(record.to_dict(), ensure_ascii=False, indent=2)))
             return
         for line in _details(record):
-            typer.echo(line)
+            echo(line)  # questions, answers, paths: escaped on a terminal, intact in a pipe
 
     guarded(showing)
 

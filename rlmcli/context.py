@@ -23,7 +23,7 @@ from typing import BinaryIO, TextIO
 
 from .errors import InputError
 from .walk import IGNORE_FILES as IGNORE_FILES  # re-exported: it was defined here
-from .walk import Walker
+from .walk import Walker, display_name
 
 CHUNK = 1024 * 1024
 BINARY_SNIFF = 8192  # a NUL byte in this many leading bytes marks a file as binary
@@ -83,7 +83,10 @@ class Context:
 
     def write_index(self, path: Path) -> None:
         index = {"files": {f.path: [f.start, f.end] for f in self.files}}
-        path.write_text(json.dumps(index, ensure_ascii=False, indent=1), encoding="utf-8")
+        try:
+            path.write_text(json.dumps(index, ensure_ascii=False, indent=1), encoding="utf-8")
+        except OSError as exc:
+            raise write_error(path, exc) from exc
 
     def summary(self) -> str:
         s = self.stats
@@ -191,10 +194,7 @@ class _Writer:
             newlines += chunk.count(b"\n")
             last = chunk[-1:]
             self._write(decoder.decode(chunk))
-            try:
-                chunk = stream.read(CHUNK)
-            except OSError as e:
-                raise InputError(f"error reading {display}: {e.strerror or e}") from e
+            chunk = _read(stream, display)
         self._write(decoder.decode(b"", final=True))  # flushes a truncated trailing sequence
         end = self.offset
         if _decode_state.invalid:
@@ -203,6 +203,31 @@ class _Writer:
             self._write("\n")
         lines = newlines + (1 if nbytes and last != b"\n" else 0)
         self.files.append(FileEntry(display, start, end, lines, nbytes, digest.hexdigest()))
+
+
+# Why a write fails when the disk is the problem, as the error line says it.
+_NO_ROOM = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+            errno.EFBIG: "file too large for the file system"}  # fmt: skip
+
+
+def write_error(path: Path, exc: OSError) -> InputError:
+    """The error (exit 2) for a failed write of rlm's copy of the input: a full disk is the
+    user's to fix, not a bug."""
+    full = exc.errno in _NO_ROOM
+    reason = _NO_ROOM[exc.errno] if full else (exc.strerror or str(exc)).lower()
+    where = "on a larger disk" if full else "that can be written"
+    return InputError(
+        f"{reason} writing {display_name(str(path))}",
+        hint=("free some space, or " if full else "")
+        + f"set TMPDIR to a directory {where} (rlm copies directory and stdin inputs there)",
+    )
+
+
+def _read(stream: BinaryIO, display: str) -> bytes:
+    try:
+        return stream.read(CHUNK)
+    except OSError as e:
+        raise InputError(f"error reading {display}: {e.strerror or e}") from e
 
 
 def _is_binary(head: bytes) -> bool:
@@ -236,12 +261,12 @@ def _check_paths(paths: list[str], stdin: BinaryIO | None) -> BinaryIO | None:
         try:
             st = os.stat(p)
         except FileNotFoundError:
-            raise InputError(f"no such file or directory: {p}") from None
+            raise InputError(f"no such file or directory: {display_name(p)}") from None
         except OSError as e:
-            raise InputError(f"cannot access {p}: {e.strerror or e}") from e
+            raise InputError(f"cannot access {display_name(p)}: {e.strerror or e}") from e
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
             raise InputError(
-                f"{p} is not a regular file or directory",
+                f"{display_name(p)} is not a regular file or directory",
                 hint="to read from a pipe or device, pipe it in and pass - (stdin)",
             )
     if "-" not in paths:
@@ -260,25 +285,26 @@ def _check_paths(paths: list[str], stdin: BinaryIO | None) -> BinaryIO | None:
 
 
 def _load_explicit(writer: _Writer, p: str, seen: set[tuple[int, int]]) -> None:
+    shown = display_name(p)
     try:
         f = _open_regular(Path(p), follow=True)
     except PermissionError:
-        raise InputError(f"cannot read {p}: permission denied") from None
+        raise InputError(f"cannot read {shown}: permission denied") from None
     except OSError as e:
-        raise InputError(f"cannot read {p}: {e.strerror or e}") from e
+        raise InputError(f"cannot read {shown}: {e.strerror or e}") from e
     with f:
         st = os.fstat(f.fileno())
         if (st.st_dev, st.st_ino) in seen:  # the same file named twice: load it once
             return
         seen.add((st.st_dev, st.st_ino))
-        head = f.read(CHUNK)
+        head = _read(f, shown)
         if _is_binary(head):
-            raise InputError(f"{p} is a binary file", hint="rlm reads text; convert it to text first")
-        writer.add(p, f, head)
+            raise InputError(f"{shown} is a binary file", hint="rlm reads text; convert it to text first")
+        writer.add(shown, f, head)
 
 
 def _load_stdin(writer: _Writer, stdin: BinaryIO) -> None:
-    head = stdin.read(CHUNK)
+    head = _read(stdin, STDIN_NAME)
     if not head:
         raise InputError("stdin was empty", hint='pipe data in: `cat app.log | rlm ask - "..."`')
     if _is_binary(head):
@@ -318,11 +344,16 @@ def load_context(
         kind = "stdin" if paths[0] == "-" else "directory" if os.path.isdir(paths[0]) else "file"
     else:
         kind = "multiple"
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(workdir, exc) from exc
     # A single named file is its own context (the REPL decodes it the same way): it is scanned for
-    # offsets and stats but never copied, so a 2 GB log costs no second 2 GB on disk.
-    in_place = kind == "file"
-    out_path = Path(paths[0]).resolve() if in_place else workdir / CONTEXT_FILENAME
+    # offsets and stats but never copied, so a 2 GB log costs no second 2 GB on disk. Unless its
+    # path is not UTF-8: the sandbox is told paths in UTF-8 frames, so that file is copied instead.
+    named = Path(paths[0]).resolve()
+    in_place = kind == "file" and display_name(str(named)) == str(named)
+    out_path = named if in_place else workdir / CONTEXT_FILENAME
     skipped: dict[str, list[str]] = {}
     seen: set[tuple[int, int]] = set()
     try:
@@ -341,15 +372,17 @@ def load_context(
                     _load_explicit(writer, p, seen)
             if not writer.files:
                 # Only directories can come up empty: files and stdin either load or raise.
-                dirs = ", ".join(p if p.endswith("/") else p + "/" for p in paths)
+                dirs = ", ".join(display_name(p if p.endswith("/") else p + "/") for p in paths)
                 total, detail = _skip_counts(skipped)
                 raise InputError(
                     f"no files to read in {dirs}" + (f" ({total} skipped: {detail})" if total else ""),
                     hint=NO_FILES_HINT if total else "the directory is empty",
                 )
-    except BaseException:
+    except BaseException as exc:
         if not in_place:
             out_path.unlink(missing_ok=True)  # never leave a half-written context behind
+        if isinstance(exc, OSError):  # every read raises InputError: this is a write of the copy
+            raise write_error(out_path, exc) from exc
         raise
     files = writer.files
     stats = ContextStats(

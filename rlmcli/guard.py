@@ -10,6 +10,7 @@ from collections.abc import Callable
 import typer
 
 from .errors import ExitStatus, RlmError, redact
+from .terminal import safe
 
 
 def guarded(action: Callable[[], None]) -> None:
@@ -30,7 +31,18 @@ def guarded(action: Callable[[], None]) -> None:
 
 
 def fail(message: str, hint: str | None, status: int) -> None:
-    sys.stderr.write(f"rlm: error: {redact(message)}\n")
+    say(f"error: {message}")
     if hint:
-        sys.stderr.write(f"rlm: hint: {redact(hint)}\n")
+        say(f"hint: {hint}")
     raise typer.Exit(int(status))
+
+
+def say(text: str) -> None:
+    """One `rlm: ` line on stderr: redacted, and with control and bidi characters escaped (a
+    message can quote a file name or a model's words). A stderr that is gone (the terminal was
+    closed) must not turn the exit status into a crash."""
+    try:
+        sys.stderr.write(f"rlm: {safe(redact(text))}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass

@@ -10,6 +10,7 @@ read-only or missing database is reported once through a callback and the run go
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 from collections.abc import Callable
@@ -91,7 +92,7 @@ class RunRecord:
     def _row(self) -> dict:
         row = self.to_dict()
         row["inputs"] = json.dumps(self.inputs, ensure_ascii=False)
-        return row
+        return {key: _storable(value) for key, value in row.items()}
 
     @classmethod
     def _from_row(cls, row: sqlite3.Row) -> RunRecord:
@@ -104,6 +105,24 @@ class RunRecord:
             if data[flag] is not None:
                 data[flag] = bool(data[flag])
         return cls(**{k: v for k, v in data.items() if k in COLUMNS})
+
+
+SQLITE_INT_MAX = 2**63 - 1
+
+
+def _storable(value: object) -> object:
+    """`value` as SQLite takes it. Totals come from providers, which can send anything (another
+    layer validates usage; this one only must not fail): an int beyond 64 bits is clamped, a NaN
+    or infinite float is stored as unknown (NULL), text with lone surrogates is escaped."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return max(-SQLITE_INT_MAX, min(value, SQLITE_INT_MAX))
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return str(value)
 
 
 COLUMNS = tuple(RunRecord.__dataclass_fields__)
@@ -278,7 +297,7 @@ class Recorder:
         assert self.record is not None
         try:
             self.history._write(self.record)
-        except (sqlite3.Error, OSError) as exc:
+        except Exception as exc:  # any failure of the record is a warning, never the end of the run
             if not self.warned and self.on_error is not None:
                 self.on_error(f"cannot record the run in {self.history.path} ({exc}); the run goes on")
             self.warned = True

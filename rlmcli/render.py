@@ -11,8 +11,10 @@ Elapsed times come from event timestamps, so a replayed trace shows the times of
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import TextIO
 
 from rich.console import Console
@@ -102,6 +104,7 @@ class LiveView:
         self.quiet, self.verbose = quiet, verbose
         self.stream = stream or sys.stderr
         self.state = RunState()
+        self.gone = False  # the stream failed: show nothing more
         plain = not rich_wanted(self.stream) if force_plain is None else force_plain
         self.plain = plain and console is None
         self.output: PlainOutput | RichOutput
@@ -114,20 +117,35 @@ class LiveView:
 
     def __call__(self, event: ev.Event) -> None:
         self.state.update(event)
-        if self.quiet:
+        if self.quiet or self.gone:
             return
-        self.output.before(event)
-        for text, style in one_liners(event, self.verbose):
-            self.output.line(text, style)
-        self.output.show(event)
+        with self._guard():
+            self.output.before(event)
+            for text, style in one_liners(event, self.verbose):
+                self.output.line(text, style)
+            self.output.show(event)
 
     def warn(self, message: str) -> None:
-        if not self.quiet:
-            self.output.line(f"warning: {message}", "yellow")
+        if not self.quiet and not self.gone:
+            with self._guard():
+                self.output.line(f"warning: {message}", "yellow")
 
     def error(self, message: str) -> None:
-        self.output.line(f"error: {message}", "bold red")
+        if not self.gone:
+            with self._guard():
+                self.output.line(f"error: {message}", "bold red")
 
     def close(self) -> None:
         """Stop the live footer, if any; the view still prints warnings and errors after this."""
-        self.output.close()
+        if not self.gone:
+            with self._guard():
+                self.output.close()
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """A stream that stops taking writes (the terminal was closed: EIO; a reader went away:
+        EPIPE) ends the view, not the run: the trace and the history still record everything."""
+        try:
+            yield
+        except (OSError, ValueError):  # ValueError: the stream was closed under us
+            self.gone = True

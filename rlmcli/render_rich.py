@@ -122,7 +122,7 @@ class RichOutput:
         if event.partial and event.answer:
             self.panel(event.answer, "partial answer", "yellow")
         style = "green" if event.exit_reason == "final" else "yellow"
-        how = "done" if event.exit_reason == "final" else f"stopped: {event.exit_reason}"
+        how = "done" if event.exit_reason == "final" else clean(f"stopped: {event.exit_reason}")
         self.console.print(Text.assemble((how, f"bold {style}"), (f" · {totals(event)}", "dim")))
 
     def footer(self) -> RenderableType:

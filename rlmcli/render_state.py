@@ -3,22 +3,23 @@ helpers that make event fields safe and short to print."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass
 
 from . import events as ev
 from .errors import redact
+from .terminal import UNSAFE, safe
 
 LINE_CHARS = 300  # a shown line longer than this is cut
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+CONTROL = UNSAFE  # the characters `clean` shows escaped (kept under its old name)
 
 
 def clean(text: str) -> str:
-    """`text` safe to print: host secrets redacted, control characters (escape codes) made visible."""
-    text = redact(text).replace("\r\n", "\n")
-    return CONTROL.sub(lambda m: "^" + chr((ord(m.group()) + 64) % 128), text)
+    """`text` safe to print: host secrets redacted, control and bidi characters (escape codes,
+    overrides) shown escaped, e.g. `\\x1b`. The view always cleans: it is for people, whatever
+    the stream."""
+    return safe(redact(text))
 
 
 def clip(text: str, max_lines: int | None) -> tuple[str, int]:

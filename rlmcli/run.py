@@ -12,12 +12,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from . import __version__, sandbox_docker
+from . import __version__, sandbox_bwrap, sandbox_docker
 from .agent import Agent, RunResult
 from .budget import Budget, Limits
-from .context import Context, LoadOptions, load_context, parse_size
+from .context import Context, LoadOptions, load_context, parse_size, write_error
 from .errors import ProviderError, RlmError, SandboxError
 from .events import (
     ContextLoaded,
@@ -31,9 +31,11 @@ from .events import (
 )
 from .lm import ModelClient, ModelConfig
 from .repl import Repl, Sandbox
-from .sandbox_local import LocalSandbox, SandboxLimits
+from .sandbox_local import ProcessSandbox, SandboxLimits, protect_host
 from .settings import Settings
+from .walk import display_name
 
+INTERRUPTED = "interrupted"
 MAX_TRACED_SOURCES = 1000  # inputs named in the trace (path, size, digest); the count says the rest
 
 
@@ -63,20 +65,39 @@ def make_client(settings: Settings, budget: Budget) -> ModelClient:
     common = dict(request_timeout=settings.request_timeout, max_retries=settings.max_retries)
     root = ModelConfig(settings.model, settings.api_base, **common)
     sub = ModelConfig(settings.effective_sub_model, settings.effective_sub_api_base, **common)
-    return ModelClient(root, sub, budget, concurrency=settings.concurrency)
+    return ModelClient(
+        root, sub, budget, concurrency=settings.concurrency, allow_models=settings.allow_models
+    )
+
+
+PROCESS_WARNING = (
+    "--sandbox process: the REPL is a plain child process (weaker isolation): model-written code can "
+    "read what your user can read, reach the network, and signal your processes"
+)
 
 
 def make_sandbox(settings: Settings, share_dir: Path, emit: Emit) -> Sandbox:
-    """Docker when asked, or for `auto` when a daemon answers within a second; else local."""
+    """Docker when asked, or for `auto` when a daemon answers within a second; else bubblewrap
+    (`local`); else an error. The plain child process (`process`) only when asked for."""
+    protect_host()  # once per run, before any sandbox starts: the keys in our memory stay ours
     limits = SandboxLimits(memory=parse_size(settings.memory), pids=settings.pids_limit)
+    if settings.sandbox == "process":
+        emit(Notice(PROCESS_WARNING, warning=True))
+        return ProcessSandbox(limits)
     if settings.sandbox == "local":
-        return LocalSandbox(limits)
+        return sandbox_bwrap.BwrapSandbox(limits, share_dir)
     client = sandbox_docker.connect(timeout=1.0)
     if client is None:
         if settings.sandbox == "docker":
             raise sandbox_docker.no_daemon()
-        emit(Notice("no Docker daemon answers; using the local sandbox (weaker isolation)", warning=True))
-        return LocalSandbox(limits)
+        problem = sandbox_bwrap.unusable()
+        if problem is not None:
+            raise SandboxError(
+                f"no sandbox is available: no Docker daemon answers, and bubblewrap {problem}",
+                hint=sandbox_bwrap.AUTO_FIXES,
+            )
+        emit(Notice("no Docker daemon answers; using the local sandbox (bubblewrap)", warning=True))
+        return sandbox_bwrap.BwrapSandbox(limits, share_dir)
     sandbox_docker.prune(client)  # leftovers of runs that died without cleaning up
     sandbox_docker.ensure_image(client, settings.image, lambda text: emit(Notice(text)))
     options = sandbox_docker.DockerOptions(settings.image, settings.cpus, settings.pids_limit)
@@ -96,13 +117,14 @@ def ask(
     Either way the events start with RunStarted and end with RunFinished.
 
     Loading and the litellm import happen before the event loop starts, so Ctrl-C during a long
-    load is an ordinary KeyboardInterrupt.
+    load is an ordinary KeyboardInterrupt; SIGTERM and SIGHUP are made one too (see Signals).
     """
+    question = display_name(question)  # argv bytes that are not UTF-8, as walk.py shows names
     run = RunStarted(
         question, settings.model, settings.effective_sub_model, settings.sandbox,
-        inputs=list(paths), cwd=os.getcwd(), version=__version__, id=run_id or new_run_id(),
+        inputs=[display_name(p) for p in paths], cwd=display_name(os.getcwd()), version=__version__,
+        id=run_id or new_run_id(),
     )  # fmt: skip
-    emit(run)
     budget = Budget(
         Limits(
             max_iterations=settings.max_iterations,
@@ -112,47 +134,61 @@ def ask(
             timeout=settings.timeout,
         )
     )
-    workdir = Path(tempfile.mkdtemp(prefix="rlm-run-"))
-    share = workdir / f"share-{secrets.token_hex(8)}"  # what the sandbox sees, read-only
-    try:
-        context = load(settings, paths, share, stdin)
-        emit(context_event(context, parent=run.id))
-        index = share / "index.json"
-        context.write_index(index)
-        client = make_client(settings, budget)
-        client.check_credentials()
-        sandbox = make_sandbox(settings, share, emit)
-        if context.path.parent != share:  # a named file used in place
-            sandbox.add_input(context.path)
-        repl = Repl(
-            sandbox,
-            context.path,
-            index,
-            cell_timeout=settings.cell_timeout,
-            max_output_chars=settings.max_output_chars,
-        )
-        agent = Agent(
-            client, repl, context, question, budget, emit, settings.max_output_chars,
-            run_id=run.id, subcalls=not settings.no_subcalls,
-        )  # fmt: skip
-        repl.on_subcalls = agent.subcalls
-        result = asyncio.run(_drive(agent, repl))
-    except RlmError as exc:
-        reason = exc.__class__.__name__.replace("Error", "").lower() + "_error"
-        emit(ErrorEvent(reason, str(exc), parent=run.id))
-        emit(finished(RunResult(None, reason, budget.iterations, message=str(exc)), budget, run))
-        raise
-    except KeyboardInterrupt:
-        emit(finished(RunResult(None, "interrupted", budget.iterations, message="interrupted"), budget, run))
-        raise
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    if result.exit_reason in ("provider_error", "sandbox_error"):
-        emit(ErrorEvent(result.exit_reason, result.message or "", parent=run.id))
-    elif result.exit_reason not in ("final", "interrupted"):
-        emit(LimitReached(result.exit_reason, result.message or "", parent=run.id))
-    emit(finished(result, budget, run))
+    workdir: Path | None = None
+    with Signals() as signals:
+        try:
+            try:
+                emit(run)
+                workdir = _make_workdir()
+                share = workdir / f"share-{secrets.token_hex(8)}"  # what the sandbox sees, read-only
+                context = load(settings, paths, share, stdin)
+                emit(context_event(context, parent=run.id))
+                index = share / "index.json"
+                context.write_index(index)
+                client = make_client(settings, budget)
+                client.check_credentials()
+                sandbox = make_sandbox(settings, share, emit)
+                if context.path.parent != share:  # a named file used in place
+                    sandbox.add_input(context.path)
+                repl = Repl(
+                    sandbox,
+                    context.path,
+                    index,
+                    cell_timeout=settings.cell_timeout,
+                    max_output_chars=settings.max_output_chars,
+                )
+                agent = Agent(
+                    client, repl, context, question, budget, emit, settings.max_output_chars,
+                    run_id=run.id, subcalls=not settings.no_subcalls,
+                )  # fmt: skip
+                repl.on_subcalls = agent.subcalls
+                result = asyncio.run(_drive(agent, repl, signals))
+            finally:
+                signals.hold()  # nothing interrupts the clean-up and the record from here on
+                if workdir is not None:
+                    shutil.rmtree(workdir, ignore_errors=True)
+        except RlmError as exc:
+            reason = exc.__class__.__name__.replace("Error", "").lower() + "_error"
+            emit(ErrorEvent(reason, str(exc), parent=run.id))
+            emit(finished(RunResult(None, reason, budget.iterations, message=str(exc)), budget, run))
+            raise
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP before the loop ran (see Signals)
+            emit(finished(RunResult(None, INTERRUPTED, budget.iterations, message=INTERRUPTED), budget, run))
+            raise
+        if result.exit_reason in ("provider_error", "sandbox_error"):
+            emit(ErrorEvent(result.exit_reason, result.message or "", parent=run.id))
+        elif result.exit_reason not in ("final", "interrupted"):
+            emit(LimitReached(result.exit_reason, result.message or "", parent=run.id))
+        emit(finished(result, budget, run))
     return Report(result, budget, context, settings, sandbox.name)
+
+
+def _make_workdir() -> Path:
+    """The run's private temp dir (TMPDIR decides where): the copy of the input, the index."""
+    try:
+        return Path(tempfile.mkdtemp(prefix="rlm-run-"))
+    except OSError as exc:
+        raise write_error(Path(tempfile.gettempdir()), exc) from exc
 
 
 def context_event(context: Context, parent: str) -> ContextLoaded:
@@ -173,29 +209,87 @@ def finished(result: RunResult, budget: Budget, run: RunStarted) -> RunFinished:
     )  # fmt: skip
 
 
-async def _drive(agent: Agent, repl: Repl) -> RunResult:
-    """Start the REPL, run the agent, always stop the sandbox; SIGTERM counts as an interrupt."""
-    loop = asyncio.get_running_loop()
+class Signals:
+    """SIGTERM and SIGHUP (the terminal closed, the SSH session dropped) end a run as Ctrl-C does:
+    interrupted (exit 130), the sandbox stopped, the temp dir removed, the history row and the
+    trace finished. One Python-level handler covers the whole run:
+    - before the event loop runs (loading the input, checking credentials, making the sandbox) it
+      raises KeyboardInterrupt, as SIGINT does, so the `finally` that removes the temp dir runs;
+    - while the loop runs, it cancels the run's task (asyncio.Runner does the same for SIGINT);
+    - once clean-up has begun (`hold`), it is ignored: clean-up is short and must finish.
+    Handlers belong to the main thread: runs driven from worker threads (rlm bench) install none.
+    A signal that was ignored when rlm started (`nohup rlm ...`) stays ignored.
+    """
+
+    HANDLED = (signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.previous: dict[int, Any] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.task: asyncio.Task | None = None
+        self.holding = False
+        self.received: int | None = None  # the last signal seen, even while holding
+
+    def __enter__(self) -> Signals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.HANDLED:
+                current = signal.getsignal(sig)
+                if current is not signal.SIG_IGN:
+                    self.previous[sig] = signal.SIG_DFL if current is None else current
+                    signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def watch(self, task: asyncio.Task) -> None:
+        """From now on a signal cancels `task` (it runs on the current loop)."""
+        self.loop, self.task = asyncio.get_running_loop(), task
+
+    def hold(self) -> None:
+        self.holding, self.task = True, None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received = signum
+        if self.holding:
+            return
+        if self.loop is not None and self.task is not None:
+            # Called between any two bytecodes of the loop: only schedule; the callback checks
+            # again, so a cancel can never land in the clean-up.
+            self.loop.call_soon_threadsafe(self._cancel)
+            return
+        raise KeyboardInterrupt
+
+    def _cancel(self) -> None:
+        if not self.holding and self.task is not None:
+            self.task.cancel()
+
+
+async def _drive(agent: Agent, repl: Repl, signals: Signals | None = None) -> RunResult:
+    """Start the REPL, run the agent, always stop the sandbox; SIGTERM and SIGHUP interrupt."""
     task = asyncio.current_task()
-    # Signal handlers belong to the main thread; runs driven from worker threads (rlm bench) skip it.
-    on_main = threading.current_thread() is threading.main_thread()
-    if task is not None and on_main:
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    if signals is not None and task is not None:
+        signals.watch(task)
     try:
         await repl.start()
         agent.budget.restart_clock()  # --timeout bounds the loop, not start-up
         return await agent.run()
     except asyncio.CancelledError:
-        return RunResult(
-            agent.partial, "interrupted", agent.budget.iterations, partial=True, message="interrupted"
-        )
+        return _interrupted(agent)
     except (ProviderError, SandboxError) as exc:
+        if signals is not None and signals.received is not None:
+            return _interrupted(agent)  # e.g. a hang-up that also reached the sandbox's process
         reason = "provider_error" if isinstance(exc, ProviderError) else "sandbox_error"
         return RunResult(
             agent.partial, reason, agent.budget.iterations, partial=True, message=str(exc), hint=exc.hint
         )
     finally:
-        if on_main:
-            loop.remove_signal_handler(signal.SIGTERM)
+        if signals is not None:
+            signals.hold()
         await asyncio.shield(repl.close())
         await agent.client.aclose()
+
+
+def _interrupted(agent: Agent) -> RunResult:
+    return RunResult(agent.partial, INTERRUPTED, agent.budget.iterations, partial=True, message=INTERRUPTED)

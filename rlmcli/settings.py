@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import UsageError
 
-SANDBOXES = ("auto", "docker", "local")
+SANDBOXES = ("auto", "docker", "local", "process")  # local: bubblewrap; process: a plain child
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Settings:
     sub_model: str | None = None  # default: the root model
     api_base: str | None = None
     sub_api_base: str | None = None  # default: api_base
+    allow_models: list[str] = field(default_factory=list)  # more models llm_query(model=...) may name
     concurrency: int = 64
     request_timeout: float = 120.0
     max_retries: int = 4

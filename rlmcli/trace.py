@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import TextIO
 
@@ -129,6 +130,25 @@ def _parse(raw: bytes) -> Event | bool | None:
     if data["event"] not in EVENT_TYPES:
         return True
     try:
-        return from_dict(data)
+        event = from_dict(data)
     except TypeError:  # required fields missing: not something rlm wrote
         return None
+    return event if _well_typed(event) else None
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "None": (type(None),),
+    "list": (list,), "dict": (dict,),
+}  # fmt: skip
+
+
+def _well_typed(event: Event) -> bool:
+    """Each field holds what its annotation names (the outer type: `list[str]` is a list). A trace
+    is a file anyone can hand to `rlm replay`: a string where the view formats a number would end
+    the replay with a traceback."""
+    for f in fields(event):
+        names = [part.strip().split("[")[0] for part in str(f.type).split("|")]
+        allowed = tuple(t for name in names for t in _TYPES.get(name, (object,)))
+        if not isinstance(getattr(event, f.name), allowed):
+            return False
+    return True

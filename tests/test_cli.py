@@ -97,7 +97,7 @@ def test_no_secret_reaches_the_sandbox_requests_or_output(fake_llm, run_rlm, tmp
     assert b"CellFinished" in trace.read_bytes() and SENTINEL_KEY.encode() not in trace.read_bytes()
     cell_output = last_user(fake_llm.root_requests[1]["body"])
     env_seen = eval(re.search(r"\{.*?\}", cell_output).group(0))
-    assert set(env_seen) <= {"PATH", "LANG", "HOME", "TMPDIR", "LC_CTYPE"}
+    assert set(env_seen) <= {"PATH", "LANG", "HOME", "TMPDIR", "LC_CTYPE", "PWD"}  # PWD: bwrap --chdir
     for request in fake_llm.requests:
         assert SENTINEL_KEY.encode() not in request["raw"]
     # The key does travel where it must: the Authorization header to the provider.

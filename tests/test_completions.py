@@ -106,7 +106,7 @@ def test_bash_completes_commands_options_choices_and_paths(tmp_path: Path):
     assert {"ask", "sandbox"} <= set(bash_complete("rlm", ""))
     assert bash_complete("rlm", "sandbox", "") == ["build", "check", "prune"]
     assert bash_complete("rlm", "ask", "--sand") == ["--sandbox"]
-    assert bash_complete("rlm", "ask", "--sandbox", "") == ["auto", "docker", "local"]
+    assert bash_complete("rlm", "ask", "--sandbox", "") == ["auto", "docker", "local", "process"]
     assert bash_complete("rlm", "ask", "--sandbox", "=", "d") == ["docker"]  # --sandbox=d, split at =
     assert bash_complete("rlm", "ask", "--sandbox=d") == ["--sandbox=docker"]
     assert bash_complete("rlm", "ask", "-m", "", cwd=tmp_path) == []  # a model name: no files
@@ -125,7 +125,7 @@ def test_zsh_script_content():
     assert text.startswith("#compdef rlm\n")
     for node in rlm_tree().walk():
         assert f"\n{node.func}() {{\n" in text
-    assert ":sandbox:(auto docker local)'" in text
+    assert ":sandbox:(auto docker local process)'" in text
     assert "'*:paths:_files'" in text
     assert "compdef _rlm rlm" in text
 
@@ -185,7 +185,7 @@ def zsh_complete(line: str, tmp_path: Path) -> list[str]:
 @pytest.mark.skipif(not shutil.which("zsh"), reason="zsh not installed: test_zsh_script_content covers it")
 def test_zsh_completes_commands_and_choices(tmp_path: Path):
     assert {"ask", "sandbox"} <= set(zsh_complete("rlm ", tmp_path))
-    assert zsh_complete("rlm ask --sandbox ", tmp_path) == ["auto", "docker", "local"]
+    assert zsh_complete("rlm ask --sandbox ", tmp_path) == ["auto", "docker", "local", "process"]
     assert zsh_complete("rlm sandbox ", tmp_path) == ["build", "check", "prune"]
 
 
@@ -195,7 +195,7 @@ def test_zsh_completes_commands_and_choices(tmp_path: Path):
 def test_fish_script_content():
     text = FISH.read_text(encoding="utf-8")
     assert "complete -c rlm -f" in text
-    assert "complete -c rlm -n '__rlm_is \"rlm ask\"' -l sandbox -x -a 'auto docker local'" in text
+    assert "complete -c rlm -n '__rlm_is \"rlm ask\"' -l sandbox -x -a 'auto docker local process'" in text
     assert "complete -c rlm -n '__rlm_is \"rlm ask\"' -F" in text  # PATH arguments are files
     assert "complete -c rlm -n '__rlm_is \"rlm sandbox\"' -a 'prune'" in text
 
@@ -215,7 +215,7 @@ def test_fish_script_parses_and_completes(tmp_path: Path):
 
     (tmp_path / "build.log").write_text("")
     assert {"ask", "sandbox"} <= set(complete("rlm "))
-    assert complete("rlm ask --sandbox ") == ["auto", "docker", "local"]
+    assert complete("rlm ask --sandbox ") == ["auto", "docker", "local", "process"]
     assert complete("rlm ask --sandbox=d") == ["--sandbox=docker"]
     assert complete("rlm ask -m x bu") == ["build.log"]
     assert complete("rlm ask -m ") == []

@@ -169,7 +169,7 @@ def test_plain_errors_limits_and_hostile_text() -> None:
     ]  # fmt: skip
     out = render(events, verbose=True)
     assert "\x1b" not in out
-    assert "^[[31mred" in out
+    assert "\\x1b[31mred" in out
     assert "error: NameError: name 'x' is not defined" in out
     # Limits and errors are the CLI's one `rlm: error:` line, not the view's.
     assert "cost limit" not in out and "401" not in out
