@@ -30,6 +30,7 @@ from .events import (
     new_run_id,
 )
 from .lm import ModelClient, ModelConfig
+from .providers import provider_of
 from .repl import Repl, Sandbox
 from .sandbox_local import ProcessSandbox, SandboxLimits, protect_host
 from .settings import Settings
@@ -64,10 +65,19 @@ def load(settings: Settings, paths: list[str], workdir: Path, stdin: BinaryIO | 
 def make_client(settings: Settings, budget: Budget) -> ModelClient:
     common = dict(request_timeout=settings.request_timeout, max_retries=settings.max_retries)
     root = ModelConfig(settings.model, settings.api_base, **common)
-    sub = ModelConfig(settings.effective_sub_model, settings.effective_sub_api_base, **common)
+    sub = ModelConfig(settings.effective_sub_model, sub_api_base(settings), **common)
     return ModelClient(
         root, sub, budget, concurrency=settings.concurrency, allow_models=settings.allow_models
     )
+
+
+def sub_api_base(settings: Settings) -> str | None:
+    """--sub-api-base, else --api-base only when the sub model has the root model's provider: that
+    server was paired with the root's provider, and must not receive another provider's key."""
+    if settings.sub_api_base or not settings.api_base or not settings.sub_model:
+        return settings.effective_sub_api_base
+    same = provider_of(settings.sub_model) == provider_of(settings.model)
+    return settings.api_base if same else None
 
 
 PROCESS_WARNING = (

@@ -148,3 +148,21 @@ def test_allow_models_from_the_config_file(tmp_path: Path) -> None:
     path.write_text('allow-models = ["openai/gpt-4o"]\n')
     assert resolve({}, load_config(path)).allow_models == ["openai/gpt-4o"]
     assert resolve({"allow_models": ["a/b"]}, load_config(path)).allow_models == ["a/b"]  # flags win
+
+
+def test_a_sub_model_of_another_provider_does_not_inherit_api_base(
+    fake_llm: FakeLLM, other: FakeLLM, ask
+) -> None:
+    """--api-base was paired with the root model's provider: an Anthropic sub model (no
+    --sub-api-base) goes to Anthropic's own endpoint with its key, never to --api-base."""
+    status, result = ask(
+        fake_llm, "print('S', llm_query('hi'))", "--sub-model", "anthropic/claude-3-5-sonnet-latest"
+    )
+    assert status == 0
+    assert "S [llm_query error:" in cell_output(fake_llm)  # the second fake speaks only OpenAI's protocol
+    [stray] = other.stray
+    assert "/messages" in stray["path"] and stray["headers"]["x-api-key"] == ANTHROPIC_SENTINEL
+    assert fake_llm.sub_requests == [] and fake_llm.stray == []
+    for request in every_request(fake_llm):
+        assert ANTHROPIC_SENTINEL not in json.dumps(request["headers"])
+        assert ANTHROPIC_SENTINEL.encode() not in request["raw"]
