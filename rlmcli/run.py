@@ -185,6 +185,11 @@ def ask(
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP before the loop ran (see Signals)
             emit(finished(RunResult(None, INTERRUPTED, budget.iterations, message=INTERRUPTED), budget, run))
             raise
+        except Exception as exc:  # a bug: the CLI says so (exit 1); the record still ends
+            message = f"unexpected {type(exc).__name__}: {exc}"
+            emit(ErrorEvent("error", message, parent=run.id))
+            emit(finished(RunResult(None, "error", budget.iterations, message=message), budget, run))
+            raise
         if result.exit_reason in ("provider_error", "sandbox_error"):
             emit(ErrorEvent(result.exit_reason, result.message or "", parent=run.id))
         elif result.exit_reason not in ("final", "interrupted"):

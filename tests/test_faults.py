@@ -253,3 +253,27 @@ def test_a_recorder_failure_is_a_warning_never_the_end_of_the_run(tmp_path):
     recorder(run)
     recorder(RunFinished("final", "ok", parent=run.id))
     assert len(warnings) == 1 and "cannot record the run" in warnings[0]
+
+
+def test_a_bug_mid_run_is_exit_1_and_the_history_row_is_finished(tmp_path, monkeypatch, fake_llm):
+    """An unexpected exception after the run started still ends its record: the row is not left
+    `running`, and the trace ends with RunFinished."""
+    import rlmcli.run
+    from rlmcli.history import History
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(rlmcli.run, "make_client", broken)
+    home = tmp_path / "home"
+    env = {"RLM_HOME": str(home), "RLM_CONFIG": str(tmp_path / "none.toml"), "OPENAI_API_KEY": "sk-x" * 4}
+    (tmp_path / "in.txt").write_text("data\n")
+    args = ["ask", str(tmp_path / "in.txt"), "q?", "--model", MODEL, "--api-base", fake_llm.url]
+    result = CliRunner().invoke(app, [*args, "--sandbox", "local"], env=env)
+    assert result.exit_code == 1
+    assert "unexpected RuntimeError: boom" in result.stderr
+    monkeypatch.setenv("RLM_HOME", str(home))
+    row = History().get("last")
+    assert row.exit_reason == "error"
+    events = [json.loads(line)["event"] for line in open(row.trace_path)]
+    assert events[0] == "RunStarted" and events[-1] == "RunFinished"
