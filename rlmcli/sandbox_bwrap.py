@@ -4,9 +4,9 @@ bwrap is the engine Flatpak uses: it starts the server in new user, PID, IPC, ne
 namespaces, on an empty root filesystem into which only the system directories (/usr, /bin,
 /lib*), the Python installation and the run's read-only inputs are bound, read-only. So a cell
 has no network, no view of the host's processes (no /proc/<ppid>/environ), no host files but its
-inputs, no capabilities, and one writable place: a private, size-capped /tmp in memory. The
-rlimits of the process sandbox apply too, and everything dies with the run: killing bwrap tears
-down its PID namespace.
+inputs, no capabilities, and one writable place: a private /tmp in memory (size-capped where
+bwrap has --size, 0.7 and later). The rlimits of the process sandbox apply too, and everything
+dies with the run: killing bwrap tears down its PID namespace.
 
 It runs unprivileged where user namespaces are allowed, and as root. Nothing from the host's
 environment reaches it: bwrap itself starts with an empty environment, because its first process
@@ -21,12 +21,14 @@ import functools
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
+from .context import write_error
 from .errors import SandboxError
-from .sandbox_local import SandboxLimits, confine, describe_exit, server_path
+from .sandbox_local import STOP_WAIT, SandboxLimits, close_pipes, confine, describe_exit, reap, server_path
 
 MOUNT = "/rlm"  # the run's share directory: the server, the context, the index (as in Docker)
 INPUTS = "/rlm-input"  # a named input file used in place
@@ -73,13 +75,33 @@ def command(tmp_size: int, binds: dict[str, str], argv: list[str]) -> list[str]:
     for path in python_dirs:
         args += ["--ro-bind", path, path]
     args += ["--proc", "/proc", "--dev", "/dev"]
-    args += ["--size", str(tmp_size), "--tmpfs", "/tmp", "--size", str(SHM_SIZE), "--tmpfs", "/dev/shm"]
+    if sizes_tmpfs():
+        args += ["--size", str(tmp_size), "--tmpfs", "/tmp", "--size", str(SHM_SIZE), "--tmpfs", "/dev/shm"]
+    else:  # an older (or setuid) bwrap: unsized, in memory; RLIMIT_FSIZE still caps each file
+        args += ["--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]
     for host, seen in binds.items():
         args += ["--ro-bind", host, seen]
     # The root and /dev are bwrap's own tmpfs mounts: read-only, so /tmp and /dev/shm stay the
     # only places a cell can write (both capped).
     args += ["--remount-ro", "/", "--remount-ro", "/dev", "--chdir", "/tmp", "--", python, *argv]
     return args
+
+
+@functools.lru_cache(maxsize=1)
+def sizes_tmpfs() -> bool:
+    """Whether this bwrap can cap the size of a tmpfs: `--size` came with bubblewrap 0.7 (Ubuntu
+    22.04 has 0.6), and a setuid bwrap refuses it to users other than root. Checked once."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return False
+    try:
+        st = os.stat(bwrap)
+        if st.st_mode & stat.S_ISUID and st.st_uid == 0 and os.getuid() != 0:
+            return False
+        done = subprocess.run([bwrap, "--help"], env=ENV, capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return b"--size" in done.stdout + done.stderr
 
 
 @functools.lru_cache(maxsize=1)
@@ -121,7 +143,10 @@ class BwrapSandbox:
         require()
         self.limits = limits
         self.share_dir = share_dir
-        shutil.copyfile(server_path(), share_dir / "repl_server.py")
+        try:
+            shutil.copyfile(server_path(), share_dir / "repl_server.py")
+        except OSError as exc:  # a full disk is the user's to fix (exit 2), not a bug
+            raise write_error(share_dir / "repl_server.py", exc) from exc
         self.inputs: dict[Path, str] = {}  # host files outside share_dir -> where the sandbox sees them
         self.proc: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task | None = None
@@ -164,13 +189,18 @@ class BwrapSandbox:
                 # init every process of the namespace: daemons a cell left behind included.
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-            code = await proc.wait()
+            # Waits are bounded all the same: stdin and stdout are not needed any more, and stderr
+            # (the server's last words) is read for at most STOP_WAIT seconds.
+            close_pipes(proc, (0, 1))
+            code = await reap(proc)
             # bwrap reports a server killed by signal N as status 128 + N.
-            self._last_exit = -(code - 128) if code > 128 else code
+            self._last_exit = -(code - 128) if code is not None and code > 128 else code
         task, self._stderr_task = self._stderr_task, None
         if task is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 5)
+                await asyncio.wait_for(task, STOP_WAIT)
+        if proc is not None:
+            close_pipes(proc, (2,))
 
     def exit_description(self) -> str:
         """Call after stop(): how the last server ended."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .context import write_error
 from .errors import SandboxError
 from .sandbox_local import SandboxLimits, server_path
 
@@ -130,14 +131,36 @@ def prune(client: Any, everything: bool = False) -> list[str]:
     return removed
 
 
+class _Flow:
+    """What `demux` gives its sink as the transport: the sink "pauses reading" when it holds more
+    than twice its limit and "resumes" once drained, as it does with a socket. A cell can write
+    on the channel at any time (a thread, between cells): without this, every byte of it would
+    be buffered on the host. readexactly(n) resumes the flow while it waits, so a frame larger
+    than the limit (up to MAX_FRAME) still arrives whole."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.open.set()
+
+    def pause_reading(self) -> None:
+        self.open.clear()
+
+    def resume_reading(self) -> None:
+        self.open.set()
+
+
 async def demux(
     source: asyncio.StreamReader, sink: asyncio.StreamReader, tail: bytearray | None = None
 ) -> None:
     """Docker multiplexes an attached stream without a TTY: an 8-byte header (stream type, 3
     zero bytes, big-endian length) before each chunk. Pass stdout's bytes on; keep the last
-    STDERR_TAIL bytes of stderr in `tail` (the container has no log: this is its only trace)."""
+    STDERR_TAIL bytes of stderr in `tail` (the container has no log: this is its only trace).
+    While the sink is full, nothing is read: the socket, then Docker, then the cell's write, block."""
+    flow = _Flow()
+    sink.set_transport(flow)  # type: ignore[arg-type]  # it only pauses and resumes
     try:
         while True:
+            await flow.open.wait()
             header = await source.readexactly(8)
             payload = await source.readexactly(int.from_bytes(header[4:8], "big"))
             if header[0] == 1:
@@ -149,6 +172,13 @@ async def demux(
         pass
     finally:
         sink.feed_eof()
+
+
+async def _finish(job: asyncio.Future) -> None:
+    """Wait for an executor job to end, whatever cancels arrive meanwhile: its thread runs on."""
+    while not job.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([job])
 
 
 class DockerSandbox:
@@ -164,7 +194,10 @@ class DockerSandbox:
         self.share_dir = share_dir
         # The container user (nobody) must read the shared files: the directory is traversable but
         # not listable by others, and has an unguessable name (see run.py).
-        shutil.copyfile(server_path(), share_dir / "repl_server.py")
+        try:
+            shutil.copyfile(server_path(), share_dir / "repl_server.py")
+        except OSError as exc:  # a full disk is the user's to fix (exit 2), not a bug
+            raise write_error(share_dir / "repl_server.py", exc) from exc
         for path in share_dir.iterdir():
             path.chmod(0o644)
         share_dir.chmod(0o711)
@@ -178,12 +211,20 @@ class DockerSandbox:
 
     async def start(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         await self.stop()
+        # One executor job, awaited through a shield: a signal (a cancel) cannot stop the thread,
+        # and a container it made must not be lost to us, or it would outlive the run.
+        loop = asyncio.get_running_loop()
+        launch = loop.run_in_executor(None, self._launch)
         try:
-            self.container = await asyncio.to_thread(self._create)
-            sock = await asyncio.to_thread(
-                self.container.attach_socket, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-            )
-            await asyncio.to_thread(self.container.start)
+            self.container, sock = await asyncio.shield(launch)
+        except asyncio.CancelledError:
+            await _finish(launch)
+            if not launch.cancelled() and launch.exception() is None:
+                container, sock = launch.result()
+                with contextlib.suppress(Exception):
+                    sock.close()
+                await _finish(loop.run_in_executor(None, self._record_and_remove, container))
+            raise
         except Exception as exc:
             raise SandboxError(f"cannot start the sandbox container: {exc}") from exc
         raw = getattr(sock, "_sock", sock)  # the SDK wraps the socket in a SocketIO
@@ -192,6 +233,18 @@ class DockerSandbox:
         self._stderr = bytearray()
         self._tasks = [asyncio.create_task(demux(reader, stdout, self._stderr))]
         return stdout, self._writer
+
+    def _launch(self) -> tuple[Any, Any]:
+        """Create, attach to and start the container (in a thread); remove it if a step fails."""
+        container = self._create()
+        try:
+            sock = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            container.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+            raise
+        return container, sock
 
     def _create(self) -> Any:
         memory = self.limits.memory
@@ -246,7 +299,11 @@ class DockerSandbox:
             self.group_add.append(st.st_gid)
         else:
             copy = self.share_dir / "context-copy.txt"
-            shutil.copyfile(host_path, copy)
+            try:
+                shutil.copyfile(host_path, copy)
+            except OSError as exc:
+                copy.unlink(missing_ok=True)  # a partial copy is of no use
+                raise write_error(copy, exc) from exc
             copy.chmod(0o644)
             self.inputs[host_path] = f"{MOUNT}/{copy.name}"
 

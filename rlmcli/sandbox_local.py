@@ -14,6 +14,7 @@ sandboxes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 import resource
@@ -25,10 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .context import write_error
 from .errors import SandboxError
 
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 4, 24, 38
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+STOP_WAIT = 5.0  # seconds a stop waits for a killed server (and its pipes) before it moves on
 
 
 @dataclass
@@ -109,8 +112,11 @@ class ProcessSandbox:
 
     async def start(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         await self.stop()
-        self.workdir = Path(tempfile.mkdtemp(prefix="rlm-cell-"))
-        stderr = open(self.workdir / ".server-stderr", "wb")
+        try:
+            self.workdir = Path(tempfile.mkdtemp(prefix="rlm-cell-"))
+            stderr = open(self.workdir / ".server-stderr", "wb")
+        except OSError as exc:  # a full disk is the user's to fix (exit 2), not a bug
+            raise write_error(self.workdir or Path(tempfile.gettempdir()), exc) from exc
         # Only these variables: nothing of the host's environment (API keys) reaches the child.
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -146,8 +152,9 @@ class ProcessSandbox:
                     os.killpg(proc.pid, signal.SIGKILL)  # the server and anything a cell started
                 except ProcessLookupError:
                     pass
-            await proc.wait()
-            self._last_exit = proc.returncode
+            # A daemon a cell left (in its own session: killpg misses it) keeps the pipes open.
+            close_pipes(proc, (0, 1))
+            self._last_exit = await reap(proc)
         if self.workdir is not None:
             try:
                 tail = (self.workdir / ".server-stderr").read_bytes()[-400:]
@@ -160,6 +167,26 @@ class ProcessSandbox:
     def exit_description(self) -> str:
         """Call after stop(): how the last server ended."""
         return describe_exit(self._last_exit, self._last_stderr)
+
+
+def close_pipes(proc: asyncio.subprocess.Process, fds: tuple[int, ...]) -> None:
+    """Close our ends of a killed child's pipes (fd numbers as the child sees them). asyncio's
+    wait() also waits for every pipe to close, and a process the child left behind may hold them
+    for as long as it lives; without our ends, the server's data is not needed any more."""
+    # asyncio keeps the transport private; without it, reap() still bounds the wait.
+    transport = getattr(proc, "_transport", None)
+    for fd in fds if transport is not None else ():
+        pipe = transport.get_pipe_transport(fd)
+        if pipe is not None:
+            pipe.close()
+
+
+async def reap(proc: asyncio.subprocess.Process) -> int | None:
+    """The exit status of a killed child; None if it is not reaped within STOP_WAIT seconds
+    (then the run goes on rather than hang: the child was sent SIGKILL, and dies with rlm)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), STOP_WAIT)
+    return proc.returncode
 
 
 def describe_exit(code: int | None, tail: str) -> str:

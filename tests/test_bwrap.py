@@ -3,14 +3,22 @@ Docker, else bubblewrap, else a clear error; never the plain process unless aske
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-from conftest import ask_args
+import pytest
+from conftest import SENTINEL_KEY, ask_args
 from fake_llm import reply
+from typer.testing import CliRunner
+
+from rlmcli import sandbox_bwrap
+from rlmcli.cli import app
 
 NO_DOCKER = "unix:///nonexistent/docker.sock"
 
@@ -112,3 +120,89 @@ def test_starting_a_sandbox_makes_the_host_non_dumpable(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1", "0"]
+
+
+# ---------- /tmp's size: only where bwrap can cap it ----------
+
+
+def before(args: list[str], option: str, value: str) -> list[str]:
+    """The two arguments before `option value` (["--size", N] for a sized tmpfs)."""
+    at = next(i for i in range(len(args) - 1) if args[i : i + 2] == [option, value])
+    return args[at - 2 : at]
+
+
+def test_command_sizes_tmp_only_where_bwrap_supports_it(monkeypatch):
+    monkeypatch.setattr(sandbox_bwrap, "sizes_tmpfs", lambda: True)
+    sized = sandbox_bwrap.command(123456, {}, ["-c", "pass"])
+    assert before(sized, "--tmpfs", "/tmp") == ["--size", "123456"]
+    assert before(sized, "--tmpfs", "/dev/shm") == ["--size", str(sandbox_bwrap.SHM_SIZE)]
+
+    monkeypatch.setattr(sandbox_bwrap, "sizes_tmpfs", lambda: False)  # bubblewrap 0.6 (Ubuntu 22.04)
+    unsized = sandbox_bwrap.command(123456, {}, ["-c", "pass"])
+    assert "--size" not in unsized and "123456" not in unsized
+    assert before(unsized, "--tmpfs", "/tmp") and before(unsized, "--tmpfs", "/dev/shm")
+    if shutil.which("bwrap") and sandbox_bwrap.unusable() is None:  # and a real bwrap takes it
+        done = subprocess.run(
+            sandbox_bwrap.command(0, {}, ["-I", "-S", "-c", "open('/tmp/x', 'w').write('ok')"]),
+            env=sandbox_bwrap.ENV, capture_output=True, timeout=30,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    "help_text,expected", [("--tmpfs DEST\n--size BYTES\n", True), ("--tmpfs DEST\n", False)]
+)
+def test_size_support_is_read_from_bwraps_help(help_text, expected, monkeypatch, tmp_path):
+    fake_bwrap(tmp_path / "bin", f"cat <<'EOF'\nusage: bwrap [OPTIONS...]\n{help_text}EOF")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    sandbox_bwrap.sizes_tmpfs.cache_clear()
+    try:
+        assert sandbox_bwrap.sizes_tmpfs() is expected
+    finally:
+        sandbox_bwrap.sizes_tmpfs.cache_clear()
+
+
+# ---------- a full disk while the sandbox is prepared: exit 2 with the path ----------
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.fixture
+def ask_in_process(tmp_path, monkeypatch, fake_llm):
+    """invoke(sandbox) -> click Result of `rlm ask in.txt ... --sandbox SANDBOX`, in this process."""
+    monkeypatch.chdir(tmp_path)
+    for name in [k for k in os.environ if k.startswith("RLM_")]:
+        monkeypatch.delenv(name)
+    (tmp_path / "in.txt").write_text("data\n")
+    env = {"OPENAI_API_KEY": SENTINEL_KEY, "RLM_CONFIG": str(tmp_path / "none.toml"),
+           "RLM_HOME": str(tmp_path / "home"), "DOCKER_HOST": NO_DOCKER}  # fmt: skip
+
+    def invoke(sandbox: str):  # noqa: ANN202
+        args = with_sandbox(ask_args(fake_llm, "in.txt"), sandbox)
+        return CliRunner().invoke(app, args, env=env)
+
+    return invoke
+
+
+def test_full_disk_while_the_local_sandbox_copies_its_server_is_exit_2(ask_in_process, monkeypatch):
+    monkeypatch.setattr(sandbox_bwrap.shutil, "copyfile", no_space)
+    result = ask_in_process("local")
+    assert result.exit_code == 2, result.output
+    assert "no space left on device writing" in result.output and "repl_server.py" in result.output
+
+
+def test_full_disk_for_the_process_sandboxs_directory_is_exit_2(ask_in_process, monkeypatch, fake_llm):
+    mkdtemp = tempfile.mkdtemp
+
+    def cell_dir_fails(*args, prefix=None, **kwargs):
+        if prefix == "rlm-cell-":
+            no_space()
+        return mkdtemp(*args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", cell_dir_fails)
+    result = ask_in_process("process")
+    assert result.exit_code == 2, result.output
+    assert "no space left on device writing" in result.output
+    assert "Traceback" not in result.output and fake_llm.root_requests == []

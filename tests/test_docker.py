@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 from conftest import REPO, SENTINEL_KEY, ask_args, clean_env, our_containers
@@ -230,3 +233,188 @@ def test_a_named_file_is_used_in_place_whatever_its_permissions(
     chars = json.loads(proc.stdout)["context"]["chars"]
     assert chars == len(data.decode("utf-8", "replace"))
     assert f"{chars} 'bad \\ufffd\\ufffd bytes\\n' 1001\n" in outputs(fake_llm)[0]
+
+
+# ---------- a cell floods the protocol channel ----------
+
+FLOOD = (
+    "import gc, threading, time\n"
+    "channel = next(o for o in gc.get_objects() if type(o).__name__ == 'Channel')\n"
+    "def flood():\n"
+    "    time.sleep(1)  # after this cell's result: the host is waiting for the model, not reading\n"
+    "    for _ in range(300):\n"
+    "        channel.fout.write(b'\\0' * 2**20)\n"
+    "threading.Thread(target=flood, daemon=True).start()\n"
+    "print('flooding')"
+)
+
+
+def rss(pid: int) -> int:
+    """Resident memory of a process, in bytes."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
+
+
+def test_a_cell_flooding_the_channel_between_cells_cannot_fill_the_hosts_memory(
+    docker_image, fake_llm, rlm_bin, tmp_path
+):
+    (tmp_path / "in.txt").write_text("data\n")
+    seen: dict[str, int] = {}
+    rlm: list[subprocess.Popen] = []
+
+    def first(body: dict) -> str:
+        seen["before"] = rss(rlm[0].pid)
+        return reply("", FLOOD)
+
+    def between_cells(body: dict) -> str:
+        # The model "thinks" while a cell's thread writes 300 MB of junk on the channel: the host
+        # must not buffer it. Up to 8 s, or until the host has clearly taken it all in.
+        seen["peak"] = seen["before"]
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline and seen["peak"] - seen["before"] < 200 * 2**20:
+            seen["peak"] = max(seen["peak"], rss(rlm[0].pid))
+            time.sleep(0.05)
+        return reply("", "print('next cell')")
+
+    fake_llm.add_root(first, between_cells, reply("", "print('alive', len(context))"), "FINAL(survived)")
+    args = docker_args(fake_llm, docker_image, str(tmp_path / "in.txt"), extra=["--json"])
+    rlm.append(
+        subprocess.Popen(
+            [rlm_bin, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=clean_env(tmp_path),
+            cwd=tmp_path,
+        )  # fmt: skip
+    )
+    try:
+        out, err = rlm[0].communicate(timeout=120)
+    finally:
+        rlm[0].kill()
+    grown = seen["peak"] - seen["before"]
+    print(f"host memory grew by {grown / 2**20:.1f} MB while a cell wrote 300 MB on the channel")
+    assert grown < 100 * 2**20
+    assert rlm[0].returncode == 0, err.decode()
+    assert json.loads(out)["answer"] == "survived"
+    seen_by_model = outputs(fake_llm)
+    assert "flooding" in seen_by_model[0]
+    assert "broke the protocol" in seen_by_model[1] and "restarted" in seen_by_model[1]
+    assert "alive 5" in seen_by_model[2]
+
+
+def test_a_legit_frame_far_larger_than_the_read_buffer_still_arrives(docker_image, tmp_path):
+    # The flow control above must not stall a frame bigger than what it lets the host buffer.
+    from rlmcli import sandbox_docker
+    from rlmcli.repl import Repl
+    from rlmcli.sandbox_local import SandboxLimits
+
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "context.txt").write_text("hello\n")
+    (share / "index.json").write_text(json.dumps({"files": {"a.txt": [0, 6]}}))
+    sandbox = sandbox_docker.DockerSandbox(
+        sandbox_docker.require(), SandboxLimits(memory=512 * 2**20),
+        sandbox_docker.DockerOptions(docker_image), share,
+    )  # fmt: skip
+    sizes: list[int] = []
+
+    async def subcalls(prompts: list[str], model: str | None) -> list[str]:
+        sizes.extend(len(p) for p in prompts)
+        return ["ok"] * len(prompts)
+
+    async def run() -> tuple[str, str | None]:
+        repl = Repl(sandbox, share / "context.txt", share / "index.json", on_subcalls=subcalls)
+        await repl.start()
+        try:
+            cell = "print(llm_query_batched(['x' * 7_000_000] * 5))"  # one frame of 35 MB
+            result = await asyncio.wait_for(repl.run_cell(cell), 60)
+        finally:
+            await repl.close()
+        return result.output, result.error
+
+    assert asyncio.run(run()) == ("['ok', 'ok', 'ok', 'ok', 'ok']\n", None)
+    assert sizes == [7_000_000] * 5
+
+
+# ---------- a signal while the container is being made ----------
+
+
+def test_a_cancel_while_the_container_is_made_leaves_no_container(docker_image, tmp_path):
+    import threading
+    import uuid
+
+    from rlmcli import sandbox_docker
+    from rlmcli.sandbox_local import SandboxLimits
+
+    run = f"rlm-run-test-{uuid.uuid4().hex}"  # the label rlm.run of this test's container alone
+    share = tmp_path / run / "share"
+    share.mkdir(parents=True)
+    client = sandbox_docker.require()
+    sandbox = sandbox_docker.DockerSandbox(
+        client, SandboxLimits(memory=256 * 2**20), sandbox_docker.DockerOptions(docker_image), share
+    )
+    made = threading.Event()
+    create = sandbox._create
+
+    def slow_create():  # a daemon that takes its time: the signal lands mid-start
+        container = create()
+        made.set()
+        time.sleep(1)
+        return container
+
+    sandbox._create = slow_create
+
+    def ours() -> list:
+        return client.containers.list(all=True, filters={"label": f"{sandbox_docker.LABEL_RUN}={run}"})
+
+    async def cancel_mid_start() -> None:
+        task = asyncio.create_task(sandbox.start())
+        while not made.is_set():
+            await asyncio.sleep(0.01)
+        assert len(ours()) == 1  # the container exists, and start() has not returned it yet
+        task.cancel()
+        await asyncio.sleep(0.1)
+        task.cancel()  # a second signal (Ctrl-C twice) must not lose it either
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await sandbox.stop()  # what the run's clean-up does next
+
+    try:
+        asyncio.run(cancel_mid_start())
+        assert ours() == []
+    finally:
+        for container in ours():
+            container.remove(force=True)
+
+
+# ---------- a full disk while the container's files are prepared ----------
+
+
+def test_full_disk_while_copying_an_unreadable_input_is_an_input_error(tmp_path, monkeypatch):
+    import errno
+
+    from rlmcli import sandbox_docker
+    from rlmcli.errors import ExitStatus, InputError
+    from rlmcli.sandbox_local import SandboxLimits
+
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    share = tmp_path / "share"
+    share.mkdir()
+    sandbox = sandbox_docker.DockerSandbox(object(), SandboxLimits(), sandbox_docker.DockerOptions(), share)
+    source = tmp_path / "private.log"  # readable by its owner only: copied for the container's user
+    source.write_text("secret\n")
+    source.chmod(0o600)
+
+    def no_space(src, dst, **kwargs):
+        Path(dst).write_text("half")  # a partial copy, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sandbox_docker.shutil, "copyfile", no_space)
+    with pytest.raises(InputError) as raised:
+        sandbox.add_input(source)
+    assert raised.value.exit_status == ExitStatus.USAGE  # exit 2, not "this is a bug"
+    assert "no space left on device writing" in str(raised.value) and "context-copy.txt" in str(raised.value)
+    assert not (share / "context-copy.txt").exists()
+    with pytest.raises(InputError):  # and the same when the server file itself is copied in
+        sandbox_docker.DockerSandbox(object(), SandboxLimits(), sandbox_docker.DockerOptions(), share)

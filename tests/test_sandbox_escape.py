@@ -4,10 +4,13 @@ C1: no cell reads an API key (the environment, every /proc/*/environ and cmdline
     nor gets one out disguised (reversed, base64, hex) into a request, stdout, stderr, the trace
     or the history; under docker and local (bubblewrap), and under process for what it claims.
 C3: a cell cannot modify or delete the input, a file beside it, the history and earlier traces,
-    nor write into rlm's installed package (docker, local).
+    nor write into rlm's installed package or the Python installations it can see (docker, local).
 H9: under local, a cell that signals its parent, writes onto its parent's stdout and leaves a
-    daemon behind does not disturb the run, and nothing of the sandbox outlives it.
-H1: a Docker container keeps no log, so what a cell writes to init's stderr reaches no host disk.
+    daemon behind does not disturb the run, and nothing of the sandbox outlives it; signalling
+    every process it sees (kill -1) does not either (docker, local). Under process, a daemon
+    holding the protocol pipes does not make rlm wait for it.
+H1: a Docker container keeps no log, so what a cell writes to init's stderr reaches no host disk;
+    under local, what it writes to bwrap's stderr costs rlm no memory.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ import base64
 import hashlib
 import json
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -147,6 +153,15 @@ print('\n'.join(report))
 """
 
 
+def python_files() -> list[Path]:
+    """A file of the Python installation rlm runs on (bound read-only into the local sandbox, as
+    the sandbox's interpreter) and one of the system's Python under /usr/lib, where there is one."""
+    found = [Path(os.__file__).resolve()]
+    assert found[0].is_relative_to(Path(sys.base_prefix).resolve()), found
+    found += sorted(Path("/usr/lib").glob("python3*/os.py"))[:1]
+    return found
+
+
 def digests(paths: list[Path]) -> dict[Path, str]:
     return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
 
@@ -174,22 +189,31 @@ def test_no_cell_can_modify_the_input_other_files_the_history_or_rlm(
     kept = [data, notes, *home.rglob("*.jsonl")]
     assert len(kept) == 3 and before_rows, "the earlier run left a trace and a history row"
     before = digests(kept)
-    probes = [str(package / "__init__.py"), str(Path(rlmcli.sandbox_local.__file__))]
+    # Visible in the local sandbox, read-only: the Python installation and the system's Python.
+    python = python_files()
+    probes = [str(package / "__init__.py"), str(Path(rlmcli.sandbox_local.__file__)), *map(str, python)]
     planted = f"pwned-{uuid.uuid4().hex}.txt"
-    folders = [str(tmp_path), str(home), str(home / "traces"), str(package)]
+    folders = [str(tmp_path), str(home), str(home / "traces"), str(package), *{str(p.parent) for p in python}]
+    before_python = digests(python)
     targets = [str(p) for p in kept] + [str(home / "history.sqlite3")]
     cell = DESTROY.format(targets=targets, probes=probes, folders=folders, planted=planted)
     fake_llm.add_root(reply("", cell), "FINAL(second)")
     try:
         proc = run_rlm(mode_args(fake_llm, mode, request, str(data), extra=["--json"]))
     finally:
-        (package / planted).unlink(missing_ok=True)  # only if the sandbox failed
+        for folder in folders:
+            (Path(folder) / planted).unlink(missing_ok=True)  # only if the sandbox failed
     assert proc.returncode == 0, proc.stderr.decode()
     assert json.loads(proc.stdout)["answer"] == "second"
 
     told = last_user_message(fake_llm.root_requests[-1])
     assert "truncate" in told and "open for writing" in told and "DONE" not in told, told[:3000]
     assert digests(kept) == before  # the input, the file beside it, the earlier trace: unchanged
+    assert digests(python) == before_python
+    for path in python:  # tried, and refused (under local, where they are there to see)
+        assert f"open for writing {path}: " in told and f"create in {path.parent}: " in told
+        if mode == "local":
+            assert f"open for writing {path}: FileNotFoundError" not in told
     rows = history_rows(home)
     assert rows[: len(before_rows)] == before_rows and len(rows) == len(before_rows) + 1
     for folder in folders:
@@ -240,6 +264,135 @@ def test_local_cell_cannot_signal_rlm_forge_its_output_or_outlive_it(fake_llm, r
     assert "daemon left behind" in last_user_message(fake_llm.root_requests[1])
     assert "alive 5" in last_user_message(fake_llm.root_requests[3])
     assert processes_with(marker) == []  # the daemon died with the sandbox's PID namespace
+
+
+# kill(-1) signals every process the caller may signal. Only ever from a server whose parent is
+# its PID namespace's init (bwrap's, docker-init): if a sandbox failed to isolate, the cell refuses,
+# so the test fails instead of killing the machine's processes (the tests run as root).
+SIGNAL_EVERYTHING = r"""
+import os, signal, subprocess
+pids = [p for p in os.listdir('/proc') if p.isdigit()]
+if os.getppid() != 1 or len(pids) > 10:
+    print('NOT ISOLATED: refusing to signal everything', os.getppid(), len(pids))
+else:
+    child = subprocess.Popen(['sleep', '60'])  # something of its own to hit
+    os.kill(-1, signal.SIGSTOP)
+    os.kill(-1, signal.SIGKILL)
+    print('signalled everything; the child ended with', child.wait())
+"""
+
+
+@pytest.mark.parametrize("mode", ["docker", "local"])  # never process: it would hit the test runner
+def test_a_cell_signalling_every_process_it_sees_does_not_stop_the_run(
+    mode, fake_llm, run_rlm, tmp_path, request
+):
+    (tmp_path / "in.txt").write_text("data\n")
+    fake_llm.add_root(
+        reply("", SIGNAL_EVERYTHING), reply("", "print('alive', len(context))"), "FINAL(the answer)"
+    )
+    proc = run_rlm(mode_args(fake_llm, mode, request, str(tmp_path / "in.txt")), timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout == b"the answer\n"
+    told = last_user_message(fake_llm.root_requests[1])
+    assert "signalled everything; the child ended with -9" in told, told[:2000]
+    assert "alive 5" in last_user_message(fake_llm.root_requests[2])
+
+
+DAEMON = r"""
+import os, time
+if os.fork() == 0:
+    os.setsid()  # out of the server's process group: the sandbox's killpg misses it
+    if os.fork() == 0:
+        with open({pidfile!r} + '.part', 'w') as f:
+            f.write(str(os.getpid()))
+        os.rename({pidfile!r} + '.part', {pidfile!r})
+        time.sleep(600)  # holding the protocol pipes, inherited from the server
+    os._exit(0)
+while not os.path.exists({pidfile!r}):
+    time.sleep(0.01)
+print('daemon left behind')
+"""
+
+
+def test_process_run_ends_although_a_cell_left_a_daemon_holding_the_pipes(fake_llm, run_rlm, tmp_path):
+    # --sandbox process does not promise to kill such a daemon (README), but rlm must not wait for it.
+    (tmp_path / "in.txt").write_text("data\n")
+    pidfile = tmp_path / "daemon.pid"
+    fake_llm.add_root(reply("", DAEMON.format(pidfile=str(pidfile))), "FINAL(the answer)")
+    args = [a if a != "local" else "process" for a in ask_args(fake_llm, str(tmp_path / "in.txt"))]
+    try:
+        proc = run_rlm(args, timeout=90)  # before the fix: waits for the daemon (600 s)
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert proc.stdout == b"the answer\n"
+        assert "daemon left behind" in last_user_message(fake_llm.root_requests[1])
+        daemon = int(pidfile.read_text())
+        assert b"repl_server" in Path(f"/proc/{daemon}/cmdline").read_bytes()  # still alive: the case held
+    finally:
+        kill_daemon(pidfile)
+
+
+def kill_daemon(pidfile: Path) -> None:
+    """Kill the daemon this test's cell started: the pid it wrote, if that is still a REPL server."""
+    try:
+        pid = int(pidfile.read_text())
+        if b"repl_server" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+
+
+# ---------- the local sandbox's stderr: bwrap's own, drained to a tail ----------
+
+STDERR_FLOOD = r"""
+with open('/proc/1/fd/2', 'wb') as f:  # bwrap's init: its stderr is a pipe to rlm
+    for _ in range(200):
+        f.write(b'e' * 2**20)
+print('wrote 200 MB')
+"""
+
+
+def hwm(pid: int) -> int:
+    """The peak resident memory of a process so far, in bytes."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
+
+
+def test_local_cell_flooding_the_sandboxs_stderr_costs_the_host_no_memory(fake_llm, rlm_bin, tmp_path):
+    (tmp_path / "in.txt").write_text("data\n")
+    peaks: list[int] = []
+    rlm: list[subprocess.Popen] = []
+
+    def measured(text: str):  # a root reply that first notes rlm's peak memory so far
+        def answer(body: dict) -> str:
+            peaks.append(hwm(rlm[0].pid))
+            return text
+
+        return answer
+
+    fake_llm.add_root(
+        measured(reply("", STDERR_FLOOD)), measured(reply("", "print('alive', len(context))")), "FINAL(ok)"
+    )
+    rlm.append(
+        subprocess.Popen(
+            [rlm_bin, *ask_args(fake_llm, str(tmp_path / "in.txt"), extra=["--cell-timeout", "60"])],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=clean_env(tmp_path),
+            cwd=tmp_path,
+        )  # fmt: skip
+    )
+    try:
+        out, err = rlm[0].communicate(timeout=120)
+    finally:
+        rlm[0].kill()
+    assert rlm[0].returncode == 0, err.decode()[-3000:]
+    assert out == b"ok\n"
+    assert "wrote 200 MB" in last_user_message(fake_llm.root_requests[1])
+    grown = peaks[1] - peaks[0]
+    print(f"rlm's peak memory grew by {grown / 2**20:.1f} MB while a cell wrote 200 MB to its stderr")
+    assert grown < 50 * 2**20
+    assert len(err) < 100_000  # and it was not passed on to rlm's own stderr either
 
 
 # ---------- H1: Docker keeps no log ----------
