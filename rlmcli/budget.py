@@ -1,9 +1,19 @@
 """Usage accounting and hard limits, checked before every model call is dispatched.
 
-Every call reserves its estimated size (tokens, cost) before it is dispatched and holds the
-reservation while in flight; the check counts what was spent, what is reserved and the new call's
-estimate, and refuses a call that would cross a limit. So concurrent calls cannot overshoot a limit
-by more than the error of their estimates (see ModelClient for how completions are estimated).
+Every attempt at a call reserves its estimated size (tokens, cost) right before it is sent and holds
+the reservation while in flight; the check counts what was spent, what is reserved and the new
+attempt's estimate, and refuses one that would cross a limit. A retry is checked again like a new
+call. A failed attempt the provider may have billed (a timeout, a 5xx, a connection cut after the
+request went out) is counted at its prompt's estimate, marked estimated.
+
+How far a run can go past --max-tokens/--max-cost: an estimate is the prompt's characters / 4 plus
+the largest completion seen so far from that model (root and sub-calls apart). The first call of a
+model, whose completion cannot be estimated yet, runs alone until a non-empty completion was seen
+(see ModelClient._first_call). So a run overshoots by at most that one call's completion, as long as
+no reply is longer than the largest one before it and the provider counts no more prompt tokens
+than estimated. Otherwise every call in flight (up to --concurrency) can overshoot by its difference
+from the estimate: a completion longer than any before it is not bounded in advance.
+
 Provider usage is validated before it is counted: a missing, negative or absurd count is replaced
 by an estimate from the text, and the run's usage is marked estimated.
 """
@@ -194,14 +204,16 @@ class Budget:
             return LimitReached("subcalls", f"sub-call limit of {lim.max_subcalls} reached")
         return None
 
-    def reserve(self, tokens: int, cost: float | None, subcall: bool) -> Reservation:
-        """Admit one call estimated at `tokens` and `cost` (None: no known price), or raise.
+    def reserve(self, tokens: int, cost: float | None, subcall: bool, retry: bool = False) -> Reservation:
+        """Admit one attempt estimated at `tokens` and `cost` (None: no known price), or raise.
 
-        The call is refused when what was spent, plus what calls in flight reserved, plus this
-        estimate would cross --max-tokens or --max-cost. Admitted, it counts as dispatched and
-        holds its estimate until `settle()`. No await may come between this and the dispatch.
+        The attempt is refused when what was spent, plus what calls in flight reserved, plus this
+        estimate would cross --max-tokens or --max-cost. Admitted, it holds its estimate until
+        `settle()`, and a first attempt counts as a dispatched call; a `retry` is checked the same
+        way but is not another call (nor checked against --max-subcalls: its call already was).
+        No await may come between this and the dispatch.
         """
-        self.check(subcall)
+        self.check(subcall and not retry)
         lim, use = self.limits, self.usage
         if lim.max_tokens is not None and use.total_tokens + self.reserved_tokens + tokens > lim.max_tokens:
             self.breached = LimitReached(
@@ -218,7 +230,8 @@ class Budget:
                 f"(${use.cost_usd:.4f} spent, ${self.reserved_cost:.4f} in flight)",
             )
             raise self.breached
-        self.count_dispatch(subcall)
+        if not retry:
+            self.count_dispatch(subcall)
         self.reserved_tokens += tokens
         self.reserved_cost += cost
         return Reservation(tokens, cost)
@@ -249,11 +262,14 @@ class Budget:
             self.usage.cost_usd += counted
 
     def note_completion(self, kind: str, model: str, completion_tokens: int) -> None:
-        key = (kind, model)
-        self.largest_completion[key] = max(self.largest_completion.get(key, 0), completion_tokens)
+        # An empty completion is no estimate: were 0 kept, the calls behind it would reserve no
+        # completion at all (and run together, see ModelClient._first_call).
+        if completion_tokens > 0:
+            key = (kind, model)
+            self.largest_completion[key] = max(self.largest_completion.get(key, 0), completion_tokens)
 
     def completion_estimate(self, kind: str, model: str) -> int | None:
-        """The largest completion of this kind and model so far; None before the first one."""
+        """The largest completion of this kind and model so far; None before a non-empty one."""
         return self.largest_completion.get((kind, model))
 
     def count_dispatch(self, subcall: bool) -> None:

@@ -78,7 +78,8 @@ def ask(
     api_base: Annotated[str | None, typer.Option(envvar="RLM_API_BASE", rich_help_panel=MODEL,
         help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")] = None,
     sub_api_base: Annotated[str | None, typer.Option(envvar="RLM_SUB_API_BASE", rich_help_panel=MODEL,
-        help="Base URL for sub-calls. \\[default: --api-base]")] = None,
+        help="Base URL for sub-calls. \\[default: --api-base if the sub model has the root model's "
+             "provider, else the provider's own endpoint]")] = None,
     allow_model: Annotated[list[str] | None, typer.Option("--allow-model", metavar="MODEL", rich_help_panel=MODEL,
         help="Another model llm_query(..., model=MODEL) may use (repeatable); by default only --model and "
              "--sub-model. It gets --sub-api-base only if it has the sub model's provider.",

@@ -80,6 +80,19 @@ class ModelClient:
         """Fail early, naming the variable to set, when a model's provider key is missing."""
         self.router.check_credentials()
 
+    def cost_limit_warnings(self) -> list[str]:
+        """Under --max-cost, one warning per model of the run (root, sub, --allow-model) that has no
+        price in litellm's table: its calls cost nothing as far as the limit can tell."""
+        if self.budget.limits.max_cost is None:
+            return []
+        models = dict.fromkeys([self.root_config.model, self.sub_config.model, *self.router.allow_models])
+        return [
+            f"--max-cost cannot limit the cost of {model}: it has no price in litellm's table "
+            "(--max-tokens can bound its usage)"
+            for model in models
+            if self._unit_prices(model) is None
+        ]
+
     async def root(self, messages: list[dict]) -> Completion:
         return await self._call(self.root_config, messages, kind="root")
 
@@ -156,7 +169,8 @@ class ModelClient:
 
         The prompt is estimated from its characters; the completion as the largest one of this kind
         and model seen so far (root replies, full of code, run longer than sub-call answers), or 0
-        before the first, which then runs alone (see _first_call). Cost is None without a price.
+        before a non-empty one was seen, while calls run alone (see _first_call). Cost is None
+        without a price. The bound this gives is spelled out in budget.py's docstring.
         """
         if not self.budget.limits.limits_spending:
             return 0, None  # nothing to check: skip the pricing work
@@ -179,11 +193,12 @@ class ModelClient:
     async def _first_call(self, kind: str, model: str) -> AsyncIterator[None]:
         """Under a cost or token limit, the first call of a kind and model runs alone.
 
-        Until one of its completions was seen, a call's completion is estimated as 0 tokens; were
+        Until a non-empty completion was seen, a call's completion is estimated as 0 tokens; were
         64 such calls admitted at once, each could overshoot the limit by a whole completion. So the
         first runs alone, and the calls waiting behind it are then estimated with its size. Should it
-        fail, the next waiter runs alone in its place. A run thus overshoots by at most one call's
-        completion, plus how much later completions exceed the largest one seen before them.
+        fail, or its reply be empty (which tells nothing about the next one's size), the next waiter
+        runs alone in its place. A run thus overshoots by at most one call's completion, plus how
+        much later completions exceed the largest one seen before them.
         """
         if not self.budget.limits.limits_spending or self.budget.completion_estimate(kind, model) is not None:
             yield
@@ -204,25 +219,11 @@ class ModelClient:
                 gate.release()
 
     async def _call(self, cfg: ModelConfig, messages: list[dict], kind: str) -> Completion:
-        """One logical call: admitted by the budget, made with retries, its usage recorded."""
-        subcall = kind == "sub"
+        """One logical call: each attempt admitted by the budget, its usage recorded."""
         prompt_tokens = estimate_prompt_tokens(messages)
         async with self._first_call(kind, cfg.model):
-            async with self._semaphore() if subcall else contextlib.nullcontext():
-                # Reserved inside the semaphore, right before dispatch, with no await in between.
-                tokens, cost = self._estimate(kind, cfg.model, prompt_tokens)
-                reservation = self.budget.reserve(tokens, cost, subcall=subcall)
-                try:
-                    completion = await self._complete(cfg, messages, kind, prompt_tokens)
-                finally:
-                    self.budget.settle(reservation)
-                # Recorded in the same step as the release, and before the gate opens for the calls
-                # that wait for this completion's size.
-                self.budget.record(
-                    completion.prompt_tokens, completion.completion_tokens, completion.cost_usd,
-                    subcall=subcall, estimated=completion.usage_estimated,
-                )  # fmt: skip
-                self.budget.note_completion(kind, cfg.model, completion.completion_tokens)
+            async with self._semaphore() if kind == "sub" else contextlib.nullcontext():
+                completion = await self._complete(cfg, messages, kind, prompt_tokens)
         if self.on_call is not None:
             self.on_call(kind, cfg.model, completion)
         return completion
@@ -232,10 +233,15 @@ class ModelClient:
     async def _complete(
         self, cfg: ModelConfig, messages: list[dict], kind: str, prompt_estimate: int
     ) -> Completion:
-        """Make the request, retrying what may succeed on a second try; never past --timeout."""
+        """Make the request, retrying what may succeed on a second try; never past --timeout.
+
+        Every attempt is a dispatch: admitted by the budget right before it is sent, and counted
+        when it ends, a failed one too when the provider may have billed it (see may_be_billed).
+        """
         litellm = load_litellm()
         api_key = self.router.api_key(cfg)
         route = self.router.direct_route(cfg) if kind == "sub" else None
+        subcall = kind == "sub"
         attempts = max(0, cfg.max_retries) + 1
         started = time.monotonic()
         for attempt in range(1, attempts + 1):
@@ -244,29 +250,39 @@ class ModelClient:
             remaining = self.budget.remaining_time()
             if remaining is not None:  # don't let one request outlive the run's wall-time limit
                 timeout = max(0.05, min(timeout, remaining))
+            # Reserved inside the semaphore, right before dispatch, with no await in between; a
+            # retry must pass the limits again (earlier attempts and other calls may have used them up).
+            tokens, cost = self._estimate(kind, cfg.model, prompt_estimate)
+            reservation = self.budget.reserve(tokens, cost, subcall=subcall, retry=attempt > 1)
             try:
-                # A total deadline, reading the body included: the HTTP layers' own timeouts bound
-                # each read, which a server trickling a byte a second never trips.
-                async with asyncio.timeout(timeout):
-                    if route is not None:
-                        reply = await self._http.chat(
-                            route.url, route.headers, route.model, messages, timeout, self._ssl_setting()
-                        )
-                    else:
-                        response = await litellm.acompletion(
-                            model=cfg.model,
-                            messages=messages,
-                            api_base=cfg.api_base,
-                            api_key=api_key,
-                            timeout=timeout,
-                            # We retry ourselves (with Retry-After and budget awareness); both layers
-                            # below must not: num_retries is litellm's, max_retries the openai SDK's.
-                            num_retries=0,
-                            max_retries=0,
-                        )
+                try:
+                    # A total deadline, reading the body included: the HTTP layers' own timeouts
+                    # bound each read, which a server trickling a byte a second never trips.
+                    async with asyncio.timeout(timeout):
+                        if route is not None:
+                            reply = await self._http.chat(
+                                route.url, route.headers, route.model, messages, timeout, self._ssl_setting()
+                            )
+                        else:
+                            response = await litellm.acompletion(
+                                model=cfg.model,
+                                messages=messages,
+                                api_base=cfg.api_base,
+                                api_key=api_key,
+                                timeout=timeout,
+                                # We retry ourselves (with Retry-After and budget awareness); both
+                                # layers below must not: num_retries is litellm's, max_retries the
+                                # openai SDK's.
+                                num_retries=0,
+                                max_retries=0,
+                            )
+                finally:
+                    self.budget.settle(reservation)
             except Exception as e:
                 if isinstance(e, TimeoutError):
                     e = TimeoutError(f"no complete response within {timeout:g} s")
+                if may_be_billed(e):  # in the same step as the release: the limits never miss it
+                    self._record_failed_attempt(cfg.model, prompt_estimate, subcall)
                 self.budget.check_clock()  # cut short by the run's wall-time limit: that is the reason
                 if not retry.is_retryable(e) or attempt == attempts:
                     raise retry.provider_error(cfg.model, e, attempt) from None
@@ -283,8 +299,55 @@ class ModelClient:
                 text = reply.text
             else:
                 text, usage, reported_cost = _read_response(response)
-            return _to_completion(litellm, cfg.model, text, usage, reported_cost, prompt_estimate, latency)
+            completion = _to_completion(
+                litellm, cfg.model, text, usage, reported_cost, prompt_estimate, latency
+            )
+            # Recorded in the same step as the release, and before the gate opens for the calls
+            # that wait for this completion's size (_first_call).
+            self.budget.record(
+                completion.prompt_tokens, completion.completion_tokens, completion.cost_usd,
+                subcall=subcall, estimated=completion.usage_estimated,
+            )  # fmt: skip
+            self.budget.note_completion(kind, cfg.model, completion.completion_tokens)
+            return completion
         raise AssertionError("unreachable: the last attempt either returns or raises")
+
+    def _record_failed_attempt(self, model: str, prompt_tokens: int, subcall: bool) -> None:
+        """Count a failed attempt the provider may have billed: its prompt, as estimated, at the
+        table price (no completion: none came back), marked estimated."""
+        prices = self._unit_prices(model)
+        cost = None if prices is None else prices[0] * prompt_tokens
+        self.budget.record(prompt_tokens, 0, cost, subcall=subcall, estimated=True)
+
+
+# Failures that happen before a request is sent: the provider never saw it, so it billed nothing.
+# They are found by class name anywhere in the exception's chain: litellm reports a refused
+# connection as an InternalServerError (status 500) whose cause is httpx's ConnectError.
+NOT_SENT = {
+    "ClientConnectorError",  # aiohttp: refused, DNS, TLS or proxy failure while connecting
+    "ConnectError",  # httpx
+    "ConnectTimeout",  # httpx
+    "ConnectionRefusedError",
+    "gaierror",  # name resolution
+}
+
+
+def may_be_billed(e: BaseException) -> bool:
+    """Whether a failed request may have reached the provider and been billed: a 5xx, a timeout,
+    a connection reset or a body cut short after the request went out, an answer that was not
+    a chat completion. Not a 4xx (rejected before any work: auth, validation, rate limits), and
+    not a connection that was never made."""
+    seen: BaseException | None = e
+    for _ in range(10):  # causes nest a few levels deep; a cycle must not loop forever
+        if seen is None:
+            break
+        if NOT_SENT & {cls.__name__ for cls in type(seen).__mro__}:
+            return False
+        seen = seen.__cause__ or seen.__context__
+    status = retry.status_of(e)
+    if status is not None:
+        return status >= 500
+    return retry.is_retryable(e)
 
 
 def _read_response(response: Any) -> tuple[str, tuple[Any, Any], Any]:

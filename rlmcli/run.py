@@ -75,7 +75,7 @@ def sub_api_base(settings: Settings) -> str | None:
     """--sub-api-base, else --api-base only when the sub model has the root model's provider: that
     server was paired with the root's provider, and must not receive another provider's key."""
     if settings.sub_api_base or not settings.api_base or not settings.sub_model:
-        return settings.effective_sub_api_base
+        return settings.sub_api_base or settings.api_base
     same = provider_of(settings.sub_model) == provider_of(settings.model)
     return settings.api_base if same else None
 
@@ -157,6 +157,8 @@ def ask(
                 context.write_index(index)
                 client = make_client(settings, budget)
                 client.check_credentials()
+                for warning in client.cost_limit_warnings():  # before any call: --max-cost off for these
+                    emit(Notice(warning, warning=True))
                 sandbox = make_sandbox(settings, share, emit)
                 if context.path.parent != share:  # a named file used in place
                     sandbox.add_input(context.path)

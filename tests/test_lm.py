@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fake_llm import FakeLLM, Fault
 
-from rlmcli.budget import Budget, Limits
+from rlmcli.budget import Budget, Limits, Usage, estimate_prompt_tokens
 from rlmcli.errors import LimitReached, ProviderError
 from rlmcli.lm import PLACEHOLDER_API_KEY, ModelClient, ModelConfig, ModelNotAllowed
 
@@ -89,7 +89,10 @@ def test_server_errors_exhaust_retries(fake: FakeLLM) -> None:
     assert len(fake.requests) == 3  # neither litellm nor the openai SDK retried on their own
     # Exponential with jitter: attempt n waits within [base*2^(n-1)/2, base*2^(n-1)].
     assert len(delays) == 2 and 0.5 <= delays[0] <= 1.0 and 1.0 <= delays[1] <= 2.0
-    assert client.budget.usage.prompt_tokens == 0  # failed calls record no usage
+    # A 5xx may have been billed: each attempt counts its prompt, as estimated; it is one call.
+    usage = client.budget.usage
+    assert usage.prompt_tokens == 3 * estimate_prompt_tokens(ROOT_MESSAGES) and usage.completion_tokens == 0
+    assert usage.estimated and usage.cost_usd > 0 and usage.root_calls == 1
 
 
 def test_unauthorized_fails_at_once_without_leaking_the_key(fake: FakeLLM) -> None:
@@ -142,6 +145,90 @@ def test_unreachable_server_is_a_provider_error() -> None:
     client = ModelClient(config, config, Budget())
     with pytest.raises(ProviderError, match="after 2 attempts"):
         asyncio.run(client.root(ROOT_MESSAGES))
+    assert client.budget.usage == Usage(root_calls=1)  # never sent: nothing to bill, nothing counted
+
+
+# -- failed attempts the provider may bill count against the limits --------------------------------
+
+PROMPT = [{"role": "user", "content": "x" * 400}]  # 104 tokens as estimated
+BILLED_FAULTS = {
+    "500": Fault(status=500, retry_after_ms=1),
+    "503": Fault(status=503, retry_after_ms=1),
+    "timeout": Fault(delay=0.5),
+    "garbage": Fault(garbage=True),
+}
+
+
+@pytest.mark.parametrize("path", ["root", "sub"])  # litellm, and the direct aiohttp path
+@pytest.mark.parametrize("fault", BILLED_FAULTS)
+def test_failed_attempts_that_may_be_billed_are_counted(fault: str, path: str) -> None:
+    with FakeLLM(sub=lambda prompt: BILLED_FAULTS[fault]) as fake:
+        fake.add_root(*[BILLED_FAULTS[fault]] * 3)
+        client, _ = make_client(fake, max_retries=2, request_timeout=0.2)
+        messages = [{"role": "system", "content": "s"}] + PROMPT if path == "root" else PROMPT
+        call = client.root(messages) if path == "root" else client.sub(PROMPT[0]["content"])
+        with pytest.raises(ProviderError, match="after 3 attempts"):
+            asyncio.run(call)
+    usage, each = client.budget.usage, estimate_prompt_tokens(messages)
+    assert len(fake.requests) == 3
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.estimated) == (3 * each, 0, True)
+    assert usage.cost_usd == pytest.approx(3 * each * 0.15e-6)  # gpt-4o-mini: $0.15 per M prompt tokens
+    assert (usage.root_calls, usage.subcalls) == ((1, 0) if path == "root" else (0, 1))
+
+
+@pytest.mark.parametrize("status", [400, 401, 429])
+def test_refused_requests_are_not_counted(fake: FakeLLM, status: int) -> None:
+    fake.add_root(*[Fault(status=status, retry_after_ms=1)] * 3)
+    client, _ = make_client(fake, max_retries=2)
+    with pytest.raises(ProviderError, match=str(status)):
+        asyncio.run(client.root(ROOT_MESSAGES))
+    assert client.budget.usage == Usage(root_calls=1)
+
+
+def test_a_retry_must_pass_the_cost_limit_again(fake: FakeLLM) -> None:
+    """A server failing with 500 forever: the retries stop at --max-cost, not after 100 free tries."""
+    fake.add_root(*[Fault(status=500, retry_after_ms=1)] * 101)
+    one = estimate_prompt_tokens(ROOT_MESSAGES) * 0.15e-6  # what each attempt is counted at
+    budget = Budget(limits=Limits(max_cost=10.5 * one))
+    client, _ = make_client(fake, budget=budget, max_retries=100)
+    with pytest.raises(LimitReached, match="cost limit"):
+        asyncio.run(client.root(ROOT_MESSAGES))
+    assert len(fake.requests) == 10  # the 11th would cross the limit: refused before it is sent
+    assert budget.usage.cost_usd == pytest.approx(10 * one) and budget.usage.root_calls == 1
+
+
+def test_a_retry_is_not_another_subcall(fake: FakeLLM) -> None:
+    answers = iter([Fault(status=500, retry_after_ms=1), "ok"])
+    with FakeLLM(sub=lambda prompt: next(answers)) as fake:
+        client, _ = make_client(fake, budget=Budget(limits=Limits(max_subcalls=1)))
+        assert asyncio.run(client.sub("p")) == "ok"
+    assert len(fake.requests) == 2 and client.budget.usage.subcalls == 1
+
+
+def test_an_empty_first_reply_keeps_calls_running_one_at_a_time() -> None:
+    """An empty first reply says nothing about the next one's size: until a non-empty completion
+    was seen, sub-calls under a cost limit still run alone, so 64 cannot go out reserving none."""
+    in_flight, peak, lock = 0, 0, threading.Lock()
+    answers = iter(["", "", "x" * 4000] + ["x" * 4000] * 100)
+
+    def sub(prompt: str) -> str:
+        nonlocal in_flight, peak
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+            answer = next(answers)
+        time.sleep(0.02)
+        with lock:
+            in_flight -= 1
+        return answer
+
+    with FakeLLM(sub=sub, usage=lambda body, text: (10, len(text) // 4)) as fake:
+        budget = Budget(limits=Limits(max_cost=1.0))
+        client, _ = make_client(fake, budget=budget, concurrency=8)
+        asyncio.run(client.batch(["a", "b", "c"]))  # the two empty replies, then a 1000-token one
+        assert peak == 1 and budget.completion_estimate("sub", "openai/gpt-4o-mini") == 1000
+        asyncio.run(client.batch([f"p{i}" for i in range(16)]))
+        assert peak > 1  # now that a completion's size is known, calls run together again
 
 
 def test_sub_call_and_model_override(fake: FakeLLM) -> None:

@@ -126,7 +126,8 @@ def test_server_errors_exhaust_retries() -> None:
     assert "after 3 attempts: fake: scripted 500" in result
     assert len(fake.requests) == 3
     assert len(delays) == 2 and 0.5 <= delays[0] <= 1.0 and 1.0 <= delays[1] <= 2.0
-    assert client.budget.usage.prompt_tokens == 0  # failed calls record no usage
+    # A 5xx may have been billed: each attempt counts its prompt, as estimated (lm.may_be_billed).
+    assert client.budget.usage.prompt_tokens == 3 * 5 and client.budget.usage.estimated
 
 
 def test_unauthorized_fails_at_once_without_leaking_the_key() -> None:

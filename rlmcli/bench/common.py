@@ -14,6 +14,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ..budget import CHARS_PER_TOKEN as CHARS_PER_TOKEN
+from ..budget import estimate_tokens as estimate_tokens
 from ..errors import InputError
 
 DATA_ENV = "RLM_DATA_DIR"
@@ -21,10 +23,10 @@ DATA_ENV = "RLM_DATA_DIR"
 # rlmcli/bench/common.py -> parents[2] is the repo root, parents[3] its parent.
 _DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
-# `--length` is in tokens, estimated as characters / 4 (a common rule of thumb for English text
-# with BPE tokenizers). It is deterministic and needs no tokenizer download; real tokenizers differ
-# by tens of percent on UUIDs, numbers and code, so lengths are nominal, as in OOLONG and RULER.
-CHARS_PER_TOKEN = 4
+# `--length` is in tokens, estimated as characters / 4 with budget.py's estimator, the one the
+# limits use (a common rule of thumb for English text with BPE tokenizers). It is deterministic and
+# needs no tokenizer download; real tokenizers differ by tens of percent on UUIDs, numbers and
+# code, so lengths are nominal, as in OOLONG and RULER.
 
 
 class BenchDataError(InputError):
@@ -45,10 +47,6 @@ def data_path(*parts: str) -> Path:
             hint=f"set {DATA_ENV} to the folder holding trec/ and loghub/ (the project's shared/data)",
         )
     return path
-
-
-def estimate_tokens(text: str) -> int:
-    return -(-len(text) // CHARS_PER_TOKEN)  # ceiling division
 
 
 def char_budget(length_tokens: int) -> int:
