@@ -38,9 +38,10 @@ from rlmcli.agent import Agent  # noqa: E402
 from rlmcli.budget import Budget, Limits  # noqa: E402
 from rlmcli.context import LoadOptions, load_context  # noqa: E402
 from rlmcli.events import Event, SubcallProgress  # noqa: E402
-from rlmcli.lm import ModelClient, ModelConfig, load_litellm  # noqa: E402
-from rlmcli.repl import Repl  # noqa: E402
-from rlmcli.sandbox_local import ProcessSandbox, SandboxLimits  # noqa: E402
+from rlmcli.model.client import ModelClient, ModelConfig, load_litellm  # noqa: E402
+from rlmcli.repl.confine import SandboxLimits  # noqa: E402
+from rlmcli.repl.process import ProcessSandbox  # noqa: E402
+from rlmcli.repl.protocol import Repl  # noqa: E402
 
 MODEL = "openai/gpt-4o-mini"
 GOAL_S = 0.7

@@ -27,10 +27,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rlmcli import sandbox_docker  # noqa: E402
 from rlmcli.context import LoadOptions, load_context, parse_size  # noqa: E402
-from rlmcli.repl import Channel, Repl  # noqa: E402
-from rlmcli.sandbox_local import SandboxLimits  # noqa: E402
+from rlmcli.repl import docker as sandbox_docker  # noqa: E402
+from rlmcli.repl.process import SandboxLimits  # noqa: E402
+from rlmcli.repl.protocol import Channel, Repl  # noqa: E402
 
 LOGS = REPO.parent / "shared" / "data" / "loghub"
 

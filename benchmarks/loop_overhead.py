@@ -43,9 +43,10 @@ from rlmcli.agent import Agent  # noqa: E402
 from rlmcli.budget import Budget, Limits  # noqa: E402
 from rlmcli.context import LoadOptions, load_context  # noqa: E402
 from rlmcli.events import Event  # noqa: E402
-from rlmcli.lm import ModelClient, ModelConfig  # noqa: E402
-from rlmcli.repl import Repl  # noqa: E402
-from rlmcli.sandbox_local import ProcessSandbox, SandboxLimits  # noqa: E402
+from rlmcli.model.client import ModelClient, ModelConfig  # noqa: E402
+from rlmcli.repl.confine import SandboxLimits  # noqa: E402
+from rlmcli.repl.process import ProcessSandbox  # noqa: E402
+from rlmcli.repl.protocol import Repl  # noqa: E402
 
 MODEL = "openai/gpt-4o-mini"
 GOAL_MS = 5.0
@@ -194,7 +195,7 @@ async def model_call_layers(messages: list[dict], count: int, nodelay: bool) -> 
     import httpx
     import openai
 
-    from rlmcli.lm import load_litellm
+    from rlmcli.model.client import load_litellm
 
     litellm = load_litellm()
     fake = start_fake(["ok"] * (3 * count + 10), nodelay)
@@ -271,7 +272,7 @@ async def cells_after_model_call(count: int, workdir: Path) -> dict[str, list[fl
     """Repl.run_cell('x = 1') right after a litellm.acompletion returns, vs. after 100 ms idle:
     litellm finishes its success logging (an asyncio task and a thread-pool job) after returning,
     and that work overlaps whatever the loop awaits next, i.e. the cell round trip."""
-    from rlmcli.lm import load_litellm
+    from rlmcli.model.client import load_litellm
 
     litellm = load_litellm()
     fake = start_fake(["ok"] * (3 * count + 10), nodelay=True)

@@ -8,8 +8,6 @@ from the budget; the loop turns them into a result carrying the best partial ans
 
 from __future__ import annotations
 
-import ast
-import re
 from dataclasses import dataclass
 
 from . import prompts
@@ -28,13 +26,11 @@ from .events import (
     cap,
     discard,
 )
-from .frames import clip
-from .lm import Completion, ModelClient
-from .repl import CellResult, Repl
+from .model.client import Completion, ModelClient
+from .repl.frames import clip
+from .repl.protocol import CellResult, Repl
+from .reply import code_blocks, find_final, strip_code
 
-CODE_BLOCK = re.compile(r"```(?:repl|python|py)[ \t]*\n(.*?)```", re.DOTALL)
-FINAL_VAR = re.compile(r"^\s*FINAL_VAR\(\s*(.*?)\s*\)\s*$", re.MULTILINE)
-FINAL = re.compile(r"^\s*FINAL\(", re.MULTILINE)
 # Host-side caps on what one reply can put into the next prompt, whatever the sandbox sends: the
 # blocks run per reply, and the characters of their outputs together (at least two full cells).
 MAX_BLOCKS_PER_REPLY = 16
@@ -49,57 +45,6 @@ class RunResult:
     partial: bool = False  # True when `answer` is the best partial answer of an unfinished run
     message: str | None = None  # why a run stopped early
     hint: str | None = None  # what the user can do about it
-
-
-def code_blocks(text: str) -> list[str]:
-    return [block for block in CODE_BLOCK.findall(text) if block.strip()]
-
-
-def find_final(text: str) -> tuple[str, str] | None:
-    """('FINAL', answer) or ('FINAL_VAR', name) from the prose of a reply (code blocks ignored)."""
-    prose = CODE_BLOCK.sub("", text)
-    if m := FINAL_VAR.search(prose):
-        return "FINAL_VAR", m.group(1).strip("'\"` ")
-    if m := FINAL.search(prose):
-        return "FINAL", _unquote(_final_argument(prose[m.end() :]).strip())
-    return None
-
-
-def _final_argument(rest: str) -> str:
-    """The text up to FINAL's closing parenthesis.
-
-    The balanced closing parenthesis wins when nothing but whitespace follows it on its line;
-    otherwise (an answer with unbalanced parentheses, like "1) ... 2) ...") the last one does.
-    """
-    depth = 0
-    for i, ch in enumerate(rest):
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            if depth == 0:
-                line_end = rest.find("\n", i)
-                if not rest[i + 1 : None if line_end < 0 else line_end].strip():
-                    return rest[:i]
-                break
-            depth -= 1
-    last = rest.rfind(")")
-    return rest[:last] if last >= 0 else rest
-
-
-def _unquote(answer: str) -> str:
-    """FINAL("text") and FINAL('''text''') mean the text, not the quotes."""
-    if answer[:1] in "\"'":
-        try:
-            value = ast.literal_eval(answer)
-            if isinstance(value, str):
-                return value
-        except (ValueError, SyntaxError):
-            pass
-    return answer
-
-
-def strip_code(text: str) -> str:
-    return CODE_BLOCK.sub("", text).strip()
 
 
 class Agent:

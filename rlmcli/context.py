@@ -17,13 +17,13 @@ import re
 import stat
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from .errors import InputError
 from .walk import IGNORE_FILES as IGNORE_FILES  # re-exported: it was defined here
-from .walk import Walker, display_name
+from .walk import LoadOptions, Walker, display_name
 
 CHUNK = 1024 * 1024
 BINARY_SNIFF = 8192  # a NUL byte in this many leading bytes marks a file as binary
@@ -98,15 +98,6 @@ class Context:
             text += f", {s.invalid_utf8_files} with invalid UTF-8"
         total, detail = _skip_counts(s.skipped)
         return f"{text}; skipped {total} ({detail})" if total else text
-
-
-@dataclass
-class LoadOptions:
-    include: list[str] = field(default_factory=list)  # gitignore-style; files must match one
-    exclude: list[str] = field(default_factory=list)  # gitignore-style; files and dirs skipped
-    no_ignore: bool = False  # don't read .gitignore/.ignore/.rlmignore/.git/info/exclude
-    hidden: bool = False  # include dot entries (".git" is always skipped)
-    max_file_size: int = 10 * 1024 * 1024  # applies to files found in directories only
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgt])(?:i?b)?|b)?\s*$", re.IGNORECASE)

@@ -6,15 +6,13 @@ import asyncio
 import os
 import secrets
 import shutil
-import signal
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from . import __version__, sandbox_bwrap, sandbox_docker
+from . import __version__
 from .agent import Agent, RunResult
 from .budget import Budget, Limits
 from .context import Context, LoadOptions, load_context, parse_size, write_error
@@ -29,11 +27,12 @@ from .events import (
     RunStarted,
     new_run_id,
 )
-from .lm import ModelClient, ModelConfig
-from .providers import provider_of
-from .repl import Repl, Sandbox
-from .sandbox_local import ProcessSandbox, SandboxLimits, protect_host
+from .model.client import ModelClient, ModelConfig
+from .model.providers import provider_of
+from .repl.backends import make_sandbox
+from .repl.protocol import Repl
 from .settings import Settings
+from .signals import Signals
 from .walk import display_name
 
 INTERRUPTED = "interrupted"
@@ -78,40 +77,6 @@ def sub_api_base(settings: Settings) -> str | None:
         return settings.sub_api_base or settings.api_base
     same = provider_of(settings.sub_model) == provider_of(settings.model)
     return settings.api_base if same else None
-
-
-PROCESS_WARNING = (
-    "--sandbox process: the REPL is a plain child process (weaker isolation): model-written code can "
-    "read what your user can read, reach the network, and signal your processes"
-)
-
-
-def make_sandbox(settings: Settings, share_dir: Path, emit: Emit) -> Sandbox:
-    """Docker when asked, or for `auto` when a daemon answers within a second; else bubblewrap
-    (`local`); else an error. The plain child process (`process`) only when asked for."""
-    protect_host()  # once per run, before any sandbox starts: the keys in our memory stay ours
-    limits = SandboxLimits(memory=parse_size(settings.memory), pids=settings.pids_limit)
-    if settings.sandbox == "process":
-        emit(Notice(PROCESS_WARNING, warning=True))
-        return ProcessSandbox(limits)
-    if settings.sandbox == "local":
-        return sandbox_bwrap.BwrapSandbox(limits, share_dir)
-    client = sandbox_docker.connect(timeout=1.0)
-    if client is None:
-        if settings.sandbox == "docker":
-            raise sandbox_docker.no_daemon()
-        problem = sandbox_bwrap.unusable()
-        if problem is not None:
-            raise SandboxError(
-                f"no sandbox is available: no Docker daemon answers, and bubblewrap {problem}",
-                hint=sandbox_bwrap.AUTO_FIXES,
-            )
-        emit(Notice("no Docker daemon answers; using the local sandbox (bubblewrap)", warning=True))
-        return sandbox_bwrap.BwrapSandbox(limits, share_dir)
-    sandbox_docker.prune(client)  # leftovers of runs that died without cleaning up
-    sandbox_docker.ensure_image(client, settings.image, lambda text: emit(Notice(text)))
-    options = sandbox_docker.DockerOptions(settings.image, settings.cpus, settings.pids_limit)
-    return sandbox_docker.DockerSandbox(client, limits, options, share_dir)
 
 
 def ask(
@@ -224,63 +189,6 @@ def finished(result: RunResult, budget: Budget, run: RunStarted) -> RunFinished:
         usage.prompt_tokens, usage.completion_tokens, usage.cost_usd, usage.cost_known,
         time.time() - run.ts, parent=run.id,
     )  # fmt: skip
-
-
-class Signals:
-    """SIGTERM and SIGHUP (the terminal closed, the SSH session dropped) end a run as Ctrl-C does:
-    interrupted (exit 130), the sandbox stopped, the temp dir removed, the history row and the
-    trace finished. One Python-level handler covers the whole run:
-    - before the event loop runs (loading the input, checking credentials, making the sandbox) it
-      raises KeyboardInterrupt, as SIGINT does, so the `finally` that removes the temp dir runs;
-    - while the loop runs, it cancels the run's task (asyncio.Runner does the same for SIGINT);
-    - once clean-up has begun (`hold`), it is ignored: clean-up is short and must finish.
-    Handlers belong to the main thread: runs driven from worker threads (rlm bench) install none.
-    A signal that was ignored when rlm started (`nohup rlm ...`) stays ignored.
-    """
-
-    HANDLED = (signal.SIGTERM, signal.SIGHUP)
-
-    def __init__(self) -> None:
-        self.previous: dict[int, Any] = {}
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.task: asyncio.Task | None = None
-        self.holding = False
-        self.received: int | None = None  # the last signal seen, even while holding
-
-    def __enter__(self) -> Signals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.HANDLED:
-                current = signal.getsignal(sig)
-                if current is not signal.SIG_IGN:
-                    self.previous[sig] = signal.SIG_DFL if current is None else current
-                    signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def watch(self, task: asyncio.Task) -> None:
-        """From now on a signal cancels `task` (it runs on the current loop)."""
-        self.loop, self.task = asyncio.get_running_loop(), task
-
-    def hold(self) -> None:
-        self.holding, self.task = True, None
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.received = signum
-        if self.holding:
-            return
-        if self.loop is not None and self.task is not None:
-            # Called between any two bytecodes of the loop: only schedule; the callback checks
-            # again, so a cancel can never land in the clean-up.
-            self.loop.call_soon_threadsafe(self._cancel)
-            return
-        raise KeyboardInterrupt
-
-    def _cancel(self) -> None:
-        if not self.holding and self.task is not None:
-            self.task.cancel()
 
 
 async def _drive(agent: Agent, repl: Repl, signals: Signals | None = None) -> RunResult:

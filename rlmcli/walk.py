@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pathspec
 import re2
@@ -25,8 +25,15 @@ from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
 
 from .errors import InputError
 
-if TYPE_CHECKING:  # context imports this module at run time, so only the type checker looks back
-    from .context import LoadOptions
+
+@dataclass
+class LoadOptions:
+    include: list[str] = field(default_factory=list)  # gitignore-style; files must match one
+    exclude: list[str] = field(default_factory=list)  # gitignore-style; files and dirs skipped
+    no_ignore: bool = False  # don't read .gitignore/.ignore/.rlmignore/.git/info/exclude
+    hidden: bool = False  # include dot entries (".git" is always skipped)
+    max_file_size: int = 10 * 1024 * 1024  # applies to files found in directories only
+
 
 IGNORE_FILES = (".gitignore", ".ignore", ".rlmignore")  # later files override earlier ones
 

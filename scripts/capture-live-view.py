@@ -28,7 +28,7 @@ from rlmcli.events import (
     RunStarted,
     SubcallProgress,
 )
-from rlmcli.render import LiveView
+from rlmcli.view.live import LiveView
 
 ROOT, SUB = "openai/gpt-5-mini", "openai/gpt-5-nano"
 QUESTION = "Which component logs the most errors, and what is the most likely root cause?"

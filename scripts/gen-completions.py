@@ -423,7 +423,7 @@ def rlm_tree() -> Node:
     sys.path.insert(0, str(REPO))  # the checkout's CLI, whatever else is installed
     import typer
 
-    from rlmcli.cli import app
+    from rlmcli.cli.app import app
 
     return read_tree(typer.main.get_command(app))
 

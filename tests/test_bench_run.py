@@ -1,6 +1,6 @@
 """`rlm bench list|generate|run|report` end to end against the fake model server.
 
-The commands run through Typer's CliRunner on an app that mounts `bench_app` (as cli.py does), in
+The commands run through Typer's CliRunner on an app that mounts `bench_app` (as cli/app.py does), in
 this process: `bench run` drives the real `rlmcli.run.ask` (local sandbox, real HTTP to the fake).
 Root policies are reply callables: in rlm mode the root model never sees the context, so a solving
 policy writes code that finds the answer; for `direct` it reads the prompt it is sent.
@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 
 from rlmcli import bench
 from rlmcli.bench import report, runner
-from rlmcli.cli_bench import bench_app
-from rlmcli.trace import read_trace
+from rlmcli.cli.bench import bench_app
+from rlmcli.record.trace import read_trace
 
 ALL_METHODS = "rlm,rlm-no-subcalls,direct"
 NEEDLE = r"magic \w+ for \S+ is: (\S+)\."
@@ -331,6 +331,6 @@ def test_a_results_line_cut_by_a_kill_is_ignored_and_redone(tmp_path):
 
 def test_importing_the_bench_cli_stays_light():
     heavy = "('litellm', 'rlmcli.bench', 'rlmcli.run')"
-    code = f"import sys, rlmcli.cli_bench; print([m for m in sys.modules if m.startswith({heavy})])"
+    code = f"import sys, rlmcli.cli.bench; print([m for m in sys.modules if m.startswith({heavy})])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"

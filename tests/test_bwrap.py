@@ -17,8 +17,8 @@ from conftest import SENTINEL_KEY, ask_args
 from fake_llm import reply
 from typer.testing import CliRunner
 
-from rlmcli import sandbox_bwrap
-from rlmcli.cli import app
+from rlmcli.cli.app import app
+from rlmcli.repl import bwrap as sandbox_bwrap
 
 NO_DOCKER = "unix:///nonexistent/docker.sock"
 
@@ -108,7 +108,7 @@ def test_starting_a_sandbox_makes_the_host_non_dumpable(tmp_path):
     code = (
         "import ctypes, sys\n"
         "from pathlib import Path\n"
-        "from rlmcli.run import make_sandbox\n"
+        "from rlmcli.repl.backends import make_sandbox\n"
         "from rlmcli.settings import Settings\n"
         "prctl = ctypes.CDLL(None).prctl\n"
         "before = prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE\n"

@@ -191,7 +191,7 @@ def test_help_does_not_import_litellm(rlm_bin):
     import subprocess
     import sys
 
-    code = "import sys; from rlmcli.cli import app; print('litellm' in sys.modules)"
+    code = "import sys; from rlmcli.cli.app import app; print('litellm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

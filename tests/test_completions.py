@@ -36,7 +36,7 @@ gen = load_generator()
 
 
 def rlm_tree():
-    from rlmcli.cli import app
+    from rlmcli.cli.app import app
 
     return gen.read_tree(typer.main.get_command(app))
 
@@ -227,8 +227,8 @@ def test_fish_script_parses_and_completes(tmp_path: Path):
 
 def test_generates_nested_groups_with_their_own_options(tmp_path: Path):
     """`rlm logs` (a group that also runs on its own, with options) and a file argument."""
-    from rlmcli import cli
-    from rlmcli.cli_logs import logs_app
+    from rlmcli.cli import app as cli
+    from rlmcli.cli.logs import logs_app
 
     app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
     app.command(name="ask")(cli.ask)

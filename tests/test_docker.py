@@ -305,9 +305,9 @@ def test_a_cell_flooding_the_channel_between_cells_cannot_fill_the_hosts_memory(
 
 def test_a_legit_frame_far_larger_than_the_read_buffer_still_arrives(docker_image, tmp_path):
     # The flow control above must not stall a frame bigger than what it lets the host buffer.
-    from rlmcli import sandbox_docker
-    from rlmcli.repl import Repl
-    from rlmcli.sandbox_local import SandboxLimits
+    from rlmcli.repl import docker as sandbox_docker
+    from rlmcli.repl.confine import SandboxLimits
+    from rlmcli.repl.protocol import Repl
 
     share = tmp_path / "share"
     share.mkdir()
@@ -344,8 +344,8 @@ def test_a_cancel_while_the_container_is_made_leaves_no_container(docker_image, 
     import threading
     import uuid
 
-    from rlmcli import sandbox_docker
-    from rlmcli.sandbox_local import SandboxLimits
+    from rlmcli.repl import docker as sandbox_docker
+    from rlmcli.repl.confine import SandboxLimits
 
     run = f"rlm-run-test-{uuid.uuid4().hex}"  # the label rlm.run of this test's container alone
     share = tmp_path / run / "share"
@@ -394,9 +394,9 @@ def test_a_cancel_while_the_container_is_made_leaves_no_container(docker_image, 
 def test_full_disk_while_copying_an_unreadable_input_is_an_input_error(tmp_path, monkeypatch):
     import errno
 
-    from rlmcli import sandbox_docker
     from rlmcli.errors import ExitStatus, InputError
-    from rlmcli.sandbox_local import SandboxLimits
+    from rlmcli.repl import docker as sandbox_docker
+    from rlmcli.repl.confine import SandboxLimits
 
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     share = tmp_path / "share"

@@ -16,11 +16,11 @@ from conftest import MODEL, SENTINEL_KEY, ask_args, clean_env
 from fake_llm import reply
 from typer.testing import CliRunner
 
-from rlmcli.cli import app
+from rlmcli.cli.app import app
 from rlmcli.context import LoadOptions, load_context, write_error
 from rlmcli.events import RunFinished, RunStarted
-from rlmcli.history import DB_NAME, History
-from rlmcli.trace import read_trace
+from rlmcli.record.history import DB_NAME, History
+from rlmcli.record.trace import read_trace
 
 LISTING = 'FINAL(" | ".join(k + "=" + str(files[k]).strip() for k in sorted(files)))'
 
@@ -259,7 +259,7 @@ def test_a_bug_mid_run_is_exit_1_and_the_history_row_is_finished(tmp_path, monke
     """An unexpected exception after the run started still ends its record: the row is not left
     `running`, and the trace ends with RunFinished."""
     import rlmcli.run
-    from rlmcli.history import History
+    from rlmcli.record.history import History
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")

@@ -22,12 +22,12 @@ from fake_llm import reply
 from typer.testing import CliRunner
 
 from rlmcli.agent import MAX_BLOCKS_PER_REPLY, TURN_OUTPUT_CHARS
-from rlmcli.cli import app
+from rlmcli.cli.app import app
 from rlmcli.errors import LimitReached, SandboxError
-from rlmcli.frames import MARKER_SLACK
-from rlmcli.history import History
-from rlmcli.repl import Repl
-from rlmcli.sandbox_local import server_path
+from rlmcli.record.history import History
+from rlmcli.repl.confine import server_path
+from rlmcli.repl.frames import MARKER_SLACK
+from rlmcli.repl.protocol import Repl
 
 FAKE_SERVER = r"""
 import json, struct, sys
@@ -75,7 +75,7 @@ while True:
 
 
 class ScriptSandbox:
-    """A Sandbox (see repl.py) that runs a Python script as a plain child: the fake server, or
+    """A Sandbox (see rlmcli/repl/protocol.py) that runs a Python script as a plain child: the fake server, or
     the real one without any confinement (these tests are about the protocol, not isolation)."""
 
     name = "test"

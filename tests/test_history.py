@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rlmcli import history as history_mod
-from rlmcli.cli_logs import logs_app
+from rlmcli.cli.logs import logs_app
 from rlmcli.errors import InputError
 from rlmcli.events import CellFinished, RunFinished, RunStarted
-from rlmcli.history import MIGRATIONS, History, home
+from rlmcli.record import history as history_mod
+from rlmcli.record.history import MIGRATIONS, History, home
 
 PLANTED = "sk-planted-4c2e9a7f1b3d5068-history"
 

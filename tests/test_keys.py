@@ -18,8 +18,8 @@ from conftest import MODEL, SENTINEL_KEY
 from fake_llm import FakeLLM, reply
 from typer.testing import CliRunner
 
-from rlmcli.cli import app
-from rlmcli.providers import ModelConfig, ModelNotAllowed, Router
+from rlmcli.cli.app import app
+from rlmcli.model.providers import ModelConfig, ModelNotAllowed, Router
 from rlmcli.settings import load_config, resolve
 
 ANTHROPIC_SENTINEL = "sk-ant-SENTINEL2-5d1c0e9b7a3f2468"

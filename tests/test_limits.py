@@ -23,11 +23,11 @@ from typer.testing import CliRunner
 
 from rlmcli.agent import Agent
 from rlmcli.budget import Budget, Limits, checked_usage
-from rlmcli.cli import app
+from rlmcli.cli.app import app
 from rlmcli.context import LoadOptions, load_context
 from rlmcli.errors import LimitReached
-from rlmcli.history import History
-from rlmcli.lm import ModelClient, ModelConfig, load_litellm
+from rlmcli.model.client import ModelClient, ModelConfig, load_litellm
+from rlmcli.record.history import History
 
 SUB_COMPLETION = 1000  # tokens the fake bills per sub-call: what makes a batch expensive
 

@@ -16,7 +16,7 @@ from fake_llm import FakeLLM, Fault
 
 from rlmcli.budget import Budget, Limits, Usage, estimate_prompt_tokens
 from rlmcli.errors import LimitReached, ProviderError
-from rlmcli.lm import PLACEHOLDER_API_KEY, ModelClient, ModelConfig, ModelNotAllowed
+from rlmcli.model.client import PLACEHOLDER_API_KEY, ModelClient, ModelConfig, ModelNotAllowed
 
 SECRET = "sk-test-secret-0123456789"
 ROOT_MESSAGES = [{"role": "system", "content": "system prompt"}, {"role": "user", "content": "question"}]
@@ -342,7 +342,7 @@ def test_client_survives_several_event_loops(fake: FakeLLM) -> None:
 def test_import_does_not_load_litellm() -> None:
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run(
-        [sys.executable, "-c", "import rlmcli.lm, sys; print('litellm' in sys.modules)"],
+        [sys.executable, "-c", "import rlmcli.model.client, sys; print('litellm' in sys.modules)"],
         cwd=root,
         capture_output=True,
         text=True,

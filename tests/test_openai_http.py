@@ -1,4 +1,4 @@
-"""Sub-calls on the direct OpenAI-protocol path (rlmcli/openai_http.py), over real HTTP to FakeLLM.
+"""Sub-calls on the direct OpenAI-protocol path (rlmcli/model/openai_http.py), over real HTTP to FakeLLM.
 
 litellm.acompletion is replaced by a function that fails the test, so every sub-call below proves
 it did not go through litellm; root calls still must, and do.
@@ -18,7 +18,7 @@ from fake_llm import FakeLLM, Fault
 
 from rlmcli.budget import Budget, Limits
 from rlmcli.errors import LimitReached, ProviderError
-from rlmcli.lm import ModelClient, ModelConfig, load_litellm
+from rlmcli.model.client import ModelClient, ModelConfig, load_litellm
 
 SECRET = "sk-test-secret-0123456789"
 ROOT_MESSAGES = [{"role": "system", "content": "system prompt"}, {"role": "user", "content": "question"}]

@@ -22,8 +22,8 @@ from rlmcli.events import (
     RunStarted,
     SubcallProgress,
 )
-from rlmcli.render import LiveView
-from rlmcli.replay import replay
+from rlmcli.record.replay import replay
+from rlmcli.view.live import LiveView
 
 T0 = 1_700_000_000.0
 ROOT, SUB = "openai/gpt-5-mini", "openai/gpt-5-nano"

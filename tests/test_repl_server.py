@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from rlmcli.errors import SandboxError
-from rlmcli.repl import Repl
-from rlmcli.sandbox_local import ProcessSandbox, SandboxLimits
+from rlmcli.repl.confine import SandboxLimits
+from rlmcli.repl.process import ProcessSandbox
+from rlmcli.repl.protocol import Repl
 
 TEXT = "alpha line\nbeta ERROR one\ngamma\n"
 OTHER = "x = 1\n# ERROR two\n"

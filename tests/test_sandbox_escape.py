@@ -32,7 +32,7 @@ from conftest import ask_args, clean_env
 from fake_llm import reply
 
 import rlmcli
-import rlmcli.sandbox_local
+import rlmcli.repl.process
 
 STEAL = r"""
 import base64, glob, os
@@ -191,7 +191,7 @@ def test_no_cell_can_modify_the_input_other_files_the_history_or_rlm(
     before = digests(kept)
     # Visible in the local sandbox, read-only: the Python installation and the system's Python.
     python = python_files()
-    probes = [str(package / "__init__.py"), str(Path(rlmcli.sandbox_local.__file__)), *map(str, python)]
+    probes = [str(package / "__init__.py"), str(Path(rlmcli.repl.process.__file__)), *map(str, python)]
     planted = f"pwned-{uuid.uuid4().hex}.txt"
     folders = [str(tmp_path), str(home), str(home / "traces"), str(package), *{str(p.parent) for p in python}]
     before_python = digests(python)
@@ -399,9 +399,9 @@ def test_local_cell_flooding_the_sandboxs_stderr_costs_the_host_no_memory(fake_l
 
 
 def test_docker_container_keeps_no_log_of_what_a_cell_writes(docker_image, tmp_path):
-    from rlmcli import sandbox_docker
-    from rlmcli.repl import Repl
-    from rlmcli.sandbox_local import SandboxLimits
+    from rlmcli.repl import docker as sandbox_docker
+    from rlmcli.repl.confine import SandboxLimits
+    from rlmcli.repl.protocol import Repl
 
     share = tmp_path / "share"
     share.mkdir()

@@ -11,9 +11,9 @@ import pytest
 from conftest import MODEL, SENTINEL_KEY, ask_args
 from typer.testing import CliRunner
 
-from rlmcli.cli import app
+from rlmcli.cli.app import app
 from rlmcli.errors import InputError, UsageError
-from rlmcli.history import History
+from rlmcli.record.history import History
 from rlmcli.settings import Settings, load_config, resolve
 
 

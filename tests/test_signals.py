@@ -14,8 +14,8 @@ from conftest import ask_args, clean_env
 from fake_llm import Fault, reply
 from test_interrupt import repl_server_pids, wait_for
 
-from rlmcli.history import DB_NAME, History
-from rlmcli.trace import read_trace
+from rlmcli.record.history import DB_NAME, History
+from rlmcli.record.trace import read_trace
 
 
 def last_run(env: dict[str, str]):

@@ -17,7 +17,7 @@ from fake_llm import reply
 from rich.console import Console
 from typer.testing import CliRunner
 
-from rlmcli.cli import app
+from rlmcli.cli.app import app
 from rlmcli.events import (
     CellFinished,
     CellStarted,
@@ -29,8 +29,8 @@ from rlmcli.events import (
     RunFinished,
     RunStarted,
 )
-from rlmcli.render import LiveView
-from rlmcli.terminal import safe, safe_json
+from rlmcli.view.escape import safe, safe_json
+from rlmcli.view.live import LiveView
 
 TITLE = "\x1b]0;pwned\x07"  # OSC: sets the terminal's title
 FLIP = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: "\u202egnp.exe" reads as "exe.png"

@@ -18,7 +18,7 @@ from rlmcli.events import (
     RunStarted,
     new_run_id,
 )
-from rlmcli.trace import TraceWriter, read_trace
+from rlmcli.record.trace import TraceWriter, read_trace
 
 PLANTED = "sk-planted-9b1f0e7d3c5a4286-do-not-leak"
 

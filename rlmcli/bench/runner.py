@@ -73,7 +73,7 @@ def preflight(settings: Settings, methods: list[str]) -> None:
 
     make_client(settings, Budget()).check_credentials()
     if settings.sandbox == "docker" and any(m != "direct" for m in methods):
-        from ..sandbox_docker import require
+        from ..repl.docker import require
 
         require()
 
@@ -151,7 +151,7 @@ def run_one(
 ) -> dict[str, Any]:
     """One (row, method): run it, score it, and describe it as a result row. Never raises for a
     failure of this row alone (that is an error row); KeyboardInterrupt stops the bench."""
-    from ..trace import TraceWriter
+    from ..record.trace import TraceWriter
 
     safe_id = re.sub(r"[^\w.-]", "_", str(row["id"]))
     trace = trace_dir / f"{safe_id}.{method}.jsonl"
@@ -245,7 +245,7 @@ def _window(model: str, override: int | None) -> int:
     """The model's input window in tokens: --context-window, else litellm's table, else 128k."""
     if override is not None:
         return override
-    from ..lm import load_litellm
+    from ..model.client import load_litellm
 
     try:
         # Not `max_tokens`: in litellm's table that is usually the output limit.

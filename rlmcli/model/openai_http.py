@@ -2,7 +2,7 @@
 
 litellm costs ~4 ms of CPU per call, and a batch of 64 sub-calls pays that one call after another
 on the event loop; a plain POST with a JSON parse costs ~0.3 ms. This module only sends `model` and
-`messages` and parses the reply: retries, budgets, pricing and error wording stay in lm.py.
+`messages` and parses the reply: retries, budgets, pricing and error wording stay in model/client.py.
 aiohttp is imported on first use, not at import time (`rlm --help` must stay fast).
 """
 
@@ -18,7 +18,7 @@ ERROR_BODY_CHARS = 500
 
 
 class HTTPStatusError(Exception):
-    """The server answered with a status >= 400; lm.py classifies it by `status_code`."""
+    """The server answered with a status >= 400; client.py classifies it by `status_code`."""
 
     def __init__(self, status_code: int, message: str, headers: Mapping[str, str]):
         super().__init__(message)
@@ -34,7 +34,7 @@ class ResponseFormatError(Exception):
 @dataclass
 class ChatReply:
     text: str  # message content, or the reasoning when the content is empty
-    # As the server sent them (None when absent): any JSON value. lm.py validates them against its
+    # As the server sent them (None when absent): any JSON value. client.py validates them against its
     # estimates (budget.checked_usage) before anything counts them.
     prompt_tokens: Any
     completion_tokens: Any

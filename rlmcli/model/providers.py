@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from types import ModuleType
 
-from .errors import ProviderError, UsageError
+from ..errors import ProviderError, UsageError
 
 # Some OpenAI-compatible servers (vLLM, llama.cpp) need no key, but the openai SDK refuses to send
 # a request without one.
@@ -141,7 +141,7 @@ class Router:
         return key
 
     def direct_route(self, cfg: ModelConfig) -> DirectRoute | None:
-        """Where to POST sub-calls for `cfg` without litellm (lm.py), or None to use litellm.
+        """Where to POST sub-calls for `cfg` without litellm (client.py), or None to use litellm.
 
         Direct when litellm's provider is "openai" or "hosted_vllm", or another provider litellm
         lists as OpenAI-compatible and cfg.api_base is given (see DIRECT_PROVIDERS); never for

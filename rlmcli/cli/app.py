@@ -12,12 +12,12 @@ from typing import Annotated
 
 import typer
 
-from . import __version__
-from .cli_bench import bench_app
-from .cli_logs import logs_app
-from .errors import ExitStatus, RlmError, UsageError
+from .. import __version__
+from ..errors import ExitStatus, RlmError, UsageError
+from ..settings import Settings
+from .bench import bench_app
 from .guard import guarded
-from .settings import Settings
+from .logs import logs_app
 
 app = typer.Typer(
     name="rlm",
@@ -175,12 +175,12 @@ class Output:
 
 
 def _run(explicit: dict, paths: list[str], question: str, output: Output) -> None:
-    from .events import broadcast, new_run_id
+    from ..events import broadcast, new_run_id
+    from ..run import ask as run_ask
+    from ..settings import resolve
+    from ..view.escape import echo, safe_json
+    from ..view.live import LiveView
     from .guard import say
-    from .render import LiveView
-    from .run import ask as run_ask
-    from .settings import resolve
-    from .terminal import echo, safe_json
 
     settings = resolve(explicit)
     if not question.strip():
@@ -199,7 +199,7 @@ def _run(explicit: dict, paths: list[str], question: str, output: Output) -> Non
             writer.close()
     result = report.result
     status = EXIT_BY_REASON.get(result.exit_reason, ExitStatus.LIMIT)
-    try:  # the answer as given when piped; escaped on a terminal (see terminal.py)
+    try:  # the answer as given when piped; escaped on a terminal (see view/escape.py)
         if output.as_json:
             document = json.dumps(
                 {**_json_result(report), "run_id": run_id, "trace": trace_path}, ensure_ascii=False
@@ -224,8 +224,8 @@ def _recorders(output: Output, run_id: str, warn) -> tuple[list, list, str | Non
     """(subscribers, writers to close, the trace path to report) for the trace and the history."""
     from pathlib import Path
 
-    from .history import History
-    from .trace import TraceWriter
+    from ..record.history import History
+    from ..record.trace import TraceWriter
 
     subscribers, writers, reported = [], [], None
     if output.trace:  # asked for: an unwritable path is the user's error (exit 2), before any spend
@@ -288,12 +288,12 @@ def replay(
     def body() -> None:
         from pathlib import Path
 
-        from .errors import InputError
-        from .history import History
-        from .render import LiveView
-        from .replay import replay as play
-        from .terminal import echo
-        from .trace import read_trace
+        from ..errors import InputError
+        from ..record.history import History
+        from ..record.replay import replay as play
+        from ..record.trace import read_trace
+        from ..view.escape import echo
+        from ..view.live import LiveView
 
         path = Path(trace)
         if not path.exists() and "/" not in trace:
@@ -335,7 +335,7 @@ def sandbox_build(
     """
 
     def build() -> None:
-        from .sandbox_admin import build_image
+        from ..repl.admin import build_image
 
         built = build_image(tag, suite, mirror, say=lambda text: sys.stderr.write(f"rlm: {text}\n"))
         typer.echo(built)
@@ -353,11 +353,11 @@ def sandbox_check(
     """Start a sandbox and print what a cell sees: daemon, image, Python, user, limits, network."""
 
     def check() -> None:
-        from .context import parse_size
-        from .sandbox_admin import check as run_check
-        from .sandbox_docker import DockerOptions
-        from .sandbox_local import SandboxLimits
-        from .settings import resolve
+        from ..context import parse_size
+        from ..repl.admin import check as run_check
+        from ..repl.confine import SandboxLimits
+        from ..repl.docker import DockerOptions
+        from ..settings import resolve
 
         s = resolve(dict(image=image, memory=memory, cpus=cpus, pids_limit=pids_limit))
         seen = run_check(
@@ -376,8 +376,8 @@ def sandbox_prune(
     """Remove sandbox containers left behind by runs that died (rlm also does this on start)."""
 
     def prune() -> None:
-        from .sandbox_docker import prune as do_prune
-        from .sandbox_docker import require
+        from ..repl.docker import prune as do_prune
+        from ..repl.docker import require
 
         removed = do_prune(require(), everything=all_)
         sys.stderr.write(f"rlm: removed {len(removed)} container(s)\n")

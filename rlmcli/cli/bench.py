@@ -1,6 +1,6 @@
 """`rlm bench`: list the task families, generate task sets, run methods on them, report the scores.
 
-Mounted by cli.py as `app.add_typer(bench_app, name="bench")`. Only typer, the standard library and
+Mounted by cli/app.py as `app.add_typer(bench_app, name="bench")`. Only typer, the standard library and
 rlmcli.settings at module level: this module is imported whenever `rlm --help` runs, which must not
 pay for litellm, rich tables or the generators' data.
 """
@@ -14,8 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
+from ..settings import Settings
 from .guard import guarded
-from .settings import Settings
 
 D = Settings()  # defaults, for the help texts
 bench_app = typer.Typer(
@@ -38,8 +38,8 @@ DEFAULT_N, DEFAULT_LENGTH, DEFAULT_SEED = 10, 8192, 0
 
 def load_tasks(source: str, n: int | None, length: int | None, seed: int | None) -> list[dict[str, Any]]:
     """Rows from a JSONL file, or a freshly generated set when `source` names a task family."""
-    from .bench import FAMILIES, generate, read_jsonl
-    from .errors import InputError
+    from ..bench import FAMILIES, generate, read_jsonl
+    from ..errors import InputError
 
     path = Path(source)
     if path.is_file():
@@ -67,8 +67,8 @@ def load_tasks(source: str, n: int | None, length: int | None, seed: int | None)
 
 def parse_methods(values: list[str]) -> list[str]:
     """`--method rlm --method direct` or `--method rlm,direct`; order kept, duplicates dropped."""
-    from .bench.runner import METHODS
-    from .errors import InputError
+    from ..bench.runner import METHODS
+    from ..errors import InputError
 
     methods: list[str] = []
     for value in values:
@@ -87,7 +87,7 @@ def bench_list(
     """The task families: what each measures, where its data comes from, how it is scored."""
 
     def show() -> None:
-        from .bench import FAMILIES
+        from ..bench import FAMILIES
 
         if as_json:
             keys = ("name", "description", "provenance", "scorer")
@@ -111,7 +111,7 @@ def bench_generate(
     """Write N rows of TASK, each with a context of about LENGTH tokens, its question and gold answer."""
 
     def make() -> None:
-        from . import bench
+        from .. import bench
 
         rows = bench.generate(task, n, length, seed)
         if str(out) == "-":
@@ -205,9 +205,9 @@ def bench_run(
     )  # fmt: skip
 
     def run() -> None:
-        from .bench import report, runner
-        from .errors import UsageError
-        from .settings import resolve
+        from ..bench import report, runner
+        from ..errors import UsageError
+        from ..settings import resolve
 
         if concurrency < 1:
             raise UsageError("--concurrency must be at least 1")
@@ -268,8 +268,8 @@ def bench_report(
 ) -> None:  # fmt: skip
 
     def make() -> None:
-        from .bench import report
-        from .errors import UsageError
+        from ..bench import report
+        from ..errors import UsageError
 
         if resamples < 1:
             raise UsageError("--resamples must be at least 1")

@@ -4,7 +4,7 @@ Root calls, and sub-calls to providers that do not speak plain OpenAI chat compl
 litellm. Sub-calls to OpenAI-compatible servers take a direct aiohttp path (openai_http.py): litellm
 costs ~4 ms of CPU per call, which a 64-prompt batch pays serially on the event loop.
 
-litellm is imported lazily (providers.load_litellm), so `import rlmcli.lm` stays cheap for
+litellm is imported lazily (providers.load_litellm), so `import rlmcli.model.client` stays cheap for
 `rlm --help` and for tests that never call a model. Which model a sub-call may name, and where its
 request and key go, is decided by providers.Router. Every call goes through the shared Budget:
 estimated and reserved right before dispatch, its usage validated and recorded when it ends.
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from ..budget import Budget, checked_usage, estimate_prompt_tokens, valid_cost
+from ..errors import RlmError, redact
 from . import openai_http, retry
-from .budget import Budget, checked_usage, estimate_prompt_tokens, valid_cost
-from .errors import RlmError, redact
 from .providers import (  # noqa: F401 - re-exported: callers import these from here
     PLACEHOLDER_API_KEY,
     ModelConfig,

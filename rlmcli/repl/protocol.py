@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .errors import LimitReached, SandboxError
+from ..errors import LimitReached, SandboxError
 from .frames import MAX_FRAME, ProtocolError, ServerDied, cell_text, clean, parse, validate
 
 __all__ = ["CellResult", "Channel", "ProtocolError", "Repl", "Sandbox", "ServerDied", "SubcallHandler"]
@@ -100,7 +100,7 @@ class Channel:
 class Repl:
     """A live REPL in a sandbox: context loaded once, namespace kept across cells.
 
-    Every frame from the server is validated (frames.py) before it is used. A server that dies or
+    Every frame from the server is validated (repl/frames.py) before it is used. A server that dies or
     breaks the protocol is killed and restarted once (the model is told); the next time it is a
     SandboxError.
     """

@@ -11,10 +11,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from . import sandbox_docker
-from .errors import SandboxError
-from .repl import Repl
-from .sandbox_local import SandboxLimits
+from ..errors import SandboxError
+from . import docker as sandbox_docker
+from .confine import SandboxLimits
+from .protocol import Repl
 
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

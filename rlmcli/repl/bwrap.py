@@ -26,9 +26,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .context import write_error
-from .errors import SandboxError
-from .sandbox_local import STOP_WAIT, SandboxLimits, close_pipes, confine, describe_exit, reap, server_path
+from ..context import write_error
+from ..errors import SandboxError
+from .confine import STOP_WAIT, SandboxLimits, close_pipes, confine, describe_exit, reap, server_path
 
 MOUNT = "/rlm"  # the run's share directory: the server, the context, the index (as in Docker)
 INPUTS = "/rlm-input"  # a named input file used in place

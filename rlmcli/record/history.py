@@ -20,8 +20,8 @@ from pathlib import Path
 
 import platformdirs
 
-from .errors import InputError, redact
-from .events import Event, RunFinished, RunStarted
+from ..errors import InputError, redact
+from ..events import Event, RunFinished, RunStarted
 
 DB_NAME = "history.sqlite3"
 WRITE_TIMEOUT_S = 2.0  # a run waits at most this long for another process's write lock

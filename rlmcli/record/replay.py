@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from .events import Event, RunFinished
+from ..events import Event, RunFinished
 
 
 class View(Protocol):

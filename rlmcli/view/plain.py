@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from . import events as ev
-from .agent import strip_code
-from .render_state import Batch, RunState, batch_key, clean, clip, plural, seconds, totals
+from .. import events as ev
+from ..reply import strip_code
+from .state import Batch, RunState, batch_key, clean, clip, plural, seconds, totals
 
 PLAIN_INTERVAL_S = 0.5  # plain mode: a batch's progress line at most this often...
 PLAIN_STEP = 0.10  # ...or whenever this fraction of the batch has finished since the last line

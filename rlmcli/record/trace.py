@@ -15,8 +15,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TextIO
 
-from .errors import InputError, redact, secret_values
-from .events import EVENT_TYPES, Event, from_dict
+from ..errors import InputError, redact, secret_values
+from ..events import EVENT_TYPES, Event, from_dict
 
 
 def _redacted_line(event: Event) -> str:

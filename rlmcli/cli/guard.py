@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import typer
 
-from .errors import ExitStatus, RlmError, redact
-from .terminal import safe
+from ..errors import ExitStatus, RlmError, redact
+from ..view.escape import safe
 
 
 def guarded(action: Callable[[], None]) -> None:

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .context import write_error
-from .errors import SandboxError
-from .sandbox_local import SandboxLimits, server_path
+from ..context import write_error
+from ..errors import SandboxError
+from .confine import SandboxLimits, server_path
 
 DEFAULT_IMAGE = "python:3.12-slim"
 OFFLINE_IMAGE = "rlm-sandbox:bookworm"  # what `rlm sandbox build` makes

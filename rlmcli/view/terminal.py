@@ -15,9 +15,9 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from . import events as ev
-from .agent import strip_code
-from .render_state import RunState, batch_key, clean, clip, plural, seconds, totals
+from .. import events as ev
+from ..reply import strip_code
+from .state import RunState, batch_key, clean, clip, plural, seconds, totals
 
 OUTPUT_LINES = 30  # lines of a cell's output shown (all with verbose)
 REASONING_LINES = 60  # lines of the root model's prose shown (all with verbose)

@@ -1,6 +1,6 @@
 """`rlm logs`: list past runs, show one, say where the history lives.
 
-cli.py imports this module at startup, so only typer, the standard library and errors.py are
+cli/app.py imports this module at startup, so only typer, the standard library and errors.py are
 imported at module level; the history (sqlite3, platformdirs) is imported when a command runs.
 """
 
@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..view.escape import echo, safe_json
 from .guard import guarded
-from .terminal import echo, safe_json
 
 if TYPE_CHECKING:
-    from .history import RunRecord
+    from ..record.history import RunRecord
 
 logs_app = typer.Typer(
     help="Past runs: list them (the default), show one in full, or print where they are kept.",
@@ -44,7 +44,7 @@ def logs(
         return
 
     def listing() -> None:
-        from .history import History
+        from ..record.history import History
 
         history = History()
         records = history.recent(limit)
@@ -72,7 +72,7 @@ def show(
     """Show one run in full: settings, totals, the answer and where its trace is."""
 
     def showing() -> None:
-        from .history import History
+        from ..record.history import History
 
         record = History().get(run_id)
         if as_json:
@@ -89,7 +89,7 @@ def path() -> None:
     """Print the directory holding the run history and traces (RLM_HOME overrides it)."""
 
     def printing() -> None:
-        from .history import home
+        from ..record.history import home
 
         typer.echo(str(home()))
 

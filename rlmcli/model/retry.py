@@ -13,7 +13,7 @@ import re
 import time
 from typing import Any
 
-from .errors import ProviderError, redact
+from ..errors import ProviderError, redact
 
 BACKOFF_CAP_S = 30.0
 RETRY_AFTER_CAP_S = 120.0  # a server asking for longer than this is effectively down

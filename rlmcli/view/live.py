@@ -19,10 +19,9 @@ from typing import TextIO
 
 from rich.console import Console
 
-from . import events as ev
-from .render_plain import PLAIN_INTERVAL_S, PLAIN_STEP, PlainOutput, last_line
-from .render_rich import OUTPUT_LINES, REASONING_LINES, RichOutput
-from .render_state import (
+from .. import events as ev
+from .plain import PLAIN_INTERVAL_S, PLAIN_STEP, PlainOutput, last_line
+from .state import (
     CONTROL,
     LINE_CHARS,
     Batch,
@@ -34,6 +33,7 @@ from .render_state import (
     seconds,
     totals,
 )
+from .terminal import OUTPUT_LINES, REASONING_LINES, RichOutput
 
 # The renderers and the shared state live in sibling modules; their names stay importable from here.
 __all__ = [

@@ -7,9 +7,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-from . import events as ev
-from .errors import redact
-from .terminal import UNSAFE, safe
+from .. import events as ev
+from ..errors import redact
+from .escape import UNSAFE, safe
 
 LINE_CHARS = 300  # a shown line longer than this is cut
 CONTROL = UNSAFE  # the characters `clean` shows escaped (kept under its old name)

@@ -1,0 +1,1 @@
+"""What a run leaves behind: the JSONL trace, the SQLite history, and replaying a trace."""

@@ -1,0 +1,1 @@
+"""How a run is shown: the live view (Rich on a terminal, plain lines otherwise) and escaping."""
