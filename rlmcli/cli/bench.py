@@ -1,7 +1,7 @@
 """`rlm bench`: list the task families, generate task sets, run methods on them, report the scores.
 
 Mounted by cli/app.py as `app.add_typer(bench_app, name="bench")`. Only typer, the standard library and
-rlmcli.settings at module level: this module is imported whenever `rlm --help` runs, which must not
+the shared options (cli/options.py) at module level: this module is imported whenever `rlm --help` runs, which must not
 pay for litellm, rich tables or the generators' data.
 """
 
@@ -14,22 +14,16 @@ from typing import Annotated, Any
 
 import typer
 
-from ..settings import Settings
-from .guard import guarded
+from . import options as o
+from .guard import guarded, say
 
-D = Settings()  # defaults, for the help texts
 bench_app = typer.Typer(
     help="Long-context benchmarks: generate task sets, run rlm / rlm-no-subcalls / direct on them, "
     "and compare scores, cost and latency (docs/BENCHMARKS.md).",
     no_args_is_help=True,
 )
 
-MODEL, LIMITS, SANDBOX, TASKS, OUTPUT = "Model", "Limits (per row)", "Sandbox", "Tasks", "Output"
-
-
-def _say(text: str) -> None:
-    sys.stderr.write(f"rlm: {text}\n")
-    sys.stderr.flush()
+TASKS, OUTPUT = "Tasks", o.OUTPUT  # the Model, Limits and Sandbox panels come with the shared options
 
 
 # `bench run TASK` (a family name instead of a file): a small set, enough to smoke-test a setup.
@@ -81,26 +75,24 @@ def parse_methods(values: list[str]) -> list[str]:
 
 
 @bench_app.command("list")
+@guarded
 def bench_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """The task families: what each measures, where its data comes from, how it is scored."""
+    from ..bench import FAMILIES
 
-    def show() -> None:
-        from ..bench import FAMILIES
-
-        if as_json:
-            keys = ("name", "description", "provenance", "scorer")
-            typer.echo(json.dumps([{k: getattr(f, k) for k in keys} for f in FAMILIES.values()], indent=2))
-            return
-        for family in FAMILIES.values():
-            typer.echo(f"{family.name}\n  {family.description}")
-            typer.echo(f"  source: {family.provenance}\n  scorer: {family.scorer}\n")
-
-    guarded(show)
+    if as_json:
+        keys = ("name", "description", "provenance", "scorer")
+        typer.echo(json.dumps([{k: getattr(f, k) for k in keys} for f in FAMILIES.values()], indent=2))
+        return
+    for family in FAMILIES.values():
+        typer.echo(f"{family.name}\n  {family.description}")
+        typer.echo(f"  source: {family.provenance}\n  scorer: {family.scorer}\n")
 
 
 @bench_app.command("generate")
+@guarded
 def bench_generate(
     task: Annotated[str, typer.Argument(help="Task family (see `rlm bench list`).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write, or - for stdout.")],
@@ -109,27 +101,23 @@ def bench_generate(
     seed: Annotated[int, typer.Option(help="Seed; the same arguments give the same bytes.")] = 0,
 ) -> None:  # fmt: skip
     """Write N rows of TASK, each with a context of about LENGTH tokens, its question and gold answer."""
+    from .. import bench
 
-    def make() -> None:
-        from .. import bench
-
-        rows = bench.generate(task, n, length, seed)
-        if str(out) == "-":
-            for row in rows:
-                sys.stdout.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
-            return
-        bench.write_jsonl(rows, out)
-        _say(f"wrote {len(rows)} {task} rows (~{length:,} tokens each) to {out}")
-
-    guarded(make)
+    rows = bench.generate(task, n, length, seed)
+    if str(out) == "-":
+        for row in rows:
+            sys.stdout.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
+        return
+    bench.write_jsonl(rows, out)
+    say(f"wrote {len(rows)} {task} rows (~{length:,} tokens each) to {out}")
 
 
 RUN_HELP = (
     "Run each method on each task row and append a scored result per (row, method) to OUT.\n\n"
     "Each result holds the score, tokens, cost, latency, exit reason, iterations, sub-calls and the "
     "trace path. A row's own failure (provider, sandbox) becomes an error row with score 0; a missing "
-    "API key stops the bench before any row (exit 4). Ctrl-C keeps every finished row: run the same "
-    "command again to resume."
+    "API key stops the bench before any row (exit 4). The limits apply to each row. Ctrl-C keeps every "
+    "finished row: run the same command again to resume."
 )
 REPORT_HELP = (
     "Compare methods: mean score with a bootstrap 95% CI, cost per query and median latency, overall, "
@@ -146,6 +134,7 @@ REPORT_HELP = (
     "  rlm bench run sniah --method rlm,rlm-no-subcalls,direct --api-base http://127.0.0.1:8000/v1 "
     "--model openai/my-model --out smoke.jsonl",
 )
+@guarded
 def bench_run(
     source: Annotated[str, typer.Argument(metavar="FILE.jsonl|TASK", show_default=False,
         help="Tasks from `rlm bench generate`, or a family name to generate a small set "
@@ -155,7 +144,7 @@ def bench_run(
              "Traces go to OUT.traces/.")],
     method: Annotated[list[str] | None, typer.Option("--method", rich_help_panel=TASKS,
         help="rlm, rlm-no-subcalls (the REPL without llm_query) or direct (the whole context in one "
-             "prompt); repeatable or comma-separated. \\[default: rlm]")] = None,
+             "prompt to --model); repeatable or comma-separated. \\[default: rlm]")] = None,
     n: Annotated[int | None, typer.Option("--n", rich_help_panel=TASKS,
         help="Rows to generate for a TASK.")] = None,
     length: Annotated[int | None, typer.Option(rich_help_panel=TASKS,
@@ -166,33 +155,21 @@ def bench_run(
     concurrency: Annotated[int, typer.Option(rich_help_panel=TASKS, help="Rows in flight at once.")] = 1,
     retry_errors: Annotated[bool, typer.Option("--retry-errors", rich_help_panel=TASKS,
         help="Redo rows whose earlier result is an error (provider, sandbox); the new result wins.")] = False,
-    model: Annotated[str | None, typer.Option("--model", "-m", envvar="RLM_MODEL", rich_help_panel=MODEL,
-        help=f"Root model (and the direct model), any litellm model string. \\[default: {D.model}]")] = None,
-    sub_model: Annotated[str | None, typer.Option(envvar="RLM_SUB_MODEL", rich_help_panel=MODEL,
-        help="Model for llm_query sub-calls. \\[default: the root model]")] = None,
-    api_base: Annotated[str | None, typer.Option(envvar="RLM_API_BASE", rich_help_panel=MODEL,
-        help="Base URL of an OpenAI-compatible server.")] = None,
-    sub_api_base: Annotated[str | None, typer.Option(envvar="RLM_SUB_API_BASE", rich_help_panel=MODEL,
-        help="Base URL for sub-calls. \\[default: --api-base]")] = None,
-    context_window: Annotated[int | None, typer.Option(rich_help_panel=MODEL,
+    model: o.Model = None,
+    sub_model: o.SubModel = None,
+    api_base: o.ApiBase = None,
+    sub_api_base: o.SubApiBase = None,
+    context_window: Annotated[int | None, typer.Option(rich_help_panel=o.MODEL,
         help="direct: the model's input window in tokens; longer contexts are cut to fit. \\[default: "
              "litellm's table, else 128000]")] = None,
-    request_timeout: Annotated[float | None, typer.Option(envvar="RLM_REQUEST_TIMEOUT", rich_help_panel=MODEL,
-        help="Seconds per model request.")] = None,
-    max_retries: Annotated[int | None, typer.Option(envvar="RLM_MAX_RETRIES", rich_help_panel=MODEL,
-        help="Retries on 429/5xx/timeouts.")] = None,
-    max_iterations: Annotated[int | None, typer.Option(envvar="RLM_MAX_ITERATIONS", rich_help_panel=LIMITS,
-        help="Root-model turns per row.")] = None,
-    max_cost: Annotated[float | None, typer.Option(envvar="RLM_MAX_COST", rich_help_panel=LIMITS,
-        help="Most USD per row.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(envvar="RLM_MAX_TOKENS", rich_help_panel=LIMITS,
-        help="Most tokens per row.")] = None,
-    timeout: Annotated[float | None, typer.Option(envvar="RLM_TIMEOUT", rich_help_panel=LIMITS,
-        help="Wall-clock seconds per row.")] = None,
-    sandbox: Annotated[str | None, typer.Option(envvar="RLM_SANDBOX", rich_help_panel=SANDBOX,
-        help="docker, local, process or auto, as for `rlm ask`. \\[default: auto]")] = None,
-    image: Annotated[str | None, typer.Option(envvar="RLM_SANDBOX_IMAGE", rich_help_panel=SANDBOX,
-        help="Docker image for the sandbox.")] = None,
+    request_timeout: o.RequestTimeout = None,
+    max_retries: o.MaxRetries = None,
+    max_iterations: o.MaxIterations = None,
+    max_cost: o.MaxCost = None,
+    max_tokens: o.MaxTokens = None,
+    timeout: o.Timeout = None,
+    sandbox: o.Sandbox = None,
+    image: o.Image = None,
     as_json: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT,
         help="Print the summary as JSON instead of a table.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=OUTPUT,
@@ -204,57 +181,53 @@ def bench_run(
         max_cost=max_cost, max_tokens=max_tokens, timeout=timeout, sandbox=sandbox, image=image,
     )  # fmt: skip
 
-    def run() -> None:
-        from ..bench import report, runner
-        from ..errors import UsageError
-        from ..settings import resolve
+    from ..bench import report, runner
+    from ..errors import UsageError
+    from ..settings import resolve
 
-        if concurrency < 1:
-            raise UsageError("--concurrency must be at least 1")
-        if limit is not None and limit < 1:
-            raise UsageError("--limit must be at least 1")
-        if context_window is not None and context_window < 1:
-            raise UsageError("--context-window must be at least 1")
-        methods = parse_methods(method or [])
-        settings = resolve(explicit)
-        runner.preflight(settings, methods)  # e.g. a missing key: exit 4 before generating anything
-        rows = load_tasks(source, n, length, seed)[:limit]
-        options = runner.BenchOptions(methods, out, concurrency, context_window, retry_errors)
+    if concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    if limit is not None and limit < 1:
+        raise UsageError("--limit must be at least 1")
+    if context_window is not None and context_window < 1:
+        raise UsageError("--context-window must be at least 1")
+    methods = parse_methods(method or [])
+    settings = resolve(explicit)
+    runner.preflight(settings, methods)  # e.g. a missing key: exit 4 before generating anything
+    rows = load_tasks(source, n, length, seed)[:limit]
+    options = runner.BenchOptions(methods, out, concurrency, context_window, retry_errors)
 
-        def progress(result: dict, done: int, total: int) -> None:
-            if quiet:
-                return
-            extra = ", context cut" if result.get("truncated") else ""
-            extra += f": {result['error']}" if result.get("error") else ""
-            _say(
-                f"[{done}/{total}] {result['id']} {result['method']}: score {result['score']:.2f}, "
-                f"{result['exit_reason']}, {result['latency_s']:.1f}s, ${result['cost_usd']:.4f}{extra}"
-            )
+    def progress(result: dict, done: int, total: int) -> None:
+        if quiet:
+            return
+        extra = ", context cut" if result.get("truncated") else ""
+        extra += f": {result['error']}" if result.get("error") else ""
+        say(
+            f"[{done}/{total}] {result['id']} {result['method']}: score {result['score']:.2f}, "
+            f"{result['exit_reason']}, {result['latency_s']:.1f}s, ${result['cost_usd']:.4f}{extra}"
+        )
 
-        if not quiet:
-            _say(
-                f"{len(rows)} rows × {len(methods)} method(s) ({', '.join(methods)}), model {settings.model}"
-            )
-        try:
-            outcome = runner.run_bench(rows, settings, options, progress, None if quiet else _say)
-        except KeyboardInterrupt:
-            _say(f"stopped; finished rows are in {out}: run the same command again to resume")
-            raise
-        if not quiet and outcome.skipped:
-            _say(f"skipped {outcome.skipped} (row, method) pair(s) already in {out}")
-        summary = report.build_report(outcome.results) if outcome.results else {}
-        if as_json:
-            errors = sum(report.is_error(r) for r in outcome.ran)
-            payload = {"results": str(out), "ran": len(outcome.ran), "skipped": outcome.skipped,
-                       "errors": errors, "report": summary}  # fmt: skip
-            typer.echo(json.dumps(payload, ensure_ascii=False, default=str))
-        elif summary:
-            report.print_report(summary, sections=("overall", "by_family"))
-
-    guarded(run)
+    if not quiet:
+        say(f"{len(rows)} rows × {len(methods)} method(s) ({', '.join(methods)}), model {settings.model}")
+    try:
+        outcome = runner.run_bench(rows, settings, options, progress, None if quiet else say)
+    except KeyboardInterrupt:
+        say(f"stopped; finished rows are in {out}: run the same command again to resume")
+        raise
+    if not quiet and outcome.skipped:
+        say(f"skipped {outcome.skipped} (row, method) pair(s) already in {out}")
+    summary = report.build_report(outcome.results) if outcome.results else {}
+    if as_json:
+        errors = sum(report.is_error(r) for r in outcome.ran)
+        payload = {"results": str(out), "ran": len(outcome.ran), "skipped": outcome.skipped,
+                   "errors": errors, "report": summary}  # fmt: skip
+        typer.echo(json.dumps(payload, ensure_ascii=False, default=str))
+    elif summary:
+        report.print_report(summary, sections=("overall", "by_family"))
 
 
 @bench_app.command("report", help=REPORT_HELP)
+@guarded
 def bench_report(
     results: Annotated[list[Path], typer.Argument(metavar="RESULTS.jsonl...", show_default=False,
         help="Results of `rlm bench run` (several files are merged).")],
@@ -267,23 +240,20 @@ def bench_report(
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
 ) -> None:  # fmt: skip
 
-    def make() -> None:
-        from ..bench import report
-        from ..errors import UsageError
+    from ..bench import report
+    from ..errors import UsageError
 
-        if resamples < 1:
-            raise UsageError("--resamples must be at least 1")
-        rows = report.load_results(results)
-        summary = report.build_report(rows, resamples, seed)
-        plot = None
-        if not no_plot:
-            target = out or results[0].with_suffix(".svg")
-            plot = report.write_plot(summary["by_family_length"], target, _say)
-        if as_json:
-            typer.echo(json.dumps({**summary, "plot": str(plot) if plot else None}, default=str))
-        else:
-            report.print_report(summary)
-        if plot is not None:
-            _say(f"plot written to {plot}")
-
-    guarded(make)
+    if resamples < 1:
+        raise UsageError("--resamples must be at least 1")
+    rows = report.load_results(results)
+    summary = report.build_report(rows, resamples, seed)
+    plot = None
+    if not no_plot:
+        target = out or results[0].with_suffix(".svg")
+        plot = report.write_plot(summary["by_family_length"], target, say)
+    if as_json:
+        typer.echo(json.dumps({**summary, "plot": str(plot) if plot else None}, default=str))
+    else:
+        report.print_report(summary)
+    if plot is not None:
+        say(f"plot written to {plot}")

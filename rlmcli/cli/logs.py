@@ -1,6 +1,6 @@
 """`rlm logs`: list past runs, show one, say where the history lives.
 
-cli/app.py imports this module at startup, so only typer, the standard library and errors.py are
+cli/app.py imports this module at startup, so only typer, the standard library and view/escape.py are
 imported at module level; the history (sqlite3, platformdirs) is imported when a command runs.
 """
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..view.escape import echo, safe_json
-from .guard import guarded
+from .guard import guarded, say
 
 if TYPE_CHECKING:
     from ..record.history import RunRecord
@@ -32,6 +32,7 @@ PIPE_QUESTION_CHARS = 100  # question shown per row when stdout is not a termina
 
 
 @logs_app.callback()
+@guarded
 def logs(
     ctx: typer.Context,
     limit: Annotated[
@@ -43,25 +44,23 @@ def logs(
     if ctx.invoked_subcommand is not None:
         return
 
-    def listing() -> None:
-        from ..record.history import History
+    from ..record.history import History
 
-        history = History()
-        records = history.recent(limit)
-        if as_json:
-            echo(safe_json(json.dumps([r.to_dict() for r in records], ensure_ascii=False, indent=2)))
-        elif not records:
-            sys.stderr.write(f"rlm: no runs recorded yet (history: {history.path})\n")
-        else:
-            # On a terminal the question gets what the width leaves; in a pipe, a fixed cap.
-            width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
-            for line in _table(records, width):
-                echo(line)
-
-    guarded(listing)
+    history = History()
+    records = history.recent(limit)
+    if as_json:
+        echo(safe_json(json.dumps([r.to_dict() for r in records], ensure_ascii=False, indent=2)))
+    elif not records:
+        say(f"no runs recorded yet (history: {history.path})")
+    else:
+        # On a terminal the question gets what the width leaves; in a pipe, a fixed cap.
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        for line in _table(records, width):
+            echo(line)
 
 
 @logs_app.command("show")
+@guarded
 def show(
     run_id: Annotated[
         str,
@@ -70,30 +69,23 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the run as one JSON object.")] = False,
 ) -> None:
     """Show one run in full: settings, totals, the answer and where its trace is."""
+    from ..record.history import History
 
-    def showing() -> None:
-        from ..record.history import History
-
-        record = History().get(run_id)
-        if as_json:
-            echo(safe_json(json.dumps(record.to_dict(), ensure_ascii=False, indent=2)))
-            return
-        for line in _details(record):
-            echo(line)  # questions, answers, paths: escaped on a terminal, intact in a pipe
-
-    guarded(showing)
+    record = History().get(run_id)
+    if as_json:
+        echo(safe_json(json.dumps(record.to_dict(), ensure_ascii=False, indent=2)))
+        return
+    for line in _details(record):
+        echo(line)  # questions, answers, paths: escaped on a terminal, intact in a pipe
 
 
 @logs_app.command("path")
+@guarded
 def path() -> None:
     """Print the directory holding the run history and traces (RLM_HOME overrides it)."""
+    from ..record.history import home
 
-    def printing() -> None:
-        from ..record.history import home
-
-        typer.echo(str(home()))
-
-    guarded(printing)
+    typer.echo(str(home()))
 
 
 # -- rendering ---------------------------------------------------------------------------------

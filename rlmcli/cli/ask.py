@@ -1,0 +1,220 @@
+"""`rlm ask`: parse the options, resolve the settings, run, and map the outcome to an exit status.
+
+Registered by cli/app.py. Nothing heavy is imported at module level: `rlm --help` must not pay for
+litellm; the run's modules are imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Annotated
+
+import typer
+
+from ..errors import ExitStatus, RlmError, UsageError
+from . import options as o
+from .guard import guarded
+from .options import INPUT, LIMITS, MODEL, OUTPUT, SANDBOX, D
+
+EPILOG = (
+    "Examples:\n\n"
+    '  rlm ask repo/ "Where is auth enforced?"\n\n'
+    '  journalctl -u api | rlm ask - "What changed before the crash?"\n\n'
+    '  rlm ask logs/ "Did anything flaky fail?" --json\n\n'
+    "Exit status: 0 answered, 1 unexpected error, 2 usage or input error, 3 a limit was reached "
+    "(partial answer printed), 4 model provider error, 5 sandbox failure, 130 interrupted."
+)
+
+
+@guarded
+def ask(
+    paths: Annotated[list[str], typer.Argument(help="Files, directories, or - for stdin.", metavar="PATH...")],
+    question: Annotated[str, typer.Argument(help="The question to answer.", metavar="QUESTION", show_default=False)],
+    model: o.Model = None,
+    sub_model: o.SubModel = None,
+    api_base: o.ApiBase = None,
+    sub_api_base: o.SubApiBase = None,
+    allow_model: Annotated[list[str] | None, typer.Option("--allow-model", metavar="MODEL", rich_help_panel=MODEL,
+        help="Another model llm_query(..., model=MODEL) may use (repeatable); by default only --model and "
+             "--sub-model. It gets --sub-api-base only if it has the sub model's provider.",
+        show_default=False)] = None,
+    concurrency: Annotated[int | None, typer.Option(envvar="RLM_CONCURRENCY", rich_help_panel=MODEL,
+        help=f"Sub-calls in flight at once. \\[default: {D.concurrency}]")] = None,
+    request_timeout: o.RequestTimeout = None,
+    no_subcalls: Annotated[bool, typer.Option("--no-subcalls", rich_help_panel=MODEL,
+        help="The REPL without llm_query (the paper's ablation): the root model works with code alone.")] = False,
+    max_retries: o.MaxRetries = None,
+    max_iterations: o.MaxIterations = None,
+    max_subcalls: Annotated[int | None, typer.Option(envvar="RLM_MAX_SUBCALLS", rich_help_panel=LIMITS,
+        help="Most llm_query sub-calls. \\[default: no limit]")] = None,
+    max_cost: o.MaxCost = None,
+    max_tokens: o.MaxTokens = None,
+    timeout: o.Timeout = None,
+    sandbox: o.Sandbox = None,
+    image: o.Image = None,
+    cpus: Annotated[float | None, typer.Option(envvar="RLM_CPUS", rich_help_panel=SANDBOX,
+        help=f"CPUs for the Docker sandbox. \\[default: {D.cpus:g}]")] = None,
+    pids_limit: Annotated[int | None, typer.Option(envvar="RLM_PIDS_LIMIT", rich_help_panel=SANDBOX,
+        help=f"Most processes in the sandbox. \\[default: {D.pids_limit}]")] = None,
+    memory: Annotated[str | None, typer.Option(envvar="RLM_MEMORY", rich_help_panel=SANDBOX,
+        help=f"Memory cap of the REPL, e.g. 512m, 2g. \\[default: {D.memory}]")] = None,
+    cell_timeout: Annotated[float | None, typer.Option(envvar="RLM_CELL_TIMEOUT", rich_help_panel=SANDBOX,
+        help=f"Seconds a code cell may run (sub-calls excluded). \\[default: {D.cell_timeout:g}]")] = None,
+    max_output_chars: Annotated[int | None, typer.Option(envvar="RLM_MAX_OUTPUT_CHARS",
+        rich_help_panel=SANDBOX,
+        help=f"Cell output shown to the model; the rest is cut. \\[default: {D.max_output_chars}]")] = None,
+    include: Annotated[list[str] | None, typer.Option("--include", "-g", rich_help_panel=INPUT, metavar="GLOB",
+        help="Only load directory files matching this glob (repeatable).", show_default=False)] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", "-x", rich_help_panel=INPUT, metavar="GLOB",
+        help="Skip directory entries matching this glob (repeatable).", show_default=False)] = None,
+    no_ignore: Annotated[bool, typer.Option("--no-ignore", rich_help_panel=INPUT,
+        help="Don't honour .gitignore, .ignore, .rlmignore, .git/info/exclude.")] = False,
+    hidden: Annotated[bool, typer.Option("--hidden", rich_help_panel=INPUT,
+        help="Include hidden files and directories (never .git/).")] = False,
+    max_file_size: Annotated[str | None, typer.Option(envvar="RLM_MAX_FILE_SIZE", rich_help_panel=INPUT,
+        help=f"Skip directory files over this size (named files: never). \\[default: {D.max_file_size}]")]
+        = None,
+    trace: Annotated[str | None, typer.Option("--trace", metavar="FILE", rich_help_panel=OUTPUT,
+        help="Also write the JSONL trace to FILE (every run's trace is kept in the history; see `rlm logs`).")] = None,
+    no_log: Annotated[bool, typer.Option("--no-log", rich_help_panel=OUTPUT,
+        help="Keep no record of this run in the history (an explicit --trace is still written).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT,
+        help="Print one JSON object: answer, exit_reason, usage, cost, ...")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=OUTPUT,
+        help="Nothing on stderr but errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", rich_help_panel=OUTPUT,
+        help="List skipped files and show more progress detail.")] = False,
+) -> None:  # fmt: skip
+    """Answer QUESTION about PATHS (files, directories, or - for stdin).
+
+    The input is never pasted into a prompt: the root model explores it with code in a sandboxed REPL and calls sub-models on pieces. The answer goes to stdout; progress to stderr.
+    """  # Rich re-flows help text: a line break inside a paragraph would show
+    explicit = dict(
+        model=model, sub_model=sub_model, api_base=api_base, sub_api_base=sub_api_base,
+        allow_models=allow_model or [],
+        concurrency=concurrency, request_timeout=request_timeout, max_retries=max_retries,
+        max_iterations=max_iterations, max_subcalls=max_subcalls, max_cost=max_cost,
+        max_tokens=max_tokens, timeout=timeout, sandbox=sandbox, image=image, cpus=cpus,
+        pids_limit=pids_limit, memory=memory,
+        cell_timeout=cell_timeout, max_output_chars=max_output_chars, include=include or [],
+        exclude=exclude or [], no_ignore=no_ignore or None, hidden=hidden or None,
+        max_file_size=max_file_size, no_subcalls=no_subcalls or None,
+    )  # fmt: skip
+    output = Output(as_json=as_json, quiet=quiet, verbose=verbose, trace=trace, log=not no_log)
+    _run(explicit, paths, question, output)
+
+
+@dataclass
+class Output:
+    """Where a run's answer and record go."""
+
+    as_json: bool = False
+    quiet: bool = False
+    verbose: bool = False
+    trace: str | None = None  # an extra JSONL trace the user asked for
+    log: bool = True  # keep the run (row + trace) in the history
+
+
+def _run(explicit: dict, paths: list[str], question: str, output: Output) -> None:
+    from ..events import broadcast, new_run_id
+    from ..run import ask as run_ask
+    from ..settings import resolve
+    from ..view.escape import echo, safe_json
+    from ..view.live import LiveView
+    from .guard import say
+
+    settings = resolve(explicit)
+    output.log = output.log and not settings.no_log  # --no-log, or `no-log = true` in the config
+    if not question.strip():
+        raise UsageError("the question is empty")
+    view = LiveView(quiet=output.quiet, verbose=output.verbose, answer_panel=not sys.stdout.isatty())
+    run_id = new_run_id()
+    # The trace writers come first: whatever happens to the view, the record is complete.
+    subscribers, writers, trace_path = _recorders(output, run_id, view.warn)
+    try:
+        report = run_ask(
+            settings, paths, question, broadcast([*subscribers, view]), stdin=sys.stdin.buffer, run_id=run_id
+        )
+    finally:
+        view.close()
+        for writer in writers:
+            writer.close()
+    result = report.result
+    status = result.exit_reason.status  # each ExitReason carries its exit status
+    try:  # the answer as given when piped; escaped on a terminal (see view/escape.py)
+        if output.as_json:
+            document = json.dumps(
+                {**_json_result(report), "run_id": run_id, "trace": trace_path}, ensure_ascii=False
+            )
+            echo(safe_json(document))
+        elif result.answer is not None:
+            echo(result.answer)
+    except OSError:
+        if status == ExitStatus.OK:
+            raise
+        # Interrupted or stopped, and stdout is gone too (a closed terminal): the status still says so.
+    if status != ExitStatus.OK:
+        what = "limit reached" if status == ExitStatus.LIMIT else result.exit_reason.replace("_", " ")
+        tail = "; partial answer printed" if result.answer else ""
+        view.error(f"{what}: {result.message}{tail}")
+        if result.hint:
+            say(f"hint: {result.hint}")
+    raise typer.Exit(int(status))
+
+
+def _recorders(output: Output, run_id: str, warn) -> tuple[list, list, str | None]:  # noqa: ANN001
+    """(subscribers, writers to close, the trace path to report) for the trace and the history."""
+    from pathlib import Path
+
+    from ..record.history import History
+    from ..record.trace import TraceWriter
+
+    subscribers, writers, reported = [], [], None
+    if output.trace:  # asked for: an unwritable path is the user's error (exit 2), before any spend
+        writers.append(TraceWriter(Path(output.trace), on_error=warn))
+        reported = output.trace
+    if output.log:  # the history must never stop a run: problems are warnings
+        history = History()
+        kept: Path | None = history.trace_path_for(run_id)
+        try:
+            writers.append(TraceWriter(kept, on_error=warn))
+        except RlmError as exc:
+            warn(str(exc))
+            kept = None
+        subscribers.append(history.recorder(kept, on_error=warn))
+        reported = reported or (str(kept) if kept else None)
+    return [*writers, *subscribers], writers, reported
+
+
+def _json_result(report) -> dict:  # noqa: ANN001 - run.Report, imported lazily
+    result, usage, stats = report.result, report.budget.usage, report.context.stats
+    return {
+        "answer": result.answer,
+        "exit_reason": result.exit_reason,
+        "partial": result.partial,
+        "message": result.message,
+        "iterations": result.iterations,
+        "subcalls": usage.subcalls,
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+            "estimated": usage.estimated,  # some provider usage was missing or bogus: counted from the text
+        },
+        "cost_usd": round(usage.cost_usd, 6),
+        "cost_known": usage.cost_known,
+        "elapsed_s": round(report.budget.elapsed(), 3),
+        "model": report.settings.model,
+        "sub_model": report.settings.effective_sub_model,
+        "sandbox": report.sandbox,
+        "context": {
+            "kind": report.context.kind,
+            "files": stats.files,
+            "bytes": stats.bytes,
+            "chars": stats.chars,
+            "est_tokens": stats.est_tokens,
+            "skipped": {reason: len(paths) for reason, paths in stats.skipped.items() if paths},
+        },
+    }

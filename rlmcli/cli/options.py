@@ -1,0 +1,59 @@
+"""The options `rlm ask` and `rlm bench run` share, declared once: a name, its environment variable,
+its help panel and its help text, so the two commands cannot drift apart.
+
+Each is an `Annotated` alias; a command declares `model: Model = None`. Every default is None: the
+value comes from the flag, else the environment, else config.toml, else the built-in default
+(settings.resolve), whose value the help text shows.
+
+Only typer and settings.py are imported: this module is loaded whenever `rlm --help` runs.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..settings import Settings
+
+D = Settings()  # defaults, for the help texts
+MODEL, LIMITS, SANDBOX, INPUT, OUTPUT = "Model", "Limits", "Sandbox", "Input", "Output"
+
+# -- the model --------------------------------------------------------------------------------
+
+Model = Annotated[str | None, typer.Option("--model", "-m", envvar="RLM_MODEL", rich_help_panel=MODEL,
+    help=f"Root model, any litellm model string. \\[default: {D.model}]")]  # fmt: skip
+SubModel = Annotated[str | None, typer.Option(envvar="RLM_SUB_MODEL", rich_help_panel=MODEL,
+    help="Model for llm_query sub-calls. \\[default: the root model]")]  # fmt: skip
+ApiBase = Annotated[str | None, typer.Option(envvar="RLM_API_BASE", rich_help_panel=MODEL,
+    help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")]  # fmt: skip
+SubApiBase = Annotated[str | None, typer.Option(envvar="RLM_SUB_API_BASE", rich_help_panel=MODEL,
+    help="Base URL for sub-calls. \\[default: --api-base if the sub model has the root model's "
+         "provider, else the provider's own endpoint]")]  # fmt: skip
+RequestTimeout = Annotated[float | None, typer.Option(envvar="RLM_REQUEST_TIMEOUT", rich_help_panel=MODEL,
+    help=f"Seconds per model request. \\[default: {D.request_timeout:g}]")]  # fmt: skip
+MaxRetries = Annotated[int | None, typer.Option(envvar="RLM_MAX_RETRIES", rich_help_panel=MODEL,
+    help=f"Retries on 429/5xx/timeouts, with backoff. \\[default: {D.max_retries}]")]  # fmt: skip
+
+# -- limits (for `bench run`: of each row) ----------------------------------------------------
+
+MaxIterations = Annotated[int | None, typer.Option(envvar="RLM_MAX_ITERATIONS", rich_help_panel=LIMITS,
+    help=f"Root-model turns before a last call for the answer. \\[default: {D.max_iterations}]")]  # fmt: skip
+MaxCost = Annotated[float | None, typer.Option(envvar="RLM_MAX_COST", rich_help_panel=LIMITS,
+    help="Most USD to spend, sub-calls included. \\[default: no limit]")]  # fmt: skip
+MaxTokens = Annotated[int | None, typer.Option(envvar="RLM_MAX_TOKENS", rich_help_panel=LIMITS,
+    help="Most tokens (prompt + completion), sub-calls included. \\[default: no limit]")]  # fmt: skip
+Timeout = Annotated[float | None, typer.Option(envvar="RLM_TIMEOUT", rich_help_panel=LIMITS,
+    help="Wall-clock seconds for the run, after start-up. \\[default: no limit]")]  # fmt: skip
+
+# -- the sandbox ------------------------------------------------------------------------------
+
+Sandbox = Annotated[str | None, typer.Option(envvar="RLM_SANDBOX", rich_help_panel=SANDBOX,
+    help="Where model-written code runs: docker (a container: no network, no host files but the "
+         "inputs, capped memory/CPU/processes), local (bubblewrap: the same without Docker — no "
+         "network, no host files but the inputs, read-only system, rlimits), process (a plain child "
+         "process — WEAKER isolation: it reads what your user can read and reaches the network; only "
+         "when asked for), or auto (docker when a daemon answers, else local, else an error). "
+         "\\[default: auto]")]  # fmt: skip
+Image = Annotated[str | None, typer.Option(envvar="RLM_SANDBOX_IMAGE", rich_help_panel=SANDBOX,
+    help=f"Docker image with python3 >= 3.9; offline: `rlm sandbox build`. \\[default: {D.image}]")]  # fmt: skip

@@ -1,0 +1,43 @@
+"""`rlm replay`: re-render a recorded run as the live view showed it. Registered by cli/app.py."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from ..errors import ExitStatus
+from .guard import guarded
+
+
+@guarded
+def replay(
+    trace: Annotated[str, typer.Argument(metavar="TRACE",
+        help="A trace file, or a run id (a unique prefix, or `last`) from `rlm logs`.")],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print the answer.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show full replies, code and outputs.")] = False,
+) -> None:  # fmt: skip
+    """Re-render a recorded run as the live view showed it, and print its answer on stdout."""
+    from pathlib import Path
+
+    from ..errors import InputError
+    from ..record.history import History
+    from ..record.replay import replay as play
+    from ..record.trace import read_trace
+    from ..view.escape import echo
+    from ..view.live import LiveView
+
+    path = Path(trace)
+    if not path.exists() and "/" not in trace:
+        recorded = History().get(trace).trace_path
+        if not recorded:
+            raise InputError(f"run {trace} has no trace (it ran with --no-log)")
+        path = Path(recorded)
+    view = LiveView(quiet=quiet, verbose=verbose, answer_panel=not sys.stdout.isatty())
+    finished = play(read_trace(path), view)
+    if finished is None:
+        view.error(f"the trace {path} ends before the run did (it was cut off)")
+        raise typer.Exit(int(ExitStatus.ERROR))
+    if finished.answer is not None:
+        echo(finished.answer)  # escaped on a terminal, intact in a pipe
