@@ -79,6 +79,14 @@ class ContextLoaded(Event):
 
 
 @dataclass
+class SandboxChosen(Event):
+    """The sandbox the run got ("docker", "local", "process"): RunStarted names the one asked
+    for, which may be "auto"; the history keeps this one."""
+
+    sandbox: str
+
+
+@dataclass
 class Notice(Event):
     """Something the user should know that is not an error (a fallback, a pull in progress)."""
 
@@ -130,15 +138,12 @@ class SubcallProgress(Event):
 
 
 @dataclass
-class LimitReached(Event):
-    limit: str  # "max_iterations", "max_cost", ...
-    message: str
+class RunStopped(Event):
+    """The run ends without an answer: a limit, an error, an interruption. RunFinished follows."""
 
-
-@dataclass
-class ErrorEvent(Event):
-    kind: str  # "provider_error" | "sandbox_error" | ...
+    reason: str  # an errors.ExitReason value: "max_cost", "provider_error", "interrupted", ...
     message: str
+    hint: str | None = None  # what the user can do about it
 
 
 @dataclass
@@ -148,7 +153,7 @@ class FinalAnswer(Event):
 
 @dataclass
 class RunFinished(Event):
-    exit_reason: str  # "final", "max_cost", ..., "interrupted", "provider_error", "sandbox_error"
+    exit_reason: str  # an errors.ExitReason value: "final", "max_cost", "interrupted", "provider_error", ...
     answer: str | None
     partial: bool = False
     iterations: int = 0
@@ -163,14 +168,24 @@ class RunFinished(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
-        RunStarted, ContextLoaded, Notice, IterationStarted, ModelCall, CellStarted, CellFinished,
-        SubcallProgress, LimitReached, ErrorEvent, FinalAnswer, RunFinished,
+        RunStarted, ContextLoaded, SandboxChosen, Notice, IterationStarted, ModelCall, CellStarted,
+        CellFinished, SubcallProgress, RunStopped, FinalAnswer, RunFinished,
     )
 }  # fmt: skip
 
+# Events of older traces that are read as a newer one: name -> (new name, {old key: new key}).
+RENAMED: dict[str, tuple[str, dict[str, str]]] = {
+    "LimitReached": ("RunStopped", {"limit": "reason"}),
+    "ErrorEvent": ("RunStopped", {"kind": "reason"}),
+}
+
 
 def from_dict(data: dict) -> Event:
-    """The event a trace line describes; unknown keys (from newer versions) are ignored."""
+    """The event a trace line describes; unknown keys (from newer versions) are ignored, and events
+    of older versions are read under their new names (RENAMED)."""
+    if data["event"] in RENAMED:
+        name, keys = RENAMED[data["event"]]
+        data = {keys.get(k, k): v for k, v in data.items()} | {"event": name}
     cls = EVENT_TYPES[data["event"]]
     known = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in known})

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from xml.sax.saxutils import escape
 
-from ..errors import InputError
+from ..errors import ExitReason, InputError
 
 METHOD_ORDER = ("rlm", "rlm-no-subcalls", "direct")
 RESAMPLES = 1000
@@ -65,7 +65,7 @@ def result_key(row: dict[str, Any]) -> tuple[str, str, str]:
 
 def is_error(row: dict[str, Any]) -> bool:
     """A failure of the machinery (provider, sandbox, input), as opposed to a limit or an answer."""
-    return bool(row.get("error")) and str(row.get("exit_reason", "")).endswith("_error")
+    return bool(row.get("error")) and ExitReason.parse(row.get("exit_reason")).is_error
 
 
 def load_results(paths: list[Path]) -> list[dict[str, Any]]:

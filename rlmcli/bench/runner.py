@@ -27,8 +27,8 @@ from typing import Any
 
 from .. import __version__
 from .. import events as ev
-from ..budget import Budget, Limits
-from ..errors import LimitReached, RlmError
+from ..budget import Budget
+from ..errors import ExitReason, RlmError
 from ..settings import Settings
 from . import CHARS_PER_TOKEN, estimate_tokens, score
 from .parallel import run_parallel
@@ -171,13 +171,13 @@ def run_one(
         else:
             fields.update(_run_rlm(row, replace(settings, no_subcalls=method == "rlm-no-subcalls"), emit))
     except RlmError as exc:
-        fields.update(exit_reason=_reason(exc), error=str(exc))
+        fields.update(exit_reason=exc.reason.value, error=str(exc))
     except Exception as exc:  # a bug in one row must not sink a bench of hundreds; it is recorded
-        fields.update(exit_reason="internal_error", error=f"unexpected {type(exc).__name__}: {exc}")
+        fields.update(exit_reason=ExitReason.ERROR.value, error=f"unexpected {type(exc).__name__}: {exc}")
     finally:
         writer.close()
     latency = time.monotonic() - wall
-    if fields["exit_reason"] == "interrupted":
+    if fields["exit_reason"] == ExitReason.INTERRUPTED:
         raise KeyboardInterrupt  # not a result: the row is redone on resume
     try:
         value = score(row, fields["answer"] or "")
@@ -226,9 +226,9 @@ def _run_rlm(row: dict[str, Any], settings: Settings, emit: ev.Emit) -> dict[str
     result, usage = report.result, report.budget.usage
     return {
         "answer": result.answer,
-        "exit_reason": result.exit_reason,
+        "exit_reason": result.exit_reason.value,
         "partial": result.partial,
-        "error": result.message if result.exit_reason.endswith("_error") else None,
+        "error": result.message if result.exit_reason.is_error else None,
         "iterations": result.iterations,
         "subcalls": usage.subcalls,
         "prompt_tokens": usage.prompt_tokens,
@@ -281,8 +281,7 @@ def run_direct(row: dict[str, Any], settings: Settings, window: int, emit: ev.Em
         id=ev.new_run_id(),
     )  # fmt: skip
     emit(run)
-    limits = Limits(max_cost=settings.max_cost, max_tokens=settings.max_tokens, timeout=settings.timeout)
-    budget = Budget(limits)
+    budget = Budget(settings.limits())  # one root call: only cost, tokens and time can stop it
     client = make_client(settings, budget)
     messages, cut = direct_messages(row, window)
     context_chars = len(str(row["context"]))
@@ -291,28 +290,27 @@ def run_direct(row: dict[str, Any], settings: Settings, window: int, emit: ev.Em
         emit(ev.Notice(what, parent=run.id))
     # The trace never holds the context itself (as for `rlm ask`), only its size.
     shown = f"[context: {context_chars - cut:,} characters]\n\n{question}"
-    client.on_call = lambda kind, model, c: emit(
-        ev.ModelCall(kind, model, c.prompt_tokens, c.completion_tokens, c.cost_usd, c.latency_s,
-                     ev.cap(shown), ev.cap(c.text), parent=run.id)
-    )  # fmt: skip
 
-    def finish(reason: str, answer: str | None) -> None:
+    def finish(reason: ExitReason, answer: str | None) -> None:
         u = budget.usage
-        emit(ev.RunFinished(reason, answer, False, 1, 0, u.prompt_tokens, u.completion_tokens, u.cost_usd,
-                            u.cost_known, time.time() - run.ts, parent=run.id))  # fmt: skip
+        emit(ev.RunFinished(reason.value, answer, False, 1, 0, u.prompt_tokens, u.completion_tokens,
+                            u.cost_usd, u.cost_known, time.time() - run.ts, parent=run.id))  # fmt: skip
 
     try:
         completion = asyncio.run(_complete(client, messages))
     except RlmError as exc:
-        emit(ev.ErrorEvent(_reason(exc), str(exc), parent=run.id))
-        finish(_reason(exc), None)
+        emit(ev.RunStopped(exc.reason.value, str(exc), exc.hint, parent=run.id))
+        finish(exc.reason, None)
         raise
+    c = completion
+    emit(ev.ModelCall("root", c.model, c.prompt_tokens, c.completion_tokens, c.cost_usd, c.latency_s,
+                      ev.cap(shown), ev.cap(c.text), parent=run.id))  # fmt: skip
     emit(ev.FinalAnswer(completion.text, parent=run.id))
-    finish("final", completion.text)
+    finish(ExitReason.FINAL, completion.text)
     usage = budget.usage
     return {
         "answer": completion.text,
-        "exit_reason": "final",
+        "exit_reason": ExitReason.FINAL.value,
         "iterations": 1,
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
@@ -329,14 +327,6 @@ async def _complete(client: Any, messages: list[dict[str, str]]) -> Any:
         return await client.root(messages)
     finally:
         await client.aclose()
-
-
-def _reason(exc: RlmError) -> str:
-    """The exit_reason of a row that raised, in `rlm ask`'s vocabulary (provider_error, max_cost, ...)."""
-    if isinstance(exc, LimitReached):
-        return {"iterations": "max_iterations", "subcalls": "max_subcalls", "cost": "max_cost",
-                "tokens": "max_tokens"}.get(exc.limit, exc.limit)  # fmt: skip
-    return exc.__class__.__name__.replace("Error", "").lower() + "_error"
 
 
 def _ends_with_newline(path: Path) -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 import platformdirs
 
 from ..errors import InputError, redact
-from ..events import Event, RunFinished, RunStarted
+from ..events import Event, RunFinished, RunStarted, SandboxChosen
 
 DB_NAME = "history.sqlite3"
 WRITE_TIMEOUT_S = 2.0  # a run waits at most this long for another process's write lock
@@ -281,6 +281,9 @@ class Recorder:
                 sandbox=event.sandbox,
                 trace_path=self.trace_path,
             )
+            self._save()
+        elif isinstance(event, SandboxChosen) and self.record is not None and event.parent == self.record.id:
+            self.record.sandbox = event.sandbox  # the one used, where RunStarted may say "auto"
             self._save()
         elif isinstance(event, RunFinished) and self.record is not None and event.parent == self.record.id:
             # The whole row again, not an UPDATE: if the first write was lost to a lock, this one

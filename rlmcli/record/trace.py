@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ..errors import InputError, redact, secret_values
-from ..events import EVENT_TYPES, Event, from_dict
+from ..events import EVENT_TYPES, RENAMED, Event, from_dict
 
 
 def _redacted_line(event: Event) -> str:
@@ -127,7 +127,7 @@ def _parse(raw: bytes) -> Event | bool | None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("event"), str):
         return None
-    if data["event"] not in EVENT_TYPES:
+    if data["event"] not in EVENT_TYPES and data["event"] not in RENAMED:  # RENAMED: older traces
         return True
     try:
         event = from_dict(data)
