@@ -2,8 +2,8 @@
 
 Measured as the user experiences it: a REPL cell in the real local sandbox runs
 `llm_query_batched([...64 prompts...])`; the host brokers the request to ModelClient.batch (via
-Agent.subcalls, as rlmcli/run.py wires it) -> the direct OpenAI-protocol path (rlmcli/openai_http.py,
-aiohttp) -> HTTP -> FakeLLM(latency=0.5).
+Agent.subcalls, passed with each cell as the Agent passes it) -> the direct OpenAI-protocol path
+(rlmcli/model/openai_http.py, aiohttp) -> HTTP -> FakeLLM(latency=0.5).
 Then the same batch through ModelClient.batch directly (REPL brokering vs client cost), and a
 diagnosis: where requests reach the server, and the same batch through each client layer (raw
 aiohttp, raw httpx, openai SDK, litellm, ModelClient.sub) against a fake server in a separate
@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import fake_llm  # noqa: E402
 from fake_llm import FakeLLM  # noqa: E402
 
-from rlmcli.agent import Agent  # noqa: E402
+from rlmcli.agent import Agent, Task  # noqa: E402
 from rlmcli.budget import Budget, Limits  # noqa: E402
 from rlmcli.context import LoadOptions, load_context  # noqa: E402
 from rlmcli.events import Event, SubcallProgress  # noqa: E402
@@ -87,8 +87,7 @@ async def via_repl_cell(url: str, n: int, repeat: int, concurrency: int, workdir
         elif isinstance(event, SubcallProgress) and event.done == event.total and started:
             batches.append(time.perf_counter() - started.pop())
 
-    agent = Agent(client, repl, ctx, "benchmark", client.budget, emit)
-    repl.on_subcalls = agent.subcalls
+    agent = Agent(Task("benchmark", ctx), client, repl, client.budget, emit)
     code = f"answers = llm_query_batched([f'summarise record {{i}}' for i in range({n})])\nlen(answers)"
     walls, outputs = [], []
     await repl.start()
@@ -97,12 +96,12 @@ async def via_repl_cell(url: str, n: int, repeat: int, concurrency: int, workdir
         await client.sub("warm up")  # like the root call that precedes any cell in a real run
         first_call = time.perf_counter() - t0
         t0 = time.perf_counter()
-        await repl.run_cell(code)  # first batch: opens the other connections
+        await repl.run_cell(code, on_subcalls=agent.subcalls)  # first batch: opens the other connections
         cold = time.perf_counter() - t0
         batches.clear()
         for _ in range(repeat):
             t0 = time.perf_counter()
-            r = await repl.run_cell(code)
+            r = await repl.run_cell(code, on_subcalls=agent.subcalls)
             walls.append(time.perf_counter() - t0)
             outputs.append((r.output.strip(), r.error))
     finally:

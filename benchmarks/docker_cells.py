@@ -66,11 +66,8 @@ async def measure_sandbox(
     limits = SandboxLimits(memory=memory)
     sandbox = sandbox_docker.DockerSandbox(client, limits, sandbox_docker.DockerOptions(image), share)
 
-    async def no_subcalls(prompts, model):
-        return [""] * len(prompts)
-
     sandbox.add_input(context_path)  # a named file is used in place, as `rlm ask FILE` does
-    repl = Repl(sandbox, context_path, share / "index.json", no_subcalls, cell_timeout=60)
+    repl = Repl(sandbox, context_path, share / "index.json", cell_timeout=60)
     t0 = time.perf_counter()
     reader, writer = await sandbox.start()
     repl.channel = Channel(reader, writer)

@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import fake_llm  # noqa: E402
 from fake_llm import FakeLLM, reply  # noqa: E402
 
-from rlmcli.agent import Agent  # noqa: E402
+from rlmcli.agent import Agent, Task  # noqa: E402
 from rlmcli.budget import Budget, Limits  # noqa: E402
 from rlmcli.context import LoadOptions, load_context  # noqa: E402
 from rlmcli.events import Event  # noqa: E402
@@ -106,8 +106,7 @@ async def run_loop(n: int, workdir: Path, nodelay: bool) -> dict:
         def emit(event: Event) -> None:
             marks.append((event.name, time.perf_counter(), event))
 
-        agent = Agent(client, repl, ctx, "benchmark question", budget, emit)
-        repl.on_subcalls = agent.subcalls
+        agent = Agent(Task("benchmark question", ctx), client, repl, budget, emit)
 
         # Timing wrappers on the instances (the library code itself is untouched).
         root_wall: list[float] = []
@@ -121,10 +120,10 @@ async def run_loop(n: int, workdir: Path, nodelay: bool) -> dict:
             finally:
                 root_wall.append(time.perf_counter() - t0)
 
-        async def timed_cell(code, timeout=None):
+        async def timed_cell(code, *args):
             t0 = time.perf_counter()
             try:
-                return await orig_cell(code, timeout)
+                return await orig_cell(code, *args)
             finally:
                 cell_wall.append(time.perf_counter() - t0)
 

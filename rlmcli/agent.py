@@ -8,12 +8,13 @@ from the budget; the loop turns them into a result carrying the best partial ans
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from . import prompts
 from .budget import Budget
 from .context import Context
-from .errors import LimitReached
+from .errors import ExitReason, LimitReached
 from .events import (
     SUB_TEXT_CAP,
     CellFinished,
@@ -40,35 +41,35 @@ TURN_OUTPUT_CHARS = 100_000
 @dataclass
 class RunResult:
     answer: str | None
-    exit_reason: str  # "final", or the limit that stopped the run: "max_iterations", "max_cost", ...
+    exit_reason: ExitReason  # FINAL, or what stopped the run: a limit, an error, an interruption
     iterations: int
     partial: bool = False  # True when `answer` is the best partial answer of an unfinished run
     message: str | None = None  # why a run stopped early
     hint: str | None = None  # what the user can do about it
 
 
+@dataclass
+class Task:
+    """What one run asks of the loop."""
+
+    question: str
+    context: Context
+    run_id: str | None = None  # the run's id: every event of the loop descends from it
+    max_output_chars: int = 20000  # of a cell's output; the system prompt tells the model
+    subcalls: bool = True  # False: the paper's ablation, llm_query answers that it is off
+
+
 class Agent:
-    def __init__(
-        self,
-        client: ModelClient,
-        repl: Repl,
-        context: Context,
-        question: str,
-        budget: Budget,
-        emit: Emit = discard,
-        max_output_chars: int = 20000,
-        run_id: str | None = None,
-        subcalls: bool = True,
-    ):
-        self.client, self.repl, self.context = client, repl, context
-        self.question, self.budget, self.emit = question, budget, emit
-        self.run_id = run_id
-        self.subcalls_enabled = subcalls
-        self.scope = run_id  # the id new events hang under: the run, an iteration, or a cell
-        client.on_call = self._on_call
+    """Drives one run: asks the client, runs cells in the REPL, emits events. It only calls its
+    collaborators: the sub-call handler goes with each cell, and each event names its parent."""
+
+    def __init__(self, task: Task, client: ModelClient, repl: Repl, budget: Budget, emit: Emit = discard):
+        self.task, self.client, self.repl, self.budget, self.emit = task, client, repl, budget, emit
+        self.run_id = task.run_id
+        system = prompts.system_prompt(task.max_output_chars, subcalls=task.subcalls)
         self.messages = [
-            {"role": "system", "content": prompts.system_prompt(max_output_chars, subcalls=subcalls)},
-            {"role": "user", "content": prompts.first_message(context, question)},
+            {"role": "system", "content": system},
+            {"role": "user", "content": prompts.first_message(task.context, task.question)},
         ]
         self.partial: str | None = None  # the best answer so far, should the run stop early
 
@@ -80,17 +81,19 @@ class Agent:
 
     async def _loop(self) -> RunResult:
         limit = self.budget.limits.max_iterations
+        scope = self.run_id  # where the root calls hang: the latest iteration
         while self.budget.iterations < limit:
             self.budget.iterations += 1
             started = IterationStarted(self.budget.iterations, parent=self.run_id)
             self.emit(started)
-            self.scope = started.id
-            answer = await self._turn(self.budget.iterations)
+            scope = started.id
+            answer = await self._turn(self.budget.iterations, scope)
             if answer is not None:
                 return self._answered(answer)
         # Out of iterations: one last turn that asks for the answer, without running code.
-        self.messages.append({"role": "user", "content": prompts.LAST_TURN.format(question=self.question)})
-        reply = await self._ask()
+        last_turn = prompts.LAST_TURN.format(question=self.task.question)
+        self.messages.append({"role": "user", "content": last_turn})
+        reply = await self._ask(scope)
         found = find_final(reply)
         if found is not None:
             answer = found[1] if found[0] == "FINAL" else await self._read_var(found[1])
@@ -99,18 +102,18 @@ class Agent:
         self.partial = strip_code(reply) or self.partial
         raise LimitReached("iterations", f"no answer after {limit} iterations")
 
-    async def _turn(self, iteration: int) -> str | None:
-        """One root completion and its cells; the final answer if the turn produced one.
+    async def _turn(self, iteration: int, scope: str) -> str | None:
+        """One root completion and its cells (events under `scope`, the iteration); the final
+        answer if the turn produced one.
 
         At most MAX_BLOCKS_PER_REPLY blocks run, and their outputs together take at most the
         turn's room in the next message; blocks past either cap are not run, and the model is told.
         """
-        reply = await self._ask()
+        reply = await self._ask(scope)
         self.partial = strip_code(reply) or self.partial
         blocks = code_blocks(reply)
         outputs: list[str] = []
-        room = max(TURN_OUTPUT_CHARS, 2 * self.repl.max_output_chars)
-        turn_scope = self.scope
+        room = max(TURN_OUTPUT_CHARS, 2 * self.task.max_output_chars)
         for n, code in enumerate(blocks, 1):
             if n > MAX_BLOCKS_PER_REPLY:
                 outputs.append(
@@ -124,11 +127,11 @@ class Agent:
                     "reply's blocks filled the room for them; print less)"
                 )
                 break
-            cell = CellStarted(iteration, cap(code), parent=turn_scope)
+            cell = CellStarted(iteration, cap(code), parent=scope)
             self.emit(cell)
-            self.scope = cell.id
-            result = await self.repl.run_cell(code, self._cell_timeout(), self.budget.deadline())
-            self.scope = turn_scope
+            # The cell's sub-calls, and their events, hang under the cell.
+            handler = functools.partial(self.subcalls, parent=cell.id)
+            result = await self.repl.run_cell(code, self._cell_timeout(), self.budget.deadline(), handler)
             self.emit(
                 CellFinished(iteration, cap(result.output), result.error, result.duration, parent=cell.id)
             )
@@ -147,59 +150,54 @@ class Agent:
             if value is not None:
                 return value
         if blocks:
-            outputs.append(prompts.NEXT_TURN.format(question=self.question))
+            outputs.append(prompts.NEXT_TURN.format(question=self.task.question))
             self.messages.append({"role": "user", "content": "\n\n".join(outputs)})
         else:
             self.messages.append({"role": "user", "content": "\n\n".join(outputs + [prompts.NO_CODE_NUDGE])})
         return None
 
-    async def _ask(self) -> str:
+    async def _ask(self, scope: str | None) -> str:
         """A root completion; an empty reply is re-asked once, never a crash."""
-        completion = await self._complete()
+        completion = await self._complete(scope)
         if not completion.text.strip():
             self.messages.append({"role": "user", "content": prompts.EMPTY_REPLY_NUDGE})
-            completion = await self._complete()
+            completion = await self._complete(scope)
         self.messages.append({"role": "assistant", "content": completion.text})
         return completion.text
 
-    async def _complete(self) -> Completion:
-        return await self.client.root(self.messages)
+    async def _complete(self, scope: str | None) -> Completion:
+        """One root call, and its ModelCall event (the prompt shown: the newest message)."""
+        prompt = self.messages[-1]["content"]
+        completion = await self.client.root(self.messages)
+        self.emit(_model_call("root", completion, cap(prompt), cap(completion.text), scope))
+        return completion
 
-    def _on_call(self, role: str, model: str, completion: Completion) -> None:
-        """The model client reports every finished call, root or sub."""
-        if role == "root":
-            prompt, reply = cap(self.messages[-1]["content"]), cap(completion.text)
-        else:
-            prompt, reply = None, cap(completion.text, SUB_TEXT_CAP)
-        self.emit(
-            ModelCall(
-                role, model, completion.prompt_tokens, completion.completion_tokens, completion.cost_usd,
-                completion.latency_s, prompt, reply, parent=self.scope,
-            )
-        )  # fmt: skip
-
-    async def subcalls(self, prompts_: list[str], model: str | None) -> list[str]:
-        """The REPL's llm_query / llm_query_batched, brokered to the host's model client."""
-        if not self.subcalls_enabled:
+    async def subcalls(self, prompts_: list[str], model: str | None, parent: str | None = None) -> list[str]:
+        """The REPL's llm_query / llm_query_batched, brokered to the host's model client; events
+        hang under `parent` (the cell), else the run."""
+        if not self.task.subcalls:
             return [prompts.SUBCALLS_DISABLED] * len(prompts_)
+        parent = parent or self.run_id
         # A limit already reached (the wall clock included), or a batch larger than the sub-calls
         # left, ends the run here: LimitReached goes up through the REPL to the loop, so a cell
         # looping on llm_query cannot spin on error strings, and a huge batch costs nothing.
         self.budget.check_batch(len(prompts_))
         total, done, failed = len(prompts_), 0, 0
-        first = SubcallProgress(total, 0, 0, min(total, self.client.concurrency), parent=self.scope)
+        first = SubcallProgress(total, 0, 0, min(total, self.client.concurrency), parent=parent)
         self.emit(first)
 
-        def progress(call_failed: bool) -> None:
+        def call_done(completion: Completion | None) -> None:  # None: the call failed
             nonlocal done, failed
-            done, failed = done + 1, failed + call_failed
+            if completion is not None:
+                self.emit(_model_call("sub", completion, None, cap(completion.text, SUB_TEXT_CAP), parent))
+            done, failed = done + 1, failed + (completion is None)
             in_flight = min(total - done, self.client.concurrency)
-            self.emit(SubcallProgress(total, done, failed, in_flight, batch=first.id, parent=self.scope))
+            self.emit(SubcallProgress(total, done, failed, in_flight, batch=first.id, parent=parent))
 
-        replies = await self.client.batch(prompts_, model, on_done=progress)
+        replies = await self.client.batch(prompts_, model, on_done=call_done)
         if done < total:  # a limit stopped the batch: one event closes it, not one per slot
             unsent = total - done
-            self.emit(SubcallProgress(total, total, failed + unsent, 0, batch=first.id, parent=self.scope))
+            self.emit(SubcallProgress(total, total, failed + unsent, 0, batch=first.id, parent=parent))
         if self.budget.breached is not None:
             raise self.budget.breached
         return replies
@@ -232,10 +230,17 @@ class Agent:
 
     def _answered(self, answer: str) -> RunResult:
         self.emit(FinalAnswer(answer, parent=self.run_id))
-        return RunResult(answer, "final", self.budget.iterations)
+        return RunResult(answer, ExitReason.FINAL, self.budget.iterations)
 
     def _stopped(self, limit: LimitReached) -> RunResult:
-        reason = {"iterations": "max_iterations", "subcalls": "max_subcalls", "cost": "max_cost"}.get(
-            limit.limit, "max_tokens" if limit.limit == "tokens" else limit.limit
-        )
-        return RunResult(self.partial, reason, self.budget.iterations, partial=True, message=str(limit))
+        return RunResult(self.partial, limit.reason, self.budget.iterations, partial=True, message=str(limit))
+
+
+def _model_call(
+    role: str, c: Completion, prompt: str | None, reply: str | None, parent: str | None
+) -> ModelCall:
+    """The event of one finished model call; `prompt` and `reply` as the trace keeps them."""
+    return ModelCall(
+        role, c.model, c.prompt_tokens, c.completion_tokens, c.cost_usd, c.latency_s, prompt, reply,
+        parent=parent,
+    )  # fmt: skip

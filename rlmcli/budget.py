@@ -36,7 +36,12 @@ PROMPT_ESTIMATE_SLACK = 1000
 
 def estimate_tokens(text: str) -> int:
     """Tokens in `text`, estimated as characters / 4 (rounded up)."""
-    return -(-len(text) // CHARS_PER_TOKEN)
+    return tokens_in_chars(len(text))
+
+
+def tokens_in_chars(chars: int) -> int:
+    """The estimate for a text of `chars` characters, without the text (a context of GBs)."""
+    return -(-chars // CHARS_PER_TOKEN)
 
 
 def estimate_prompt_tokens(messages: list[dict]) -> int:

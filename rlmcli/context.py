@@ -13,7 +13,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 import stat
 import sys
 import threading
@@ -21,13 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from .budget import tokens_in_chars
 from .errors import InputError
+from .settings import parse_size as parse_size  # re-exported: it was defined here
+from .text import plural
 from .walk import IGNORE_FILES as IGNORE_FILES  # re-exported: it was defined here
 from .walk import LoadOptions, Walker, display_name
 
 CHUNK = 1024 * 1024
 BINARY_SNIFF = 8192  # a NUL byte in this many leading bytes marks a file as binary
-PREFIX_CHARS = 1000
+PREFIX_CHARS = 500  # of the context, shown to the model in its first message (prompts.py)
 CONTEXT_FILENAME = "context.txt"
 STDIN_NAME = "<stdin>"
 SKIP_REASONS = ("ignored", "hidden", "binary", "too-large", "symlink", "unreadable", "special", "excluded")
@@ -65,7 +67,7 @@ class ContextStats:
     bytes: int  # raw bytes read
     chars: int  # len(context), headers included
     lines: int  # sum of the files' lines (headers not counted)
-    est_tokens: int  # chars // 4: a cheap estimate, never tokenize GBs
+    est_tokens: int  # budget.tokens_in_chars: a cheap estimate, never tokenize GBs
     invalid_utf8_files: int
     skipped: dict[str, list[str]]  # reason -> display paths (directories end in "/"); non-empty only
 
@@ -91,25 +93,13 @@ class Context:
     def summary(self) -> str:
         s = self.stats
         text = (
-            f"context: {_plural(s.files, 'file')}, {human_bytes(s.bytes)}, "
-            f"{_plural(s.lines, 'line')}, ~{_human_count(s.est_tokens)} tokens"
+            f"context: {plural(s.files, 'file')}, {human_bytes(s.bytes)}, "
+            f"{plural(s.lines, 'line')}, ~{_human_count(s.est_tokens)} tokens"
         )
         if s.invalid_utf8_files:
             text += f", {s.invalid_utf8_files} with invalid UTF-8"
         total, detail = _skip_counts(s.skipped)
         return f"{text}; skipped {total} ({detail})" if total else text
-
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgt])(?:i?b)?|b)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
-def parse_size(text: str) -> int:
-    """'10M', '500k', '1G', '1.5MB', '1024' -> bytes (binary units: 1K = 1024)."""
-    match = _SIZE_RE.match(str(text))  # tolerate an int from settings
-    if not match:
-        raise InputError(f"invalid size: {text!r}", hint="use bytes or a K/M/G suffix, e.g. 500K or 10M")
-    return int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower()])
 
 
 def human_bytes(n: int) -> str:
@@ -129,10 +119,6 @@ def _human_count(n: int) -> str:
     if n < 1_000_000:
         return f"{round(n / 1000)}k"
     return f"{n / 1_000_000:.1f}M"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def _skip_counts(skipped: dict[str, list[str]]) -> tuple[int, str]:
@@ -381,7 +367,7 @@ def load_context(
         bytes=sum(f.bytes for f in files),
         chars=writer.offset,
         lines=sum(f.lines for f in files),
-        est_tokens=writer.offset // 4,
+        est_tokens=tokens_in_chars(writer.offset),
         invalid_utf8_files=writer.invalid_files,
         skipped={r: skipped[r] for r in SKIP_REASONS if r in skipped},
     )

@@ -159,7 +159,7 @@ def system_prompt(max_output: int, sub_chars: int = 500_000, subcalls: bool = Tr
     return SYSTEM_PROMPT.format(max_output=f"{max_output:,}", sub_chars=f"{sub_chars:,}")
 
 
-def first_message(context: Context, question: str, prefix_chars: int = 500) -> str:
+def first_message(context: Context, question: str) -> str:
     """Metadata only: the model sees the shape of the input and a short prefix, never all of it."""
     stats = context.stats
     kind = {"file": "file", "stdin": "text from standard input"}.get(context.kind, "set of files")
@@ -173,7 +173,7 @@ def first_message(context: Context, question: str, prefix_chars: int = 500) -> s
             lines.append(f"  {entry.path} ({entry.end - entry.start:,})")
         if stats.files > MAX_LISTED_FILES:
             lines.append(f"  ... and {stats.files - MAX_LISTED_FILES:,} more (see `files`)")
-    prefix = context.prefix[:prefix_chars]
+    prefix = context.prefix  # its first context.PREFIX_CHARS characters
     lines.append(f"Its first {len(prefix):,} characters:\n<<<\n{prefix}\n>>>")
     lines.append(f"\nThe query: {question}\n\n{FIRST_TURN_NOTE}\n\n" + NEXT_TURN.format(question=question))
     return "\n".join(lines)

@@ -13,18 +13,18 @@ from pathlib import Path
 from typing import BinaryIO
 
 from . import __version__
-from .agent import Agent, RunResult
-from .budget import Budget, Limits
-from .context import Context, LoadOptions, load_context, parse_size, write_error
-from .errors import ProviderError, RlmError, SandboxError
+from .agent import Agent, RunResult, Task
+from .budget import Budget
+from .context import Context, load_context, write_error
+from .errors import ExitReason, ProviderError, RlmError, SandboxError
 from .events import (
     ContextLoaded,
     Emit,
-    ErrorEvent,
-    LimitReached,
     Notice,
     RunFinished,
     RunStarted,
+    RunStopped,
+    SandboxChosen,
     new_run_id,
 )
 from .model.client import ModelClient, ModelConfig
@@ -35,7 +35,6 @@ from .settings import Settings
 from .signals import Signals
 from .walk import display_name
 
-INTERRUPTED = "interrupted"
 MAX_TRACED_SOURCES = 1000  # inputs named in the trace (path, size, digest); the count says the rest
 
 
@@ -51,17 +50,11 @@ class Report:
 
 
 def load(settings: Settings, paths: list[str], workdir: Path, stdin: BinaryIO | None) -> Context:
-    options = LoadOptions(
-        include=list(settings.include),
-        exclude=list(settings.exclude),
-        no_ignore=settings.no_ignore,
-        hidden=settings.hidden,
-        max_file_size=parse_size(settings.max_file_size),
-    )
-    return load_context(paths, workdir, options, stdin)
+    return load_context(paths, workdir, settings.load_options(), stdin)
 
 
 def make_client(settings: Settings, budget: Budget) -> ModelClient:
+    """The model client of a run (`rlm ask`, and each row of `rlm bench run`)."""
     common = dict(request_timeout=settings.request_timeout, max_retries=settings.max_retries)
     root = ModelConfig(settings.model, settings.api_base, **common)
     sub = ModelConfig(settings.effective_sub_model, sub_api_base(settings), **common)
@@ -100,15 +93,7 @@ def ask(
         inputs=[display_name(p) for p in paths], cwd=display_name(os.getcwd()), version=__version__,
         id=run_id or new_run_id(),
     )  # fmt: skip
-    budget = Budget(
-        Limits(
-            max_iterations=settings.max_iterations,
-            max_subcalls=settings.max_subcalls,
-            max_cost=settings.max_cost,
-            max_tokens=settings.max_tokens,
-            timeout=settings.timeout,
-        )
-    )
+    budget = Budget(settings.limits())
     workdir: Path | None = None
     with Signals() as signals:
         try:
@@ -125,6 +110,7 @@ def ask(
                 for warning in client.cost_limit_warnings():  # before any call: --max-cost off for these
                     emit(Notice(warning, warning=True))
                 sandbox = make_sandbox(settings, share, emit)
+                emit(SandboxChosen(sandbox.name, parent=run.id))  # RunStarted may say "auto"
                 if context.path.parent != share:  # a named file used in place
                     sandbox.add_input(context.path)
                 repl = Repl(
@@ -134,34 +120,28 @@ def ask(
                     cell_timeout=settings.cell_timeout,
                     max_output_chars=settings.max_output_chars,
                 )
-                agent = Agent(
-                    client, repl, context, question, budget, emit, settings.max_output_chars,
-                    run_id=run.id, subcalls=not settings.no_subcalls,
-                )  # fmt: skip
-                repl.on_subcalls = agent.subcalls
+                task = Task(
+                    question, context, run.id, settings.max_output_chars, subcalls=not settings.no_subcalls
+                )
+                agent = Agent(task, client, repl, budget, emit)
                 result = asyncio.run(_drive(agent, repl, signals))
             finally:
                 signals.hold()  # nothing interrupts the clean-up and the record from here on
                 if workdir is not None:
                     shutil.rmtree(workdir, ignore_errors=True)
-        except RlmError as exc:
-            reason = exc.__class__.__name__.replace("Error", "").lower() + "_error"
-            emit(ErrorEvent(reason, str(exc), parent=run.id))
-            emit(finished(RunResult(None, reason, budget.iterations, message=str(exc)), budget, run))
+        except RlmError as exc:  # each error declares the reason it ends a run with
+            stopped = RunResult(None, exc.reason, budget.iterations, message=str(exc), hint=exc.hint)
+            _end(emit, stopped, budget, run)
             raise
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP before the loop ran (see Signals)
-            emit(finished(RunResult(None, INTERRUPTED, budget.iterations, message=INTERRUPTED), budget, run))
+            stopped = RunResult(None, ExitReason.INTERRUPTED, budget.iterations, message="interrupted")
+            _end(emit, stopped, budget, run)
             raise
         except Exception as exc:  # a bug: the CLI says so (exit 1); the record still ends
             message = f"unexpected {type(exc).__name__}: {exc}"
-            emit(ErrorEvent("error", message, parent=run.id))
-            emit(finished(RunResult(None, "error", budget.iterations, message=message), budget, run))
+            _end(emit, RunResult(None, ExitReason.ERROR, budget.iterations, message=message), budget, run)
             raise
-        if result.exit_reason in ("provider_error", "sandbox_error"):
-            emit(ErrorEvent(result.exit_reason, result.message or "", parent=run.id))
-        elif result.exit_reason not in ("final", "interrupted"):
-            emit(LimitReached(result.exit_reason, result.message or "", parent=run.id))
-        emit(finished(result, budget, run))
+        _end(emit, result, budget, run)
     return Report(result, budget, context, settings, sandbox.name)
 
 
@@ -182,10 +162,17 @@ def context_event(context: Context, parent: str) -> ContextLoaded:
     )  # fmt: skip
 
 
+def _end(emit: Emit, result: RunResult, budget: Budget, run: RunStarted) -> None:
+    """A run's last events: RunStopped when it ended without an answer, then RunFinished."""
+    if result.exit_reason != ExitReason.FINAL:
+        emit(RunStopped(result.exit_reason.value, result.message or "", result.hint, parent=run.id))
+    emit(finished(result, budget, run))
+
+
 def finished(result: RunResult, budget: Budget, run: RunStarted) -> RunFinished:
     usage = budget.usage
     return RunFinished(
-        result.exit_reason, result.answer, result.partial, result.iterations, usage.subcalls,
+        result.exit_reason.value, result.answer, result.partial, result.iterations, usage.subcalls,
         usage.prompt_tokens, usage.completion_tokens, usage.cost_usd, usage.cost_known,
         time.time() - run.ts, parent=run.id,
     )  # fmt: skip
@@ -205,9 +192,8 @@ async def _drive(agent: Agent, repl: Repl, signals: Signals | None = None) -> Ru
     except (ProviderError, SandboxError) as exc:
         if signals is not None and signals.received is not None:
             return _interrupted(agent)  # e.g. a hang-up that also reached the sandbox's process
-        reason = "provider_error" if isinstance(exc, ProviderError) else "sandbox_error"
         return RunResult(
-            agent.partial, reason, agent.budget.iterations, partial=True, message=str(exc), hint=exc.hint
+            agent.partial, exc.reason, agent.budget.iterations, partial=True, message=str(exc), hint=exc.hint
         )
     finally:
         if signals is not None:
@@ -217,4 +203,6 @@ async def _drive(agent: Agent, repl: Repl, signals: Signals | None = None) -> Ru
 
 
 def _interrupted(agent: Agent) -> RunResult:
-    return RunResult(agent.partial, INTERRUPTED, agent.budget.iterations, partial=True, message=INTERRUPTED)
+    return RunResult(
+        agent.partial, ExitReason.INTERRUPTED, agent.budget.iterations, partial=True, message="interrupted"
+    )

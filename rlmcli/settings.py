@@ -3,21 +3,31 @@
 Flags and environment variables are both resolved by the CLI (Typer's `envvar=`), so they reach
 `resolve()` as explicit values; anything left as None falls back to the config file, then to the
 defaults below. Every value is checked before any input is read: a config value of the wrong type
-names its key and file, a number out of range its flag (exit 2).
+names its key and file, a number out of range or a bad size its flag (exit 2). A `Settings` is
+valid once made: sizes are parsed to bytes there, once.
+
+The configs derived from the settings are each built in one place: `limits()` (the run's budget)
+and `load_options()` (the walker) here; the sandbox's limits and Docker options in
+repl/backends.py; the model configs in run.make_client. Nothing else assembles them by hand.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import UsageError
+from .errors import InputError, UsageError
+
+if TYPE_CHECKING:
+    from .budget import Limits
+    from .walk import LoadOptions
 
 SANDBOXES = ("auto", "docker", "local", "process")  # local: bubblewrap; process: a plain child
 
@@ -41,19 +51,64 @@ class Settings:
     image: str = "python:3.12-slim"
     cpus: float = 1.0
     pids_limit: int = 128
-    memory: str = "1g"
+    memory: str = "1g"  # as written (e.g. in messages); `memory_bytes` is what the sandbox gets
     cell_timeout: float = 120.0
     max_output_chars: int = 20000
-    max_file_size: str = "10M"
+    max_file_size: str = "10M"  # as written; `max_file_size_bytes` is what the walker uses
     include: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     no_ignore: bool = False
     hidden: bool = False
     no_subcalls: bool = False  # the paper's ablation: the REPL without llm_query
+    no_log: bool = False  # keep no record in the history (--no-log, or `no-log = true` in the config)
+    # Parsed from the sizes above when the Settings is made (and again by dataclasses.replace).
+    memory_bytes: int = field(init=False, repr=False, compare=False)
+    max_file_size_bytes: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Check every value; a bad one is exit 2 naming its flag (config values were checked,
+        naming their file, by load_config)."""
+        if self.sandbox not in SANDBOXES:
+            choices = ", ".join(SANDBOXES)
+            raise UsageError(f"unknown sandbox {self.sandbox!r}", hint=f"choose one of: {choices}")
+        for name in RANGES:
+            problem = _out_of_range(name, getattr(self, name))
+            if problem:
+                raise UsageError(f"{_flag(name)} {problem}, not {getattr(self, name)!r}")
+        for name in SIZES:
+            problem = _size_problem(name, getattr(self, name))
+            if problem:
+                raise UsageError(f"{_flag(name)} {problem}, not {getattr(self, name)!r}", hint=SIZE_HINT)
+        self.memory_bytes = parse_size(self.memory)
+        self.max_file_size_bytes = parse_size(self.max_file_size)
 
     @property
     def effective_sub_model(self) -> str:
         return self.sub_model or self.model
+
+    def limits(self) -> Limits:
+        """The run's budget limits."""
+        from .budget import Limits  # not at import time: `rlm --help` loads this module
+
+        return Limits(
+            max_iterations=self.max_iterations,
+            max_subcalls=self.max_subcalls,
+            max_cost=self.max_cost,
+            max_tokens=self.max_tokens,
+            timeout=self.timeout,
+        )
+
+    def load_options(self) -> LoadOptions:
+        """What the walker loads from directories."""
+        from .walk import LoadOptions
+
+        return LoadOptions(
+            include=list(self.include),
+            exclude=list(self.exclude),
+            no_ignore=self.no_ignore,
+            hidden=self.hidden,
+            max_file_size=self.max_file_size_bytes,
+        )
 
 
 # The smallest value each number may take, and whether it may equal it ("> 0" or ">= 1"). A zero
@@ -73,8 +128,27 @@ RANGES: dict[str, tuple[str, float]] = {
     "cell_timeout": (">", 0),
     "max_output_chars": (">=", 1),
 }
+SIZES = ("memory", "max_file_size")  # text such as "512m" or "2g" (a whole number of bytes in TOML too)
+SIZE_HINT = "use bytes or a K/M/G suffix, e.g. 500K or 10M"
 TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
-HINTS: dict[str, Any] = typing.get_type_hints(Settings)  # field name -> declared type, e.g. int | None
+# What a config file may set: field name -> declared type, e.g. int | None (not the parsed sizes).
+HINTS: dict[str, Any] = {f.name: typing.get_type_hints(Settings)[f.name] for f in fields(Settings) if f.init}
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgt])(?:i?b)?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """'10M', '500k', '1G', '1.5MB', '1024' -> bytes (binary units: 1K = 1024)."""
+    match = _SIZE_RE.match(str(text))  # tolerate an int
+    if not match:
+        raise InputError(f"invalid size: {text!r}", hint=SIZE_HINT)
+    return int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower()])
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _accepts(hint: Any, kind: type) -> bool:
@@ -104,9 +178,11 @@ def load_config(path: Path) -> dict[str, Any]:
         name = "allow_models" if name == "allow_model" else name  # the option is --allow-model
         if name not in HINTS:
             raise UsageError(f"unknown setting {key!r} in {path}", hint=f"known: {', '.join(sorted(HINTS))}")
+        if name in SIZES and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # `memory = 1073741824`: bytes
         if not _has_type(value, HINTS[name]):
             raise UsageError(f"{key} in {path} must be {_type_name(HINTS[name])}, not {value!r}")
-        problem = _out_of_range(name, value)
+        problem = _out_of_range(name, value) or _size_problem(name, value)
         if problem:
             raise UsageError(f"{key} in {path} {problem}, not {value!r}")
         values[name] = float(value) if _accepts(HINTS[name], float) else value
@@ -145,27 +221,21 @@ def _out_of_range(name: str, value: Any) -> str | None:
     return None if ok else f"must be {kind} {op} {least:g}"
 
 
+def _size_problem(name: str, value: Any) -> str | None:
+    """What is wrong with a size (e.g. "must be a size such as 512m or 2g"), or None."""
+    if name not in SIZES:
+        return None
+    try:
+        size = parse_size(value)
+    except InputError:
+        return "must be a size such as 512m or 2g"
+    return "must be more than 0 bytes" if name == "memory" and size <= 0 else None
+
+
 def resolve(explicit: dict[str, Any], config: dict[str, Any] | None = None) -> Settings:
-    """Merge explicit values (flags/env; None or [] means unset) over the config over defaults."""
+    """Merge explicit values (flags/env; None or [] means unset) over the config over defaults,
+    and check them all (see Settings.__post_init__)."""
     config = load_config(config_path()) if config is None else config
     merged = dict(config)
     merged.update({k: v for k, v in explicit.items() if v is not None and v != []})
-    settings = Settings(**merged)
-    if settings.sandbox not in SANDBOXES:
-        raise UsageError(
-            f"unknown sandbox {settings.sandbox!r}", hint=f"choose one of: {', '.join(SANDBOXES)}"
-        )
-    for name in RANGES:
-        problem = _out_of_range(name, getattr(settings, name))
-        if problem:
-            raise UsageError(f"--{name.replace('_', '-')} {problem}, not {getattr(settings, name)!r}")
-    _check_sizes(settings)
-    return settings
-
-
-def _check_sizes(settings: Settings) -> None:
-    from .context import parse_size  # not at import time: `rlm --help` loads this module
-
-    if parse_size(settings.memory) <= 0:
-        raise UsageError(f"--memory must be more than 0 bytes, not {settings.memory!r}")
-    parse_size(settings.max_file_size)
+    return Settings(**merged)

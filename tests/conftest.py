@@ -1,11 +1,15 @@
-"""Shared fixtures: the fake model server, the installed `rlm` console script, real data."""
+"""Shared fixtures: the fake model server, `rlm` in this process or as the installed console
+script, real data, and this suite's own sandbox containers."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -60,16 +64,77 @@ def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+# The pids of the `rlm` processes the running test started: their sandbox containers are this
+# suite's too (see our_containers). Emptied before each test.
+STARTED: list[int] = []
+
+
+@pytest.fixture(autouse=True)
+def _forget_started_processes():
+    STARTED.clear()
+    yield
+
+
+def popen_rlm(rlm_bin: str, args: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
+    """Start the console script as a real process (for signals, pids, memory), as this test's own."""
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [rlm_bin, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **kwargs
+    )
+    STARTED.append(proc.pid)
+    return proc
+
+
 @pytest.fixture
 def run_rlm(rlm_bin, tmp_path):
-    """Run the installed console script: run_rlm(args, input=b"...", env={...}) -> CompletedProcess."""
+    """Run the installed console script: run_rlm(args, input=b"...", env={...}) -> CompletedProcess.
+    A real process costs seconds (litellm's import): use it where the process is the point."""
 
     def run(args: list[str], input: bytes | None = None, env: dict | None = None, stdin=None, timeout=120):
         full_env = clean_env(tmp_path, **(env or {}))
-        kwargs = {"stdin": stdin} if stdin is not None else {"input": input if input is not None else b""}
-        return subprocess.run(
-            [rlm_bin, *args], capture_output=True, env=full_env, timeout=timeout, cwd=tmp_path, **kwargs
-        )
+        if stdin is None:
+            stdin, input = subprocess.PIPE, input if input is not None else b""
+        proc = popen_rlm(rlm_bin, args, full_env, stdin=stdin, cwd=tmp_path)
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        finally:
+            proc.kill()
+        return subprocess.CompletedProcess([rlm_bin, *args], proc.returncode, out, err)
+
+    return run
+
+
+@dataclass
+class Ran:
+    """What an in-process command did, shaped like the CompletedProcess run_rlm returns."""
+
+    args: list[str]
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+@pytest.fixture
+def run_cli(tmp_path, monkeypatch):
+    """run_cli(args, input=b"...", env={...}) -> Ran: `rlm` in this process (Typer's CliRunner),
+    with the environment and working directory run_rlm gives the console script. CliRunner sets
+    os.environ for the call and restores it after; the sandbox never sees it (it gets a scrubbed
+    environment). An exception that escaped the command is appended to stderr, as Python would
+    print it."""
+    from typer.testing import CliRunner
+
+    from rlmcli.cli.app import app
+
+    monkeypatch.chdir(tmp_path)
+
+    def run(args: list[str], input: bytes | None = None, env: dict | None = None) -> Ran:
+        wanted = clean_env(tmp_path, **(env or {}))
+        unset = {name: None for name in os.environ if name not in wanted}
+        result = CliRunner().invoke(app, args, input=input or b"", env={**unset, **wanted})
+        stderr = result.stderr_bytes
+        if result.exc_info is not None and not isinstance(result.exception, SystemExit):
+            stderr += "".join(traceback.format_exception(*result.exc_info)).encode()
+        return Ran(args, result.exit_code, result.stdout_bytes, stderr)
 
     return run
 
@@ -100,8 +165,17 @@ def docker_image() -> str:
     return TEST_IMAGE
 
 
-def our_containers() -> list[str]:
+def our_containers(*pids: int) -> list[str]:
+    """Names of this suite's sandbox containers on this host: those whose owner (label rlm.pid) is
+    this process (in-process runs), an `rlm` the running test started (popen_rlm, run_rlm), or one
+    of `pids`. Another suite on the same daemon has containers of its own: they are not counted."""
     import docker
 
+    owners = {str(pid) for pid in (os.getpid(), *STARTED, *pids)}
     client = docker.from_env(timeout=10)
-    return [c.name for c in client.containers.list(all=True, filters={"label": "rlm.sandbox"})]
+    names = []
+    for container in client.containers.list(all=True, filters={"label": "rlm.sandbox"}, ignore_removed=True):
+        labels = container.labels or {}
+        if labels.get("rlm.pid") in owners and labels.get("rlm.host") == socket.gethostname():
+            names.append(container.name)
+    return names

@@ -27,6 +27,17 @@ def with_sandbox(args: list[str], sandbox: str) -> list[str]:
     return [a if a != "local" else sandbox for a in args]
 
 
+@pytest.fixture
+def probe_bwrap_afresh():
+    """In-process runs with another bwrap on PATH: what this process found out about the real one
+    is forgotten before, and what it finds out about the stand-in after."""
+    for cached in (sandbox_bwrap.unusable, sandbox_bwrap.sizes_tmpfs):
+        cached.cache_clear()
+    yield
+    for cached in (sandbox_bwrap.unusable, sandbox_bwrap.sizes_tmpfs):
+        cached.cache_clear()
+
+
 def fake_bwrap(folder: Path, script: str | None) -> dict[str, str]:
     """An environment whose PATH has no real bwrap: none at all, or a stand-in running `script`."""
     folder.mkdir()
@@ -36,7 +47,7 @@ def fake_bwrap(folder: Path, script: str | None) -> dict[str, str]:
     return {"PATH": str(folder), "DOCKER_HOST": NO_DOCKER}
 
 
-def test_a_cell_sees_no_host_files_and_can_write_only_its_tmp(fake_llm, run_rlm, tmp_path):
+def test_a_cell_sees_no_host_files_and_can_write_only_its_tmp(fake_llm, run_cli, tmp_path):
     (tmp_path / "in.txt").write_text("data\n")
     probe = (
         "import json, os\n"
@@ -53,7 +64,7 @@ def test_a_cell_sees_no_host_files_and_can_write_only_its_tmp(fake_llm, run_rlm,
         "    'pids': sorted(int(p) for p in os.listdir('/proc') if p.isdigit())}))"
     )
     fake_llm.add_root(reply("", probe), "FINAL(ok)")
-    proc = run_rlm(ask_args(fake_llm, str(tmp_path / "in.txt"), extra=["--json"]))
+    proc = run_cli(ask_args(fake_llm, str(tmp_path / "in.txt"), extra=["--json"]))
     assert proc.returncode == 0, proc.stderr.decode()
     assert json.loads(proc.stdout)["sandbox"] == "local"
     told = [m for m in fake_llm.root_requests[1]["body"]["messages"] if m["role"] == "user"][-1]["content"]
@@ -67,10 +78,12 @@ def test_a_cell_sees_no_host_files_and_can_write_only_its_tmp(fake_llm, run_rlm,
     assert len(seen["pids"]) <= 3  # bwrap's init, the server (and the cell's process): no host process
 
 
-def test_auto_without_docker_or_bubblewrap_is_one_clear_error(fake_llm, run_rlm, tmp_path):
+def test_auto_without_docker_or_bubblewrap_is_one_clear_error(
+    fake_llm, run_cli, tmp_path, probe_bwrap_afresh
+):
     (tmp_path / "in.txt").write_text("data\n")
     env = fake_bwrap(tmp_path / "bin", None)
-    proc = run_rlm(with_sandbox(ask_args(fake_llm, str(tmp_path / "in.txt")), "auto"), env=env)
+    proc = run_cli(with_sandbox(ask_args(fake_llm, str(tmp_path / "in.txt")), "auto"), env=env)
     assert proc.returncode == 5, proc.stderr.decode()
     assert proc.stdout == b""
     said = proc.stderr.decode()
@@ -80,10 +93,12 @@ def test_auto_without_docker_or_bubblewrap_is_one_clear_error(fake_llm, run_rlm,
     assert fake_llm.root_requests == []  # nothing ran: no silent fall-back to the plain process
 
 
-def test_local_when_bubblewrap_cannot_start_names_its_message_and_the_fixes(fake_llm, run_rlm, tmp_path):
+def test_local_when_bubblewrap_cannot_start_names_its_message_and_the_fixes(
+    fake_llm, run_cli, tmp_path, probe_bwrap_afresh
+):
     (tmp_path / "in.txt").write_text("data\n")
     env = fake_bwrap(tmp_path / "bin", "echo 'bwrap: setting up uid map: Permission denied' >&2; exit 1")
-    proc = run_rlm(ask_args(fake_llm, str(tmp_path / "in.txt")), env=env)
+    proc = run_cli(ask_args(fake_llm, str(tmp_path / "in.txt")), env=env)
     assert proc.returncode == 5, proc.stderr.decode()
     said = proc.stderr.decode()
     assert "setting up uid map: Permission denied" in said
@@ -91,11 +106,11 @@ def test_local_when_bubblewrap_cannot_start_names_its_message_and_the_fixes(fake
     assert proc.stdout == b""
 
 
-def test_process_sandbox_is_used_only_when_asked(fake_llm, run_rlm, tmp_path):
+def test_process_sandbox_is_used_only_when_asked(fake_llm, run_cli, tmp_path, probe_bwrap_afresh):
     (tmp_path / "in.txt").write_text("data\n")
     fake_llm.add_root("FINAL(ok)")
     env = fake_bwrap(tmp_path / "bin", None)  # no bubblewrap: process still works, when asked
-    proc = run_rlm(
+    proc = run_cli(
         with_sandbox(ask_args(fake_llm, str(tmp_path / "in.txt"), extra=["--json"]), "process"), env=env
     )
     assert proc.returncode == 0, proc.stderr.decode()

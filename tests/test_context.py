@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from rlmcli import context as ctxmod
+from rlmcli.budget import estimate_tokens
 from rlmcli.context import Context, LoadOptions, load_context, parse_size
 from rlmcli.errors import InputError
 
@@ -533,7 +534,7 @@ def test_offsets_invariant_with_multibyte_and_crlf(chdir_tmp: Path) -> None:
     assert by["repo/b.txt"].lines == 2 and by["repo/c.txt"].lines == 1 and by["repo/d/f.txt"].lines == 1
     assert by["repo/b.txt"].bytes == len(files["b.txt"].encode())  # type: ignore[union-attr]
     assert ctx.stats.bytes == sum(f.bytes for f in ctx.files)
-    assert ctx.stats.est_tokens == len(text) // 4
+    assert ctx.stats.est_tokens == estimate_tokens(text)
 
 
 def test_single_file_has_no_header(chdir_tmp: Path) -> None:
@@ -583,14 +584,14 @@ def test_prefix_index_and_summary(chdir_tmp: Path) -> None:
     make_tree(chdir_tmp / "repo", {"a.txt": "é" * 1500, "b.txt": "line\n" * 3, ".h": "h", "z.bin": b"\0"})
     ctx = load(["repo"], chdir_tmp)
     text = text_of(ctx)
-    assert ctx.prefix == text[:1000] and len(ctx.prefix) == 1000
+    assert ctx.prefix == text[: ctxmod.PREFIX_CHARS] and len(ctx.prefix) == ctxmod.PREFIX_CHARS == 500
 
     index_path = chdir_tmp / "index.json"
     ctx.write_index(index_path)
     index = json.loads(index_path.read_text(encoding="utf-8"))
     assert index == {"files": {k: list(v) for k, v in ctx.spans().items()}}
 
-    assert ctx.stats.bytes == 3015 and ctx.stats.est_tokens == len(text) // 4 < 1000
+    assert ctx.stats.bytes == 3015 and ctx.stats.est_tokens == estimate_tokens(text) < 1000
     assert ctx.summary() == (
         f"context: 2 files, 2.9 KB, 4 lines, ~{ctx.stats.est_tokens} tokens; skipped 2 (1 binary, 1 hidden)"
     )

@@ -1,17 +1,24 @@
-"""The Docker sandbox against a real daemon: isolation, limits, lifecycle, selection."""
+"""The Docker sandbox against a real daemon: isolation, limits, lifecycle, selection.
+
+`rlm` runs in this process (run_cli) but where its process is the point: signals, a SIGKILL that
+leaves a container behind, its memory. Containers are counted by owner (our_containers): another
+suite on the same daemon has its own."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SENTINEL_KEY, ask_args, clean_env, our_containers
+from conftest import REPO, SENTINEL_KEY, ask_args, clean_env, our_containers, popen_rlm
 from fake_llm import reply
 from test_interrupt import wait_for
 
@@ -37,7 +44,7 @@ def no_leftovers(request):
 
 
 def test_answers_with_subcalls_brokered_while_the_container_has_no_network(
-    docker_image, fake_llm, run_rlm, shared_data
+    docker_image, fake_llm, run_cli, shared_data
 ):
     logs = shared_data / "loghub" / "Zookeeper"
     fake_llm.add_root(
@@ -47,7 +54,7 @@ def test_answers_with_subcalls_brokered_while_the_container_has_no_network(
         "FINAL_VAR(summary)",
     )  # fmt: skip
     fake_llm.sub = lambda prompt: "sub saw: " + prompt.split(",")[0]
-    proc = run_rlm(docker_args(fake_llm, docker_image, str(logs), extra=["--json"]))
+    proc = run_cli(docker_args(fake_llm, docker_image, str(logs), extra=["--json"]))
     assert proc.returncode == 0, proc.stderr.decode()
     result = json.loads(proc.stdout)
     expected = sum("WARN" in line for f in logs.iterdir() for line in f.open(encoding="utf-8"))
@@ -56,7 +63,7 @@ def test_answers_with_subcalls_brokered_while_the_container_has_no_network(
     assert "network down" in outputs(fake_llm)[1]
 
 
-def test_a_cell_sees_no_network_no_secrets_no_host_files(docker_image, fake_llm, run_rlm, tmp_path):
+def test_a_cell_sees_no_network_no_secrets_no_host_files(docker_image, fake_llm, run_cli, tmp_path):
     (tmp_path / "in.txt").write_text("data\n")
     home_marker = tmp_path / "home" / "marker.txt"
     home_marker.parent.mkdir()
@@ -75,7 +82,7 @@ def test_a_cell_sees_no_network_no_secrets_no_host_files(docker_image, fake_llm,
     )
     fake_llm.add_root(reply("", probe), "FINAL(done)")
     env = {"HOME": str(home_marker.parent), "MY_TOKEN": "x-" + SENTINEL_KEY}
-    proc = run_rlm(docker_args(fake_llm, docker_image, str(tmp_path / "in.txt")), env=env)
+    proc = run_cli(docker_args(fake_llm, docker_image, str(tmp_path / "in.txt")), env=env)
     assert proc.returncode == 0, proc.stderr.decode()
     seen = outputs(fake_llm)[0]
     assert "dns: failed" in seen and "connect: failed" in seen
@@ -85,7 +92,7 @@ def test_a_cell_sees_no_network_no_secrets_no_host_files(docker_image, fake_llm,
         assert SENTINEL_KEY.encode() not in request["raw"]
 
 
-def test_memory_cap_and_cell_timeout_and_the_run_goes_on(docker_image, fake_llm, run_rlm, tmp_path):
+def test_memory_cap_and_cell_timeout_and_the_run_goes_on(docker_image, fake_llm, run_cli, tmp_path):
     (tmp_path / "in.txt").write_text("data\n")
     fake_llm.add_root(
         reply("", "kept = 'state'\nbig = bytearray(6 * 1024**3)"),
@@ -94,7 +101,7 @@ def test_memory_cap_and_cell_timeout_and_the_run_goes_on(docker_image, fake_llm,
         "FINAL(ok)",
     )
     extra = ["--memory", "512m", "--cell-timeout", "2"]
-    proc = run_rlm(docker_args(fake_llm, docker_image, str(tmp_path / "in.txt"), extra=extra))
+    proc = run_cli(docker_args(fake_llm, docker_image, str(tmp_path / "in.txt"), extra=extra))
     assert (proc.returncode, proc.stdout) == (0, b"ok\n"), proc.stderr.decode()
     seen = outputs(fake_llm)
     assert "MemoryError" in seen[0]
@@ -102,7 +109,7 @@ def test_memory_cap_and_cell_timeout_and_the_run_goes_on(docker_image, fake_llm,
     assert "state 5" in seen[2]  # nothing was restarted: the namespace survived both
 
 
-def test_dead_server_restarted_once_then_exit_5(docker_image, fake_llm, run_rlm, tmp_path):
+def test_dead_server_restarted_once_then_exit_5(docker_image, fake_llm, run_cli, tmp_path):
     (tmp_path / "in.txt").write_text("data\n")
     fake_llm.add_root(
         reply("Partial: about to crash.", "x = 1\nimport os\nos._exit(1)"),
@@ -110,7 +117,7 @@ def test_dead_server_restarted_once_then_exit_5(docker_image, fake_llm, run_rlm,
         reply("", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"),
         "FINAL(unreachable)",
     )
-    proc = run_rlm(docker_args(fake_llm, docker_image, str(tmp_path / "in.txt"), extra=["--json"]))
+    proc = run_cli(docker_args(fake_llm, docker_image, str(tmp_path / "in.txt"), extra=["--json"]))
     assert proc.returncode == 5, proc.stderr.decode()
     result = json.loads(proc.stdout)
     assert result["exit_reason"] == "sandbox_error" and result["answer"] == "Partial: about to crash."
@@ -125,14 +132,9 @@ def test_signals_leave_no_container(sig, docker_image, fake_llm, rlm_bin, tmp_pa
     (tmp_path / "in.txt").write_text("data\n")
     fake_llm.add_root(reply("Partial: sleeping.", "import time\ntime.sleep(120)"))
     args = docker_args(fake_llm, docker_image, str(tmp_path / "in.txt"), extra=["--cell-timeout", "300"])
-    proc = subprocess.Popen(
-        [rlm_bin, *args],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(tmp_path),
-    )  # fmt: skip
+    proc = popen_rlm(rlm_bin, args, clean_env(tmp_path))
     try:
-        wait_for(lambda: len(fake_llm.root_requests) == 1 and our_containers())
-        import time
-
+        wait_for(lambda: len(fake_llm.root_requests) == 1 and our_containers(proc.pid))
         time.sleep(0.5)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
@@ -140,31 +142,47 @@ def test_signals_leave_no_container(sig, docker_image, fake_llm, rlm_bin, tmp_pa
         proc.kill()
     assert proc.returncode == 130, err.decode()
     assert out == b"Partial: sleeping.\n"
+    assert our_containers(proc.pid) == []
 
 
-def test_leftover_of_a_killed_run_is_pruned_on_next_start(docker_image, fake_llm, rlm_bin, run_rlm, tmp_path):
+def test_leftover_of_a_killed_run_is_pruned_on_next_start(docker_image, fake_llm, rlm_bin, run_cli, tmp_path):
     (tmp_path / "in.txt").write_text("data\n")
     fake_llm.add_root(reply("", "import time\ntime.sleep(120)"))
-    proc = subprocess.Popen(
-        [rlm_bin, *docker_args(fake_llm, docker_image, str(tmp_path / "in.txt"))],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(tmp_path),
-    )  # fmt: skip
-    wait_for(lambda: len(fake_llm.root_requests) == 1 and our_containers())
+    proc = popen_rlm(
+        rlm_bin, docker_args(fake_llm, docker_image, str(tmp_path / "in.txt")), clean_env(tmp_path)
+    )
+    wait_for(lambda: len(fake_llm.root_requests) == 1 and our_containers(proc.pid))
     proc.kill()  # SIGKILL: no chance to clean up
     proc.communicate(timeout=30)
-    assert len(our_containers()) == 1
+    assert len(our_containers(proc.pid)) == 1
     fake_llm.add_root("FINAL(next run)")
-    proc = run_rlm(docker_args(fake_llm, docker_image, str(tmp_path / "in.txt")))
-    assert proc.returncode == 0 and our_containers() == []
+    again = run_cli(docker_args(fake_llm, docker_image, str(tmp_path / "in.txt")))
+    assert (again.returncode, again.stdout) == (0, b"next run\n"), again.stderr.decode()
+    assert our_containers(proc.pid) == []
 
 
-def test_sandbox_prune_command(docker_image, run_rlm):
-    proc = run_rlm(["sandbox", "prune"])
-    assert proc.returncode == 0 and b"removed 0" in proc.stderr
+def test_sandbox_prune_command_removes_the_container_of_a_dead_run(docker_image, run_cli):
+    import docker
+
+    client = docker.from_env(timeout=10)
+    gone = subprocess.Popen(["true"])  # a pid whose process has ended: the owner of a leftover
+    gone.wait()
+    name = f"rlm-test-leftover-{uuid.uuid4().hex[:12]}"
+    labels = {"rlm.sandbox": "1", "rlm.pid": str(gone.pid), "rlm.host": socket.gethostname(), "rlm.run": name}
+    client.containers.create(docker_image, ["true"], name=name, labels=labels)
+    try:
+        proc = run_cli(["sandbox", "prune"])
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert name in proc.stdout.decode().split()  # other suites' dead runs may be removed too
+        assert re.search(rb"removed [1-9]\d* container", proc.stderr), proc.stderr
+        assert client.containers.list(all=True, filters={"name": name}) == []
+    finally:
+        for container in client.containers.list(all=True, filters={"name": name}):
+            container.remove(force=True)
 
 
-def test_sandbox_check_reports_the_limits(docker_image, run_rlm):
-    proc = run_rlm(["sandbox", "check", "--image", docker_image, "--memory", "256m", "--pids-limit", "64"])
+def test_sandbox_check_reports_the_limits(docker_image, run_cli):
+    proc = run_cli(["sandbox", "check", "--image", docker_image, "--memory", "256m", "--pids-limit", "64"])
     assert proc.returncode == 0, proc.stderr.decode()
     report = proc.stdout.decode()
     assert "network: unreachable" in report and "uid=65534" in report
@@ -175,42 +193,43 @@ def test_sandbox_check_reports_the_limits(docker_image, run_rlm):
 # ---------- selection ----------
 
 
-def test_auto_picks_docker_when_a_daemon_answers(docker_image, fake_llm, run_rlm, tmp_path):
+def test_auto_picks_docker_when_a_daemon_answers(docker_image, fake_llm, run_cli, tmp_path):
     (tmp_path / "in.txt").write_text("data\n")
     fake_llm.add_root("FINAL(ok)")
     args = [
         a if a != "local" else "auto" for a in ask_args(fake_llm, str(tmp_path / "in.txt"), extra=["--json"])
     ]
-    proc = run_rlm(args + ["--image", docker_image])
+    proc = run_cli(args + ["--image", docker_image])
+    assert proc.returncode == 0, proc.stderr.decode()
     assert json.loads(proc.stdout)["sandbox"] == "docker"
     assert b"warning" not in proc.stderr
 
 
-def test_auto_falls_back_to_local_with_a_warning(fake_llm, run_rlm, tmp_path):
+def test_auto_falls_back_to_local_with_a_warning(fake_llm, run_cli, tmp_path):
     (tmp_path / "in.txt").write_text("data\n")
     fake_llm.add_root("FINAL(ok)")
     args = [
         a if a != "local" else "auto" for a in ask_args(fake_llm, str(tmp_path / "in.txt"), extra=["--json"])
     ]
-    proc = run_rlm(args, env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
-    assert proc.returncode == 0
+    proc = run_cli(args, env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
+    assert proc.returncode == 0, proc.stderr.decode()
     assert json.loads(proc.stdout)["sandbox"] == "local"
     warnings = [line for line in proc.stderr.decode().splitlines() if "warning" in line]
     assert len(warnings) == 1 and "local" in warnings[0]
 
 
-def test_docker_without_a_daemon_exits_5(fake_llm, run_rlm, tmp_path):
+def test_docker_without_a_daemon_exits_5(fake_llm, run_cli, tmp_path):
     (tmp_path / "in.txt").write_text("data\n")
     args = [a if a != "local" else "docker" for a in ask_args(fake_llm, str(tmp_path / "in.txt"))]
-    proc = run_rlm(args, env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
+    proc = run_cli(args, env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
     assert proc.returncode == 5
     assert b"no Docker daemon" in proc.stderr and b"Traceback" not in proc.stderr
 
 
-def test_missing_image_without_a_registry_exits_5_with_the_recipe(docker_image, fake_llm, run_rlm, tmp_path):
+def test_missing_image_without_a_registry_exits_5_with_the_recipe(docker_image, fake_llm, run_cli, tmp_path):
     (tmp_path / "in.txt").write_text("data\n")
     args = docker_args(fake_llm, "rlm-test/does-not-exist:never", str(tmp_path / "in.txt"))
-    proc = run_rlm(args)
+    proc = run_cli(args)
     assert proc.returncode == 5, proc.stderr.decode()
     assert b"rlm sandbox build" in proc.stderr
 
@@ -219,7 +238,7 @@ def test_missing_image_without_a_registry_exits_5_with_the_recipe(docker_image, 
     "mode,group", [(0o644, 0), (0o640, 4242), (0o600, 0)], ids=["world", "group", "owner"]
 )
 def test_a_named_file_is_used_in_place_whatever_its_permissions(
-    mode, group, docker_image, fake_llm, run_rlm, tmp_path
+    mode, group, docker_image, fake_llm, run_cli, tmp_path
 ):
     data = "héllo wörld\r\n".encode() * 1000 + b"bad \xff\xfe bytes\n"
     source = tmp_path / "input.log"
@@ -228,7 +247,7 @@ def test_a_named_file_is_used_in_place_whatever_its_permissions(
     source.chmod(mode)
     probe = "print(len(context), ascii(context[-13:]), grep('bad')[0].line)"
     fake_llm.add_root(reply("", probe), "FINAL(ok)")
-    proc = run_rlm(docker_args(fake_llm, docker_image, str(source), extra=["--json"]))
+    proc = run_cli(docker_args(fake_llm, docker_image, str(source), extra=["--json"]))
     assert proc.returncode == 0, proc.stderr.decode()
     chars = json.loads(proc.stdout)["context"]["chars"]
     assert chars == len(data.decode("utf-8", "replace"))
@@ -278,16 +297,7 @@ def test_a_cell_flooding_the_channel_between_cells_cannot_fill_the_hosts_memory(
 
     fake_llm.add_root(first, between_cells, reply("", "print('alive', len(context))"), "FINAL(survived)")
     args = docker_args(fake_llm, docker_image, str(tmp_path / "in.txt"), extra=["--json"])
-    rlm.append(
-        subprocess.Popen(
-            [rlm_bin, *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=clean_env(tmp_path),
-            cwd=tmp_path,
-        )  # fmt: skip
-    )
+    rlm.append(popen_rlm(rlm_bin, args, clean_env(tmp_path), cwd=tmp_path))  # its own memory is measured
     try:
         out, err = rlm[0].communicate(timeout=120)
     finally:
@@ -324,11 +334,11 @@ def test_a_legit_frame_far_larger_than_the_read_buffer_still_arrives(docker_imag
         return ["ok"] * len(prompts)
 
     async def run() -> tuple[str, str | None]:
-        repl = Repl(sandbox, share / "context.txt", share / "index.json", on_subcalls=subcalls)
+        repl = Repl(sandbox, share / "context.txt", share / "index.json")
         await repl.start()
         try:
             cell = "print(llm_query_batched(['x' * 7_000_000] * 5))"  # one frame of 35 MB
-            result = await asyncio.wait_for(repl.run_cell(cell), 60)
+            result = await asyncio.wait_for(repl.run_cell(cell, on_subcalls=subcalls), 60)
         finally:
             await repl.close()
         return result.output, result.error

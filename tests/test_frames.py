@@ -254,13 +254,11 @@ def test_oversized_strings_in_a_frame_are_cut_on_the_host(tmp_path, forged, outp
 # ---------- the run's deadline inside a cell (H4, the REPL's side) ----------
 
 
-def real_repl(tmp_path: Path, on_subcalls) -> tuple[Repl, ScriptSandbox]:  # noqa: ANN001
+def real_repl(tmp_path: Path) -> tuple[Repl, ScriptSandbox]:
     (tmp_path / "context.txt").write_text("ctx\n")
     (tmp_path / "index.json").write_text(json.dumps({"files": {}}))
     sandbox = ScriptSandbox("-I", str(server_path()))
-    return Repl(
-        sandbox, tmp_path / "context.txt", tmp_path / "index.json", on_subcalls, cell_timeout=60
-    ), sandbox
+    return Repl(sandbox, tmp_path / "context.txt", tmp_path / "index.json", cell_timeout=60), sandbox
 
 
 async def quick(prompts: list[str], model: str | None) -> list[str]:
@@ -276,13 +274,17 @@ async def hung(prompts: list[str], model: str | None) -> list[str]:
 @pytest.mark.parametrize("handler", [quick, hung], ids=["sub-call loop", "hung sub-call"])
 def test_the_run_deadline_stops_a_cell_whose_time_goes_to_sub_calls(tmp_path, handler):
     # The cell's own timer (60 s) excludes sub-call waits, so only the run's deadline can stop it.
-    repl, sandbox = real_repl(tmp_path, handler)
+    repl, sandbox = real_repl(tmp_path)
 
     async def main():
         await repl.start()
         try:
             with pytest.raises(LimitReached) as stopped:
-                await repl.run_cell("while True:\n    llm_query('again')", deadline=time.monotonic() + 1.0)
+                await repl.run_cell(
+                    "while True:\n    llm_query('again')",
+                    deadline=time.monotonic() + 1.0,
+                    on_subcalls=handler,
+                )
             return stopped.value
         finally:
             await repl.close()
@@ -299,13 +301,13 @@ def test_a_deadline_already_passed_runs_nothing(tmp_path):
         calls.append(prompts)
         return ["ok"] * len(prompts)
 
-    repl, _ = real_repl(tmp_path, counting)
+    repl, _ = real_repl(tmp_path)
 
     async def main():
         await repl.start()
         try:
             with pytest.raises(LimitReached):
-                await repl.run_cell("llm_query('never')", deadline=time.monotonic() - 1)
+                await repl.run_cell("llm_query('never')", deadline=time.monotonic() - 1, on_subcalls=counting)
         finally:
             await repl.close()
 
@@ -317,12 +319,12 @@ def test_a_limit_raised_by_the_sub_call_handler_leaves_run_cell_and_close_does_n
     async def breached(prompts: list[str], model: str | None) -> list[str]:
         raise LimitReached("subcalls", "sub-call limit of 3 reached")
 
-    repl, sandbox = real_repl(tmp_path, breached)
+    repl, sandbox = real_repl(tmp_path)
 
     async def main():
         await repl.start()
         with pytest.raises(LimitReached, match="sub-call limit"):
-            await repl.run_cell("llm_query('one')")
+            await repl.run_cell("llm_query('one')", on_subcalls=breached)
         await repl.close()  # the server still waits for its reply: close() must not wait for it
 
     run(main())

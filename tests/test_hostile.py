@@ -3,7 +3,7 @@ the right exit status, and no container of ours is left behind.
 
 Modes: docker; local (bubblewrap); auto with Docker unreachable, which must pick local and contain
 the same cases (what CI runs where no daemon is up); process, lightly (it is the weak mode and
-claims little)."""
+claims little). `rlm` runs in this process (run_cli); none of these cells signals its parent."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def cases():
 
 
 @pytest.mark.parametrize("mode,code,expect", list(cases()))
-def test_hostile_cell_is_contained(mode, code, expect, fake_llm, run_rlm, tmp_path, request):
+def test_hostile_cell_is_contained(mode, code, expect, fake_llm, run_cli, tmp_path, request):
     image = request.getfixturevalue("docker_image") if mode == "docker" else None
     (tmp_path / "in.txt").write_text("data\n")
     secret = tmp_path / "secret.txt"
@@ -85,7 +85,7 @@ def test_hostile_cell_is_contained(mode, code, expect, fake_llm, run_rlm, tmp_pa
     )
     args = [a if a != "local" else mode for a in args] + (["--image", image] if image else [])
     env = {"DOCKER_HOST": NO_DOCKER} if mode == "auto" else {}
-    proc = run_rlm(args, env=env, timeout=180)
+    proc = run_cli(args, env=env)
     assert proc.returncode == 0, proc.stderr.decode()
     result = json.loads(proc.stdout)
     assert result["answer"] == "ok"
@@ -101,12 +101,12 @@ def test_hostile_cell_is_contained(mode, code, expect, fake_llm, run_rlm, tmp_pa
         assert our_containers() == []
 
 
-def test_process_sandbox_warns_on_every_run(fake_llm, run_rlm, tmp_path):
+def test_process_sandbox_warns_on_every_run(fake_llm, run_cli, tmp_path):
     (tmp_path / "in.txt").write_text("data\n")
     for _ in range(2):
         fake_llm.add_root("FINAL(ok)")
         args = [a if a != "local" else "process" for a in ask_args(fake_llm, str(tmp_path / "in.txt"))]
-        proc = run_rlm(args)
+        proc = run_cli(args)
         assert proc.returncode == 0, proc.stderr.decode()
         assert proc.stdout == b"ok\n"
         warnings = [line for line in proc.stderr.decode().splitlines() if "warning" in line]

@@ -21,7 +21,7 @@ from conftest import MODEL, SENTINEL_KEY
 from fake_llm import FakeLLM, Fault, default_usage, reply
 from typer.testing import CliRunner
 
-from rlmcli.agent import Agent
+from rlmcli.agent import Agent, Task
 from rlmcli.budget import Budget, Limits, checked_usage
 from rlmcli.cli.app import app
 from rlmcli.context import LoadOptions, load_context
@@ -219,7 +219,7 @@ def test_a_million_prompt_batch_costs_the_host_nothing(fake_llm: FakeLLM, tmp_pa
     budget = Budget(Limits(max_subcalls=100))
     config = ModelConfig(MODEL, api_base=fake_llm.url)
     events: list = []
-    agent = Agent(ModelClient(config, config, budget), None, context, "q", budget, emit=events.append)  # type: ignore[arg-type]
+    agent = Agent(Task("q", context), ModelClient(config, config, budget), None, budget, emit=events.append)  # type: ignore[arg-type]
     with pytest.raises(LimitReached, match="a batch of 1,000,000 prompts was refused"):
         asyncio.run(agent.subcalls(["p"] * 1_000_000, None))
     assert events == [] and fake_llm.requests == [] and budget.usage.subcalls == 0

@@ -70,10 +70,10 @@ def make_client(
     return client, delays
 
 
-def run_batch(client: ModelClient, prompts: list[str]) -> list[str]:
+def run_batch(client: ModelClient, prompts: list[str], on_done=None) -> list[str]:  # noqa: ANN001
     async def go() -> list[str]:
         try:
-            return await client.batch(prompts)
+            return await client.batch(prompts, on_done=on_done)
         finally:
             await client.aclose()
 
@@ -83,11 +83,10 @@ def run_batch(client: ModelClient, prompts: list[str]) -> list[str]:
 def test_sub_call_success_records_usage_and_cost(fake: FakeLLM, litellm_calls: list[dict]) -> None:
     fake.usage = lambda body, text: (100, 20)
     client, _ = make_client(fake)
-    seen: list[tuple] = []
-    client.on_call = lambda kind, model, completion: seen.append((kind, model, completion))
-    assert run_batch(client, ["summarise this"]) == ["sub: summarise this"]
-    [(kind, model, completion)] = seen
-    assert (kind, model, completion.text) == ("sub", "openai/gpt-4o-mini", "sub: summarise this")
+    seen: list = []
+    assert run_batch(client, ["summarise this"], on_done=seen.append) == ["sub: summarise this"]
+    [completion] = seen
+    assert (completion.model, completion.text) == ("openai/gpt-4o-mini", "sub: summarise this")
     assert (completion.prompt_tokens, completion.completion_tokens) == (100, 20)
     assert completion.cost_usd is not None and completion.cost_usd > 0
     usage = client.budget.usage

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
 import time
 
-from conftest import ask_args, clean_env
+from conftest import ask_args, clean_env, popen_rlm
 from fake_llm import Fault, reply
 from test_interrupt import wait_for
 
@@ -17,17 +16,17 @@ def read_jsonl(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_stdout_holds_only_the_answer_and_no_color_means_no_escapes(fake_llm, run_rlm, tmp_path):
+def test_stdout_holds_only_the_answer_and_no_color_means_no_escapes(fake_llm, run_cli, tmp_path):
     (tmp_path / "a.txt").write_text("data\n")
     fake_llm.add_root(reply("Looking.", "print('\\x1b[31mred\\x1b[0m', len(context))"), "FINAL(the answer)")
-    proc = run_rlm(ask_args(fake_llm, str(tmp_path / "a.txt"), extra=["-v"]), env={"NO_COLOR": "1"})
-    assert proc.returncode == 0
+    proc = run_cli(ask_args(fake_llm, str(tmp_path / "a.txt"), extra=["-v"]), env={"NO_COLOR": "1"})
+    assert proc.returncode == 0, proc.stderr.decode()
     assert proc.stdout == b"the answer\n"
     assert b"\x1b" not in proc.stderr
     assert b"iteration 1" in proc.stderr
 
 
-def test_trace_is_complete_small_and_replayable(fake_llm, run_rlm, tmp_path):
+def test_trace_is_complete_small_and_replayable(fake_llm, run_cli, tmp_path):
     big = tmp_path / "big.log"
     line = "2026-11-22 11:22:33 INFO worker-7 processed request id=%08d in 12ms\n"
     with big.open("w") as f:
@@ -39,7 +38,7 @@ def test_trace_is_complete_small_and_replayable(fake_llm, run_rlm, tmp_path):
         "FINAL_VAR(n)",
     )
     trace = tmp_path / "run.jsonl"
-    proc = run_rlm(ask_args(fake_llm, str(big), extra=["--trace", str(trace), "--json"]))
+    proc = run_cli(ask_args(fake_llm, str(big), extra=["--trace", str(trace), "--json"]))
     assert proc.returncode == 0, proc.stderr.decode()
     result = json.loads(proc.stdout)
     assert big.stat().st_size > 40 * 10**6
@@ -53,39 +52,40 @@ def test_trace_is_complete_small_and_replayable(fake_llm, run_rlm, tmp_path):
     loaded = next(e for e in events if e["event"] == "ContextLoaded")
     assert loaded["sources"][0][1] == big.stat().st_size and len(loaded["sources"][0][2]) == 64  # sha256
 
-    replayed = run_rlm(["replay", str(trace)])
+    replayed = run_cli(["replay", str(trace)])
     assert replayed.returncode == 0, replayed.stderr.decode()
     assert replayed.stdout.decode() == result["answer"] + "\n"
     assert b"iteration 2" in replayed.stderr
 
-    listed = run_rlm(["logs", "--json"])
+    listed = run_cli(["logs", "--json"])
+    assert listed.returncode == 0, listed.stderr.decode()
     runs = json.loads(listed.stdout)
     assert [r["question"] for r in runs] == ["What is in there?"]
     assert runs[0]["id"] == result["run_id"] and runs[0]["exit_reason"] == "final"
-    shown = run_rlm(["logs", "show", result["run_id"][-6:]])
+    shown = run_cli(["logs", "show", result["run_id"][-6:]])
     assert shown.returncode == 0 and result["answer"].encode() in shown.stdout
-    by_id = run_rlm(["replay", "last"])
+    by_id = run_cli(["replay", "last"])
     assert by_id.returncode == 0 and by_id.stdout.decode() == result["answer"] + "\n"
 
 
-def test_no_log_keeps_no_history(fake_llm, run_rlm, tmp_path):
+def test_no_log_keeps_no_history(fake_llm, run_cli, tmp_path):
     (tmp_path / "a.txt").write_text("data\n")
     fake_llm.add_root("FINAL(x)")
-    assert run_rlm(ask_args(fake_llm, str(tmp_path / "a.txt"), extra=["--no-log"])).returncode == 0
-    assert json.loads(run_rlm(["logs", "--json"]).stdout or b"[]") == []
+    proc = run_cli(ask_args(fake_llm, str(tmp_path / "a.txt"), extra=["--no-log"]))
+    assert (proc.returncode, proc.stdout) == (0, b"x\n"), proc.stderr.decode()
+    listed = run_cli(["logs", "--json"])
+    assert listed.returncode == 0, listed.stderr.decode()
+    assert json.loads(listed.stdout or b"[]") == []
 
 
 def test_sigint_leaves_a_complete_trace_a_history_row_and_the_partial_answer(
-    fake_llm, rlm_bin, run_rlm, tmp_path
-):
+    fake_llm, rlm_bin, run_cli, tmp_path
+):  # a real process: the signal is the point
     (tmp_path / "a.txt").write_text("data\n")
     fake_llm.add_root(reply("Partial: still reading.", "import time\ntime.sleep(120)"))
     trace = tmp_path / "t.jsonl"
     args = ask_args(fake_llm, str(tmp_path / "a.txt"), extra=["--trace", str(trace), "--cell-timeout", "300"])
-    proc = subprocess.Popen(
-        [rlm_bin, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=clean_env(tmp_path),
-    )  # fmt: skip
+    proc = popen_rlm(rlm_bin, args, clean_env(tmp_path))
     try:
         wait_for(lambda: trace.exists() and b"CellStarted" in trace.read_bytes())
         time.sleep(0.3)
@@ -98,17 +98,18 @@ def test_sigint_leaves_a_complete_trace_a_history_row_and_the_partial_answer(
     events = read_jsonl(trace)
     assert events[-1]["event"] == "RunFinished" and events[-1]["exit_reason"] == "interrupted"
     assert events[-1]["answer"] == "Partial: still reading."
-    runs = json.loads(run_rlm(["logs", "--json"]).stdout)
-    assert runs[0]["exit_reason"] == "interrupted"
+    listed = run_cli(["logs", "--json"])
+    assert listed.returncode == 0, listed.stderr.decode()
+    assert json.loads(listed.stdout)[0]["exit_reason"] == "interrupted"
 
 
-def test_plain_view_shows_subcall_progress_while_a_batch_is_in_flight(fake_llm, run_rlm, tmp_path):
+def test_plain_view_shows_subcall_progress_while_a_batch_is_in_flight(fake_llm, run_cli, tmp_path):
     (tmp_path / "a.txt").write_text("data\n")
     fake_llm.sub = lambda prompt: Fault(delay=0.2, text="ok")  # 64 calls, 8 at a time: ~1.6 s in flight
     fake_llm.add_root(
         reply("", "r = llm_query_batched([f'p{i}' for i in range(64)])\nprint(len(r))"), "FINAL(ok)"
     )
-    proc = run_rlm(ask_args(fake_llm, str(tmp_path / "a.txt"), extra=["--concurrency", "8"]))
+    proc = run_cli(ask_args(fake_llm, str(tmp_path / "a.txt"), extra=["--concurrency", "8"]))
     assert proc.returncode == 0, proc.stderr.decode()
     done = [int(n) for n in re.findall(r"sub-calls (\d+)/64 done", proc.stderr.decode())]
     assert done[0] == 0 and done[-1] == 64

@@ -11,15 +11,14 @@ from rlmcli.events import (
     CellFinished,
     CellStarted,
     ContextLoaded,
-    ErrorEvent,
     Event,
     FinalAnswer,
     IterationStarted,
-    LimitReached,
     ModelCall,
     Notice,
     RunFinished,
     RunStarted,
+    RunStopped,
     SubcallProgress,
 )
 from rlmcli.record.replay import replay
@@ -164,15 +163,15 @@ def test_plain_errors_limits_and_hostile_text() -> None:
         cell,
         CellFinished(1, "\x1b[31mred\x1b[0m\n", "Traceback ...\nNameError: name 'x' is not defined", 0.1,
                      parent=cell.id),
-        LimitReached("max_cost", "cost limit $0.01 reached"),
-        ErrorEvent("provider_error", "401 from the provider"),
+        RunStopped("max_cost", "cost limit $0.01 reached"),
+        RunStopped("provider_error", "401 from the provider", "check OPENAI_API_KEY"),
     ]  # fmt: skip
     out = render(events, verbose=True)
     assert "\x1b" not in out
     assert "\\x1b[31mred" in out
     assert "error: NameError: name 'x' is not defined" in out
     # Limits and errors are the CLI's one `rlm: error:` line, not the view's.
-    assert "cost limit" not in out and "401" not in out
+    assert "cost limit" not in out and "401" not in out and "OPENAI_API_KEY" not in out
 
 
 def test_secrets_are_redacted(monkeypatch) -> None:
@@ -256,7 +255,7 @@ def test_rich_view_of_a_stopped_run() -> None:
         ModelCall("root", ROOT, 10, 5, None, 0.1, None, "Try this.\n```repl\n1/0\n```", parent=it.id),
         cell,
         CellFinished(1, "", "ZeroDivisionError: division by zero", 0.01, parent=cell.id),
-        LimitReached("max_iterations", "no answer after 1 iterations", parent=run.id),
+        RunStopped("max_iterations", "no answer after 1 iterations", parent=run.id),
         RunFinished("max_iterations", "best guess so far", partial=True, iterations=1, cost_known=False),
     ]
     out = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", render(events, force_plain=False, verbose=True))

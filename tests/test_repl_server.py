@@ -44,10 +44,10 @@ def run_cells(tmp_path: Path, cells: list[str], **kwargs) -> list:
     timeout = kwargs.pop("cell_timeout", 10)
 
     async def main():
-        repl = Repl(ProcessSandbox(limits), ctx, idx, echo_subcalls, cell_timeout=timeout, **kwargs)
+        repl = Repl(ProcessSandbox(limits), ctx, idx, cell_timeout=timeout, **kwargs)
         await repl.start()
         try:
-            return [await repl.run_cell(code) for code in cells]
+            return [await repl.run_cell(code, on_subcalls=echo_subcalls) for code in cells]
         finally:
             await repl.close()
 
@@ -164,7 +164,7 @@ def test_dead_server_is_restarted_once_then_sandbox_error(tmp_path):
     ctx, idx = make_context(tmp_path)
 
     async def main():
-        repl = Repl(ProcessSandbox(SandboxLimits()), ctx, idx, echo_subcalls, cell_timeout=5)
+        repl = Repl(ProcessSandbox(SandboxLimits()), ctx, idx, cell_timeout=5)
         await repl.start()
         try:
             await repl.run_cell("x = 1")
@@ -185,7 +185,7 @@ def test_host_backstop_kills_a_cell_that_disables_the_timer(tmp_path):
     ctx, idx = make_context(tmp_path)
 
     async def main():
-        repl = Repl(ProcessSandbox(SandboxLimits()), ctx, idx, echo_subcalls, cell_timeout=1)
+        repl = Repl(ProcessSandbox(SandboxLimits()), ctx, idx, cell_timeout=1)
         await repl.start()
         try:
             hung = await repl.run_cell(
@@ -205,7 +205,7 @@ def test_a_failed_load_is_an_error_not_a_dead_server(tmp_path):
     ctx, idx = make_context(tmp_path)
 
     async def main():
-        repl = Repl(ProcessSandbox(SandboxLimits()), tmp_path / "missing.txt", idx, echo_subcalls)
+        repl = Repl(ProcessSandbox(SandboxLimits()), tmp_path / "missing.txt", idx)
         with pytest.raises(SandboxError, match="could not load the context: FileNotFoundError"):
             await repl.start()
         await repl.close()
@@ -227,10 +227,10 @@ def cells_and_gets(tmp_path: Path, cells: list[str], names: list[str], **kwargs)
     ctx, idx = make_context(tmp_path)
 
     async def main():
-        repl = Repl(ProcessSandbox(SandboxLimits()), ctx, idx, echo_subcalls, cell_timeout=10, **kwargs)
+        repl = Repl(ProcessSandbox(SandboxLimits()), ctx, idx, cell_timeout=10, **kwargs)
         await repl.start()
         try:
-            results = [await repl.run_cell(code) for code in cells]
+            results = [await repl.run_cell(code, on_subcalls=echo_subcalls) for code in cells]
             values = [await repl.get(name) for name in names]
             results.append(await repl.run_cell("'alive', len(context)"))
             return results, values, repl.restarts

@@ -11,6 +11,9 @@ H9: under local, a cell that signals its parent, writes onto its parent's stdout
     holding the protocol pipes does not make rlm wait for it.
 H1: a Docker container keeps no log, so what a cell writes to init's stderr reaches no host disk;
     under local, what it writes to bwrap's stderr costs rlm no memory.
+
+`rlm` runs as a real process (run_rlm, popen_rlm) where the process is what is attacked: its
+environment and /proc entries (C1), its pid (signals), its memory; elsewhere in this one (run_cli).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import ask_args, clean_env
+from conftest import ask_args, clean_env, popen_rlm
 from fake_llm import reply
 
 import rlmcli
@@ -173,7 +176,7 @@ def history_rows(home: Path) -> list[tuple]:
 
 @pytest.mark.parametrize("mode", ["docker", "local"])
 def test_no_cell_can_modify_the_input_other_files_the_history_or_rlm(
-    mode, fake_llm, run_rlm, tmp_path, request
+    mode, fake_llm, run_cli, tmp_path, request
 ):
     data = tmp_path / "in.txt"
     data.write_text("the input\n")
@@ -183,7 +186,7 @@ def test_no_cell_can_modify_the_input_other_files_the_history_or_rlm(
     home = rlm_home(tmp_path)
 
     fake_llm.add_root("FINAL(first)")  # an earlier run: a history row and a trace to attack
-    first = run_rlm(mode_args(fake_llm, mode, request, str(data)))
+    first = run_cli(mode_args(fake_llm, mode, request, str(data)))
     assert first.returncode == 0, first.stderr.decode()
     before_rows = history_rows(home)
     kept = [data, notes, *home.rglob("*.jsonl")]
@@ -199,7 +202,7 @@ def test_no_cell_can_modify_the_input_other_files_the_history_or_rlm(
     cell = DESTROY.format(targets=targets, probes=probes, folders=folders, planted=planted)
     fake_llm.add_root(reply("", cell), "FINAL(second)")
     try:
-        proc = run_rlm(mode_args(fake_llm, mode, request, str(data), extra=["--json"]))
+        proc = run_cli(mode_args(fake_llm, mode, request, str(data), extra=["--json"]))
     finally:
         for folder in folders:
             (Path(folder) / planted).unlink(missing_ok=True)  # only if the sandbox failed
@@ -314,14 +317,15 @@ print('daemon left behind')
 """
 
 
-def test_process_run_ends_although_a_cell_left_a_daemon_holding_the_pipes(fake_llm, run_rlm, tmp_path):
+@pytest.mark.timeout(90)  # before the fix: the run waited for the daemon (600 s)
+def test_process_run_ends_although_a_cell_left_a_daemon_holding_the_pipes(fake_llm, run_cli, tmp_path):
     # --sandbox process does not promise to kill such a daemon (README), but rlm must not wait for it.
     (tmp_path / "in.txt").write_text("data\n")
     pidfile = tmp_path / "daemon.pid"
     fake_llm.add_root(reply("", DAEMON.format(pidfile=str(pidfile))), "FINAL(the answer)")
     args = [a if a != "local" else "process" for a in ask_args(fake_llm, str(tmp_path / "in.txt"))]
     try:
-        proc = run_rlm(args, timeout=90)  # before the fix: waits for the daemon (600 s)
+        proc = run_cli(args)
         assert proc.returncode == 0, proc.stderr.decode()
         assert proc.stdout == b"the answer\n"
         assert "daemon left behind" in last_user_message(fake_llm.root_requests[1])
@@ -372,16 +376,8 @@ def test_local_cell_flooding_the_sandboxs_stderr_costs_the_host_no_memory(fake_l
     fake_llm.add_root(
         measured(reply("", STDERR_FLOOD)), measured(reply("", "print('alive', len(context))")), "FINAL(ok)"
     )
-    rlm.append(
-        subprocess.Popen(
-            [rlm_bin, *ask_args(fake_llm, str(tmp_path / "in.txt"), extra=["--cell-timeout", "60"])],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=clean_env(tmp_path),
-            cwd=tmp_path,
-        )  # fmt: skip
-    )
+    args = ask_args(fake_llm, str(tmp_path / "in.txt"), extra=["--cell-timeout", "60"])
+    rlm.append(popen_rlm(rlm_bin, args, clean_env(tmp_path), cwd=tmp_path))
     try:
         out, err = rlm[0].communicate(timeout=120)
     finally:

@@ -6,14 +6,18 @@ import json
 import math
 import os
 import re
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from conftest import MODEL, SENTINEL_KEY, ask_args
 from typer.testing import CliRunner
 
 from rlmcli.cli.app import app
-from rlmcli.errors import InputError, UsageError
+from rlmcli.errors import UsageError
 from rlmcli.record.history import History
+from rlmcli.repl.backends import docker_options, sandbox_limits
+from rlmcli.repl.docker import DockerOptions
 from rlmcli.settings import Settings, load_config, resolve
 
 
@@ -109,11 +113,46 @@ def test_the_smallest_sensible_values_are_accepted(name, value):
     assert getattr(resolve({name: value}, config={}), name) == value
 
 
-def test_sizes_are_checked():
-    with pytest.raises(UsageError, match="--memory must be more than 0 bytes"):
-        resolve({"memory": "0"}, config={})
-    with pytest.raises(InputError, match="invalid size"):
-        resolve({"max_file_size": "lots"}, config={})
+# (setting, a bad size, what the error says)
+BAD_SIZES = [
+    ("memory", "0", "--memory must be more than 0 bytes"),
+    ("memory", "1x", "--memory must be a size such as 512m or 2g"),
+    ("max_file_size", "lots", "--max-file-size must be a size such as 512m or 2g"),
+]
+
+
+@pytest.mark.parametrize("name,value,message", BAD_SIZES, ids=[f"{n}={v}" for n, v, _ in BAD_SIZES])
+def test_a_bad_size_is_a_usage_error_naming_its_flag(name, value, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        resolve({name: value}, config={})
+
+
+def test_sizes_are_parsed_once_to_bytes_and_keep_their_text(tmp_path):
+    s = resolve({"memory": "512m"}, config={})
+    assert (s.memory, s.memory_bytes, s.max_file_size_bytes) == ("512m", 512 * 2**20, 10 * 2**20)
+    path = tmp_path / "config.toml"
+    path.write_text('memory = "2g"\nmax-file-size = 4096\n')  # a whole number in TOML: bytes
+    s = resolve({}, config=load_config(path))
+    assert (s.memory_bytes, s.max_file_size_bytes) == (2 * 2**30, 4096)
+    assert s.load_options().max_file_size == 4096
+    assert replace(s, no_subcalls=True).memory_bytes == 2 * 2**30  # a copy is parsed again
+    path.write_text('memory = "1x"\n')
+    with pytest.raises(UsageError, match=re.escape(f"memory in {path} must be a size such as 512m or 2g")):
+        load_config(path)
+
+
+def test_derived_configs_come_from_the_settings():
+    s = resolve(
+        {"max_iterations": 3, "max_subcalls": 7, "max_cost": 0.5, "timeout": 9.0, "pids_limit": 40,
+         "include": ["*.py"], "hidden": True, "memory": "256m", "image": "img:1", "cpus": 2.0},
+        config={},
+    )  # fmt: skip
+    limits = s.limits()
+    assert (limits.max_iterations, limits.max_subcalls, limits.max_cost, limits.timeout) == (3, 7, 0.5, 9.0)
+    options = s.load_options()
+    assert (options.include, options.hidden, options.max_file_size) == (["*.py"], True, 10 * 2**20)
+    assert sandbox_limits(s).memory == 256 * 2**20 and sandbox_limits(s).pids == 40
+    assert docker_options(s) == DockerOptions("img:1", 2.0, 40)
 
 
 # (config line, what the error says besides the key and the file)
@@ -184,3 +223,75 @@ def test_a_bad_setting_stops_the_run_before_anything_starts(fake_llm, tmp_path, 
     said = "--cell-timeout must be a number > 0" if source == "flag" else f"cell-timeout in {config} must be"
     assert said in result.stderr and result.stdout == ""
     assert fake_llm.requests == [] and History().recent() == []
+
+
+# -- end to end, in-process: what a setting does to the record ----------------------------------------
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A clean environment for CliRunner runs: no RLM_* variables, a private history (RLM_HOME,
+    read by History() here too) and an empty config file."""
+    monkeypatch.chdir(tmp_path)
+    for name in [k for k in os.environ if k.startswith("RLM_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("RLM_HOME", str(tmp_path / "rlm-home"))
+    monkeypatch.setenv("RLM_CONFIG", str(tmp_path / "config.toml"))
+    monkeypatch.setenv("OPENAI_API_KEY", SENTINEL_KEY)
+    (tmp_path / "in.txt").write_text("data\n")
+    return tmp_path
+
+
+def ask(fake_llm, *extra: str, path: str = "in.txt", env: dict | None = None):  # noqa: ANN201
+    args = ["ask", path, "q", "--model", MODEL, "--api-base", fake_llm.url, "--json", *extra]
+    return CliRunner().invoke(app, args, env=env)
+
+
+def test_a_bad_memory_size_stops_before_the_input_is_read_and_leaves_no_record(fake_llm, home):
+    fake_llm.add_root("FINAL(never)")
+    trace = home / "trace.jsonl"
+    # The input does not exist: had it been read first, that would be the error.
+    result = ask(fake_llm, "--memory", "1x", "--trace", str(trace), "--sandbox", "local", path="missing.txt")
+    assert result.exit_code == 2, result.output
+    assert "--memory must be a size such as 512m or 2g, not '1x'" in result.stderr
+    assert "missing.txt" not in result.stderr and result.stdout == ""
+    assert History().recent() == [] and not trace.exists() and fake_llm.requests == []
+    assert not (home / "rlm-home").exists() or not list((home / "rlm-home").rglob("*.jsonl"))
+
+
+@pytest.mark.parametrize("where", ["config", "flag", "both"])
+def test_no_log_works_from_the_config_file_and_the_flag(fake_llm, home, where):
+    if where in ("config", "both"):
+        (home / "config.toml").write_text("no-log = true\n")
+    fake_llm.add_root("FINAL(x)")
+    result = ask(fake_llm, "--sandbox", "local", *(["--no-log"] if where in ("flag", "both") else []))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["answer"] == "x"
+    assert History().recent() == []
+
+
+def test_a_run_is_logged_without_no_log(fake_llm, home):
+    """The counterpart of the test above: the same run without no-log leaves its row."""
+    (home / "config.toml").write_text("no-log = false\n")
+    fake_llm.add_root("FINAL(x)")
+    result = ask(fake_llm, "--sandbox", "local")
+    assert result.exit_code == 0, result.output
+    assert [r.id for r in History().recent()] == [json.loads(result.stdout)["run_id"]]
+
+
+def test_the_history_records_the_sandbox_auto_chose(fake_llm, home):
+    # No Docker daemon answers: `auto` falls back to bubblewrap, and the record says so.
+    fake_llm.add_root("FINAL(x)")
+    result = ask(fake_llm, env={"DOCKER_HOST": "unix:///nonexistent"})
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.stdout)
+    assert run["sandbox"] == "local"
+    assert History().get(run["run_id"]).sandbox == "local"
+    logs = CliRunner().invoke(app, ["logs", "--json"])
+    assert logs.exit_code == 0, logs.output
+    assert [(r["id"], r["sandbox"]) for r in json.loads(logs.stdout)] == [(run["run_id"], "local")]
+    trace = Path(History().get(run["run_id"]).trace_path)
+    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    started = next(e for e in events if e["event"] == "RunStarted")
+    chosen = next(e for e in events if e["event"] == "SandboxChosen")
+    assert (started["sandbox"], chosen["sandbox"], chosen["parent"]) == ("auto", "local", run["run_id"])

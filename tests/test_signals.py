@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import ask_args, clean_env
 from fake_llm import Fault, reply
-from test_interrupt import repl_server_pids, wait_for
+from test_interrupt import alive_of, repl_servers_of, wait_for
 
 from rlmcli.record.history import DB_NAME, History
 from rlmcli.record.trace import read_trace
@@ -57,7 +57,6 @@ def test_signal_while_stdin_loads_exits_130_and_leaves_no_temp_dir(sig, fake_llm
 def test_hangup_while_the_model_thinks_ends_the_run_as_interrupted(sig, fake_llm, rlm_bin, tmp_path):
     (tmp_path / "a.txt").write_text("data\n")
     fake_llm.add_root(Fault(delay=30, text="too late"))
-    before = repl_server_pids()
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     env = clean_env(tmp_path, TMPDIR=str(tmpdir))
@@ -67,6 +66,8 @@ def test_hangup_while_the_model_thinks_ends_the_run_as_interrupted(sig, fake_llm
     )  # fmt: skip
     try:
         wait_for(lambda: len(fake_llm.root_requests) == 1)
+        servers = repl_servers_of(proc.pid)  # this run's (started before the first model call)
+        assert servers
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -78,7 +79,7 @@ def test_hangup_while_the_model_thinks_ends_the_run_as_interrupted(sig, fake_llm
     assert record.exit_reason == "interrupted"
     events = read_trace(record.trace_path)
     assert events[-1].name == "RunFinished" and events[-1].exit_reason == "interrupted"
-    wait_for(lambda: not (repl_server_pids() - before), seconds=5)
+    wait_for(lambda: not alive_of(servers), seconds=5)
 
 
 def test_a_hangup_ignored_by_nohup_stays_ignored(fake_llm, rlm_bin, tmp_path):

@@ -41,10 +41,11 @@ class Completion:
     cost_usd: float | None  # None when the model has no known price
     latency_s: float  # wall time of the whole call, retries included
     usage_estimated: bool = False  # the provider's usage was missing or bogus: tokens are estimates
+    model: str = ""  # the model that answered, as configured (e.g. openai/gpt-5-mini)
 
 
-# Called after every successful model call: (kind "root" | "sub", model, completion). For events.
-CallListener = Callable[[str, str, Completion], None]
+# Called as each sub-call of a batch ends: its Completion, or None when it failed (for events).
+CallDone = Callable[[Completion | None], None]
 
 
 class ModelClient:
@@ -61,7 +62,6 @@ class ModelClient:
         self.router = Router(root, sub, allow_models)
         self.budget = budget
         self.concurrency = max(1, concurrency)
-        self.on_call: CallListener | None = None
         # Indirection so tests can observe (and skip) backoff waits.
         self.sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
         # asyncio primitives bind to the loop they are first used in; keep one per loop so the
@@ -102,13 +102,14 @@ class ModelClient:
         return completion.text
 
     async def batch(
-        self, prompts: list[str], model: str | None = None, on_done: Callable[[bool], None] | None = None
+        self, prompts: list[str], model: str | None = None, on_done: CallDone | None = None
     ) -> list[str]:
         """Run sub-calls concurrently; a failed prompt yields an error string in its slot.
 
         `concurrency` workers take the prompts in order, so a huge batch costs no coroutine per
         prompt. Once a limit is reached they take no more: the slots never dispatched get the
-        limit's error. `on_done(failed)` is called as each dispatched call ends (for progress).
+        limit's error. `on_done` gets each dispatched call's Completion (None if it failed) as it
+        ends: the caller's events and progress.
         """
         try:
             cfg = self.router.config_for(model)
@@ -118,10 +119,9 @@ class ModelClient:
         taken = 0
 
         async def one(prompt: str) -> str:
-            failed = True
+            completion = None
             try:
                 completion = await self._call(cfg, [{"role": "user", "content": prompt}], kind="sub")
-                failed = False
                 return completion.text
             except RlmError as e:  # incl. LimitReached: the budget stays breached, the loop notices
                 return f"[llm_query error: {e}]"
@@ -129,7 +129,7 @@ class ModelClient:
                 return redact(f"[llm_query error: {type(e).__name__}: {e}]")
             finally:
                 if on_done is not None:
-                    on_done(failed)
+                    on_done(completion)
 
         async def worker() -> None:
             nonlocal taken
@@ -223,10 +223,7 @@ class ModelClient:
         prompt_tokens = estimate_prompt_tokens(messages)
         async with self._first_call(kind, cfg.model):
             async with self._semaphore() if kind == "sub" else contextlib.nullcontext():
-                completion = await self._complete(cfg, messages, kind, prompt_tokens)
-        if self.on_call is not None:
-            self.on_call(kind, cfg.model, completion)
-        return completion
+                return await self._complete(cfg, messages, kind, prompt_tokens)
 
     # -- one logical call, with retries ----------------------------------------------------------
 
@@ -385,4 +382,4 @@ def _to_completion(
     if cost is None or cost == 0:
         parts = cost_parts(litellm, model, prompt_tokens, completion_tokens)
         cost = sum(parts) if parts is not None else cost
-    return Completion(text, prompt_tokens, completion_tokens, cost, latency, usage_estimated=estimated)
+    return Completion(text, prompt_tokens, completion_tokens, cost, latency, estimated, model)

@@ -84,10 +84,7 @@ def check(options: sandbox_docker.DockerOptions, limits: SandboxLimits) -> dict:
         sandbox = sandbox_docker.DockerSandbox(client, limits, options, share)
 
         async def probe() -> dict:
-            async def no_subcalls(prompts: list[str], model: str | None) -> list[str]:
-                return ["(no model in sandbox check)"] * len(prompts)
-
-            repl = Repl(sandbox, share / "context.txt", share / "index.json", no_subcalls, cell_timeout=30)
+            repl = Repl(sandbox, share / "context.txt", share / "index.json", cell_timeout=30)
             try:
                 await repl.start()
                 result = await repl.run_cell(PROBE)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..context import parse_size
 from ..errors import SandboxError
 from ..events import Emit, Notice
 from ..settings import Settings
@@ -20,11 +19,20 @@ PROCESS_WARNING = (
 )
 
 
+def sandbox_limits(settings: Settings) -> SandboxLimits:
+    """What every backend caps: memory and processes (the rest are SandboxLimits' defaults)."""
+    return SandboxLimits(memory=settings.memory_bytes, pids=settings.pids_limit)
+
+
+def docker_options(settings: Settings) -> sandbox_docker.DockerOptions:
+    return sandbox_docker.DockerOptions(settings.image, settings.cpus, settings.pids_limit)
+
+
 def make_sandbox(settings: Settings, share_dir: Path, emit: Emit) -> Sandbox:
     """Docker when asked, or for `auto` when a daemon answers within a second; else bubblewrap
     (`local`); else an error. The plain child process (`process`) only when asked for."""
     protect_host()  # once per run, before any sandbox starts: the keys in our memory stay ours
-    limits = SandboxLimits(memory=parse_size(settings.memory), pids=settings.pids_limit)
+    limits = sandbox_limits(settings)
     if settings.sandbox == "process":
         emit(Notice(PROCESS_WARNING, warning=True))
         return ProcessSandbox(limits)
@@ -44,5 +52,4 @@ def make_sandbox(settings: Settings, share_dir: Path, emit: Emit) -> Sandbox:
         return sandbox_bwrap.BwrapSandbox(limits, share_dir)
     sandbox_docker.prune(client)  # leftovers of runs that died without cleaning up
     sandbox_docker.ensure_image(client, settings.image, lambda text: emit(Notice(text)))
-    options = sandbox_docker.DockerOptions(settings.image, settings.cpus, settings.pids_limit)
-    return sandbox_docker.DockerSandbox(client, limits, options, share_dir)
+    return sandbox_docker.DockerSandbox(client, limits, docker_options(settings), share_dir)

@@ -2,7 +2,8 @@
 
 One protocol, many transports: a sandbox only has to hand over an asyncio (reader, writer) pair
 connected to the server's stdin/stdout. `Repl` loads the context once, runs cells, brokers the
-server's `llm_query` requests to the host's model client, and restarts a dead server once.
+server's `llm_query` requests to the handler the caller passes with each cell, and restarts a dead
+server once.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ FRAME = struct.Struct(">I")
 # How long past the cell timeout the host waits before it concludes the in-server timer failed.
 BACKSTOP_GRACE = 3.0
 
+# (prompts, model) -> one reply per prompt: how a cell's llm_query reaches the host's model client.
 SubcallHandler = Callable[[list[str], str | None], Awaitable[list[str]]]
+NO_SUBCALLS = "[llm_query error: sub-calls are not available here]"
 
 
 @dataclass
@@ -110,14 +113,12 @@ class Repl:
         sandbox: Sandbox,
         context_path: Path,
         index_path: Path,
-        on_subcalls: SubcallHandler | None = None,  # may be set after construction (the agent's)
         cell_timeout: float = 120.0,
         max_output_chars: int = 20000,
         max_restarts: int = 1,
     ):
         self.sandbox = sandbox
         self.context_path, self.index_path = context_path, index_path
-        self.on_subcalls = on_subcalls
         self.cell_timeout = cell_timeout
         self.max_output_chars = max_output_chars
         self.max_restarts = max_restarts
@@ -159,17 +160,21 @@ class Repl:
             raise SandboxError(f"the REPL could not load the context: {error}")
 
     async def run_cell(
-        self, code: str, timeout: float | None = None, deadline: float | None = None
+        self,
+        code: str,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        on_subcalls: SubcallHandler | None = None,
     ) -> CellResult:
         """Run one cell. `timeout` bounds the server's own time (sub-call waits excluded);
         `deadline` (time.monotonic()) is the run's wall-clock end, counting everything: past it the
-        server is killed and LimitReached("timeout") raised. Exceptions from the sub-call handler
-        (a breached budget) propagate as they are."""
+        server is killed and LimitReached("timeout") raised. The cell's llm_query calls go to
+        `on_subcalls` (none: each gets an error string); its exceptions (a breached budget)
+        propagate as they are."""
         timeout = self.cell_timeout if timeout is None else timeout
+        exec_cell = {"op": "exec", "code": code, "timeout": timeout}
         try:
-            msg = await self._call(
-                {"op": "exec", "code": code, "timeout": timeout}, ("result",), timeout, deadline
-            )
+            msg = await self._call(exec_cell, ("result",), timeout, deadline, on_subcalls)
         except ServerDied as died:
             return await self._restart(died)
         output, error = cell_text(msg["output"], msg["error"], self.max_output_chars)
@@ -203,7 +208,12 @@ class Repl:
         await self._kill()
 
     async def _call(
-        self, msg: dict, expected: tuple[str, ...], timeout: float | None, deadline: float | None = None
+        self,
+        msg: dict,
+        expected: tuple[str, ...],
+        timeout: float | None,
+        deadline: float | None = None,
+        on_subcalls: SubcallHandler | None = None,
     ) -> dict:
         """Send one command and return the server's answer, a frame of an `expected` type.
 
@@ -214,7 +224,7 @@ class Repl:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             async with asyncio.timeout(left) as run_clock:
-                return await self._exchange(msg, expected, timeout)
+                return await self._exchange(msg, expected, timeout, on_subcalls)
         except TimeoutError:
             if not run_clock.expired():
                 raise
@@ -223,7 +233,9 @@ class Repl:
                 "timeout", "the run's wall-time limit (--timeout) was reached while a cell ran"
             ) from None
 
-    async def _exchange(self, msg: dict, expected: tuple[str, ...], timeout: float | None) -> dict:
+    async def _exchange(
+        self, msg: dict, expected: tuple[str, ...], timeout: float | None, on_subcalls: SubcallHandler | None
+    ) -> dict:
         """Send `msg`; serve the server's sub-call requests until its answer arrives.
 
         The backstop counts only the server's own time: waiting for sub-calls is not charged,
@@ -248,10 +260,10 @@ class Repl:
                 return frame
             prompts = [clean(p) for p in frame["prompts"]]
             model = None if frame["model"] is None else clean(frame["model"])
-            if self.on_subcalls is None:
-                replies = ["[llm_query error: sub-calls are not available here]"] * len(prompts)
+            if on_subcalls is None:
+                replies = [NO_SUBCALLS] * len(prompts)
             else:  # may raise (a breached budget): that ends the run, which closes the sandbox
-                replies = await self.on_subcalls(prompts, model)
+                replies = await on_subcalls(prompts, model)
             await channel.send({"type": "llm_reply", "id": frame["id"], "replies": replies})
 
     async def _kill(self) -> None:

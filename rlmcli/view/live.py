@@ -20,44 +20,9 @@ from typing import TextIO
 from rich.console import Console
 
 from .. import events as ev
-from .plain import PLAIN_INTERVAL_S, PLAIN_STEP, PlainOutput, last_line
-from .state import (
-    CONTROL,
-    LINE_CHARS,
-    Batch,
-    RunState,
-    batch_key,
-    clean,
-    clip,
-    plural,
-    seconds,
-    totals,
-)
-from .terminal import OUTPUT_LINES, REASONING_LINES, RichOutput
-
-# The renderers and the shared state live in sibling modules; their names stay importable from here.
-__all__ = [
-    "CONTROL",
-    "LINE_CHARS",
-    "OUTPUT_LINES",
-    "PLAIN_INTERVAL_S",
-    "PLAIN_STEP",
-    "REASONING_LINES",
-    "Batch",
-    "LiveView",
-    "PlainOutput",
-    "RichOutput",
-    "RunState",
-    "batch_key",
-    "clean",
-    "clip",
-    "last_line",
-    "one_liners",
-    "plural",
-    "rich_wanted",
-    "seconds",
-    "totals",
-]
+from .plain import PlainOutput
+from .state import RunState
+from .terminal import RichOutput
 
 
 def one_liners(event: ev.Event, verbose: bool) -> list[tuple[str, str]]:
@@ -67,7 +32,7 @@ def one_liners(event: ev.Event, verbose: bool) -> list[tuple[str, str]]:
         return [(event.summary, "dim")] + [(line, "dim") for line in skipped if verbose]
     if isinstance(event, ev.Notice):
         return [(f"warning: {event.message}", "yellow") if event.warning else (event.message, "dim")]
-    # LimitReached and ErrorEvent are not shown: the CLI ends a stopped run with the one
+    # RunStopped is not shown: the CLI ends a stopped run with the one
     # `rlm: error:` line, and RunFinished's own line says how the run stopped.
     return []
 

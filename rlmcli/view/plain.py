@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import TextIO
 
 from .. import events as ev
+from ..errors import ExitReason
 from ..reply import strip_code
-from .state import Batch, RunState, batch_key, clean, clip, plural, seconds, totals
+from ..text import plural
+from .state import Batch, RunState, batch_key, clean, clip, seconds, totals
 
 PLAIN_INTERVAL_S = 0.5  # plain mode: a batch's progress line at most this often...
 PLAIN_STEP = 0.10  # ...or whenever this fraction of the batch has finished since the last line
@@ -49,7 +51,7 @@ class PlainOutput:
         elif isinstance(event, ev.FinalAnswer):
             self.line(f"answer: {plural(len(event.answer), 'character')}")
         elif isinstance(event, ev.RunFinished):
-            how = "done" if event.exit_reason == "final" else f"stopped ({event.exit_reason})"
+            how = "done" if event.exit_reason == ExitReason.FINAL else f"stopped ({event.exit_reason})"
             partial = ", partial answer" if event.partial and event.answer else ""
             self.line(f"{how}: {totals(event)}{partial}")
 

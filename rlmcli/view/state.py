@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 from .. import events as ev
 from ..errors import redact
-from .escape import UNSAFE, safe
+from ..text import plural
+from .escape import safe
 
 LINE_CHARS = 300  # a shown line longer than this is cut
-CONTROL = UNSAFE  # the characters `clean` shows escaped (kept under its old name)
 
 
 def clean(text: str) -> str:
@@ -36,10 +36,6 @@ def seconds(s: float) -> str:
         return f"{s:.1f}s"
     minutes, rest = divmod(int(s), 60)
     return f"{minutes}m{rest:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 @dataclass

@@ -16,8 +16,10 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import events as ev
+from ..errors import ExitReason
 from ..reply import strip_code
-from .state import RunState, batch_key, clean, clip, plural, seconds, totals
+from ..text import plural
+from .state import RunState, batch_key, clean, clip, seconds, totals
 
 OUTPUT_LINES = 30  # lines of a cell's output shown (all with verbose)
 REASONING_LINES = 60  # lines of the root model's prose shown (all with verbose)
@@ -121,8 +123,9 @@ class RichOutput:
         self.close()
         if event.partial and event.answer:
             self.panel(event.answer, "partial answer", "yellow")
-        style = "green" if event.exit_reason == "final" else "yellow"
-        how = "done" if event.exit_reason == "final" else clean(f"stopped: {event.exit_reason}")
+        answered = event.exit_reason == ExitReason.FINAL
+        style = "green" if answered else "yellow"
+        how = "done" if answered else clean(f"stopped: {event.exit_reason}")
         self.console.print(Text.assemble((how, f"bold {style}"), (f" · {totals(event)}", "dim")))
 
     def footer(self) -> RenderableType:
