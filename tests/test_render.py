@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 
+import pytest
 from rich.console import Console
 
 from rlmcli.events import (
@@ -292,3 +293,13 @@ def test_replay_of_a_cut_off_trace() -> None:
     assert closed == [True]
     assert "iteration 2" in stream.getvalue()
     assert replay(iter([]), View(stream=io.StringIO(), force_plain=True)) is None
+
+
+@pytest.mark.parametrize("force_plain", [True, False])
+def test_the_view_says_which_sandbox_auto_chose(force_plain: bool) -> None:
+    from rlmcli.events import RunStarted, SandboxChosen
+
+    for asked, shown in (("auto", True), ("docker", False)):
+        start = RunStarted("q?", ROOT, ROOT, asked)
+        out = render([start, SandboxChosen("local", parent=start.id)], force_plain=force_plain)
+        assert ("sandbox local" in out) is shown, out

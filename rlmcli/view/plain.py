@@ -32,6 +32,8 @@ class PlainOutput:
             self.line(f"model {event.model}{sub}, sandbox {event.sandbox}")
             if self.verbose:
                 self.line(f"run {event.id}: {event.question}")
+        elif isinstance(event, ev.SandboxChosen) and s.asked_sandbox == "auto":
+            self.line(f"sandbox {event.sandbox}")  # what `auto` chose
         elif isinstance(event, ev.IterationStarted):
             self.line(f"iteration {event.iteration}")
         elif isinstance(event, ev.ModelCall) and event.role == "root":

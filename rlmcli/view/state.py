@@ -65,6 +65,7 @@ class RunState:
 
     def __init__(self) -> None:
         self.start_ts: float | None = None
+        self.asked_sandbox: str | None = None  # as RunStarted names it ("auto" until SandboxChosen)
         self.last_ts, self.last_seen = 0.0, time.monotonic()
         self.iteration = 0
         self.cells_in_iteration = 0
@@ -81,7 +82,9 @@ class RunState:
         if self.start_ts is None:  # RunStarted
             self.start_ts = event.ts
         self.last_ts, self.last_seen = max(self.last_ts, event.ts), time.monotonic()
-        if isinstance(event, ev.IterationStarted):
+        if isinstance(event, ev.RunStarted):
+            self.asked_sandbox = event.sandbox
+        elif isinstance(event, ev.IterationStarted):
             self.iteration, self.cells_in_iteration = event.iteration, 0
         elif isinstance(event, ev.CellStarted):
             self.cells_in_iteration += 1

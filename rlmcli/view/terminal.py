@@ -65,6 +65,8 @@ class RichOutput:
             sub = "" if event.sub_model == event.model else f" · sub-calls {event.sub_model}"
             print_(Text.assemble(("rlm ", "bold"), clean(f"{event.model}{sub} · sandbox {event.sandbox}")))
             print_(Text(clean(event.question), style="bold cyan"))
+        elif isinstance(event, ev.SandboxChosen) and self.state.asked_sandbox == "auto":
+            print_(Text(f"sandbox {event.sandbox}", style="dim"))  # what `auto` chose
         elif isinstance(event, ev.IterationStarted):
             print_()
             self.console.rule(Text(f"iteration {event.iteration}", style="bold"), style="blue")
