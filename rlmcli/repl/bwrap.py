@@ -28,10 +28,19 @@ from pathlib import Path
 
 from ..context import write_error
 from ..errors import SandboxError
-from .confine import STOP_WAIT, SandboxLimits, close_pipes, confine, describe_exit, reap, server_path
+from .confine import (
+    INPUTS,
+    MOUNT,
+    STOP_WAIT,
+    SandboxLimits,
+    close_pipes,
+    confine,
+    describe_exit,
+    reap,
+    server_path,
+    visible_path,
+)
 
-MOUNT = "/rlm"  # the run's share directory: the server, the context, the index (as in Docker)
-INPUTS = "/rlm-input"  # a named input file used in place
 TMP_SIZE = 256 * 2**20  # the private /tmp, as Docker's
 SHM_SIZE = 64 * 2**20  # /dev/shm, for multiprocessing's semaphores
 STDERR_TAIL = 4096  # bytes of the server's stderr kept for messages; the rest is dropped
@@ -175,11 +184,7 @@ class BwrapSandbox:
         self.inputs[host_path] = f"{INPUTS}/{host_path.name}"
 
     def visible_path(self, host_path: Path) -> str:
-        if host_path in self.inputs:
-            return self.inputs[host_path]
-        if host_path.parent != self.share_dir:
-            raise SandboxError(f"internal error: {host_path} is not shared with the sandbox")
-        return f"{MOUNT}/{host_path.name}"
+        return visible_path(host_path, self.inputs, self.share_dir)
 
     async def stop(self) -> None:
         proc, self.proc = self.proc, None

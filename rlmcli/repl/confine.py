@@ -22,6 +22,11 @@ PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
 STOP_WAIT = 5.0  # seconds a stop waits for a killed server (and its pipes) before it moves on
 
 
+# Where a sandbox (Docker, bubblewrap) sees what it is given, read-only.
+MOUNT = "/rlm"  # the run's share directory: the server, the index and (unless used in place) the context
+INPUTS = "/rlm-input"  # a named input file used in place
+
+
 @dataclass
 class SandboxLimits:
     memory: int = 1024**3  # bytes of address space per process (local, process) / memory (docker)
@@ -117,3 +122,13 @@ def describe_exit(code: int | None, tail: str) -> str:
     else:
         status = f"the server exited with status {code}"
     return status + (f"; its last words: {tail[-200:]}" if tail else "")
+
+
+def visible_path(host_path: Path, inputs: dict[Path, str], share_dir: Path) -> str:
+    """Where a sandbox with MOUNT and INPUTS sees a host file: a named input where it was bound,
+    else a file of the run's share directory under MOUNT."""
+    if host_path in inputs:
+        return inputs[host_path]
+    if host_path.parent != share_dir:
+        raise SandboxError(f"internal error: {host_path} is not shared with the sandbox")
+    return f"{MOUNT}/{host_path.name}"

@@ -22,12 +22,10 @@ from typing import Any
 
 from ..context import write_error
 from ..errors import SandboxError
-from .confine import SandboxLimits, server_path
+from .confine import INPUTS, MOUNT, SandboxLimits, server_path, visible_path
 
 DEFAULT_IMAGE = "python:3.12-slim"
 OFFLINE_IMAGE = "rlm-sandbox:bookworm"  # what `rlm sandbox build` makes
-MOUNT = "/rlm"  # the REPL server, the index and (unless used in place) the context
-INPUTS = "/rlm-input"  # a named input file used in place
 STDERR_TAIL = 4096  # bytes of the server's stderr kept for messages; the rest is dropped
 LABEL = "rlm.sandbox"  # every container of ours carries it
 LABEL_PID, LABEL_HOST, LABEL_RUN = "rlm.pid", "rlm.host", "rlm.run"
@@ -308,11 +306,7 @@ class DockerSandbox:
             self.inputs[host_path] = f"{MOUNT}/{copy.name}"
 
     def visible_path(self, host_path: Path) -> str:
-        if host_path in self.inputs:
-            return self.inputs[host_path]
-        if host_path.parent != self.share_dir:
-            raise SandboxError(f"internal error: {host_path} is not shared with the sandbox")
-        return f"{MOUNT}/{host_path.name}"
+        return visible_path(host_path, self.inputs, self.share_dir)
 
     async def stop(self) -> None:
         for task in self._tasks:
