@@ -1,9 +1,11 @@
 """The RLM loop: the root model writes code, the REPL runs it, until FINAL.
 
-Each turn: one root completion -> its ```repl``` blocks run in order -> their outputs go back as
-the next user message. The run ends at FINAL(...) / FINAL_VAR(name) in the reply text (checked
-after its code ran) or FINAL()/FINAL_VAR() called inside a cell. Limits surface as LimitReached
-from the budget; the loop turns them into a result carrying the best partial answer.
+Each turn: one root completion -> its ```repl``` blocks (those before its FINAL line) run in order
+-> their outputs go back as the next user message. The run ends at FINAL()/FINAL_VAR() called
+inside a cell, or at a FINAL(...) / FINAL_VAR(name) in the reply text that the answer protocol
+accepts (Agent._refusal: a text answer must not be a guess made before the code's output was seen,
+nor the prompt's placeholder). Limits surface as LimitReached from the budget; the loop turns them
+into a result carrying the best partial answer.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .events import (
 from .model.client import Completion, ModelClient
 from .repl.frames import clip
 from .repl.protocol import CellResult, Repl
-from .reply import code_blocks, find_final, strip_code
+from .reply import Final, is_name, is_placeholder, parse, strip_code
 
 # Host-side caps on what one reply can put into the next prompt, whatever the sandbox sends: the
 # blocks run per reply, and the characters of their outputs together (at least two full cells).
@@ -57,6 +59,7 @@ class Task:
     run_id: str | None = None  # the run's id: every event of the loop descends from it
     max_output_chars: int = 20000  # of a cell's output; the system prompt tells the model
     subcalls: bool = True  # False: the paper's ablation, llm_query answers that it is off
+    instructions: str | None = None  # --instructions: appended to the system prompt
 
 
 class Agent:
@@ -66,12 +69,20 @@ class Agent:
     def __init__(self, task: Task, client: ModelClient, repl: Repl, budget: Budget, emit: Emit = discard):
         self.task, self.client, self.repl, self.budget, self.emit = task, client, repl, budget, emit
         self.run_id = task.run_id
-        system = prompts.system_prompt(task.max_output_chars, subcalls=task.subcalls)
+        system = prompts.system_prompt(
+            task.max_output_chars, subcalls=task.subcalls, instructions=task.instructions
+        )
         self.messages = [
             {"role": "system", "content": system},
             {"role": "user", "content": prompts.first_message(task.context, task.question)},
         ]
         self.partial: str | None = None  # the best answer so far, should the run stop early
+        # The answer protocol's state: cells run so far, and the one-time refusals already spent.
+        self.cells_run = 0
+        self.refused: set[str] = set()  # "early" (FINAL before any code), "placeholder"
+        # An input shown whole in the first message (its prefix is all of it) may be answered at
+        # once; any larger one must be looked at with code before a text FINAL counts.
+        self.shown_whole = task.context.stats.chars <= len(task.context.prefix)
 
     async def run(self) -> RunResult:
         try:
@@ -94,10 +105,11 @@ class Agent:
         last_turn = prompts.LAST_TURN.format(question=self.task.question)
         self.messages.append({"role": "user", "content": last_turn})
         reply = await self._ask(scope)
-        found = find_final(reply)
+        found = parse(reply).final
         if found is not None:
-            answer = found[1] if found[0] == "FINAL" else await self._read_var(found[1])
-            if answer is not None:
+            answer = await self._resolve(found)
+            # No turn is left to re-ask: a placeholder counts only if the model already insisted on it.
+            if answer is not None and not (self._is_literal(found, answer) and self._placeholder(answer)):
                 return self._answered(answer)
         self.partial = strip_code(reply) or self.partial
         raise LimitReached("iterations", f"no answer after {limit} iterations")
@@ -111,7 +123,8 @@ class Agent:
         """
         reply = await self._ask(scope)
         self.partial = strip_code(reply) or self.partial
-        blocks = code_blocks(reply)
+        parsed = parse(reply)  # the blocks before the FINAL line only: an answer's fences never run
+        blocks = parsed.blocks
         outputs: list[str] = []
         room = max(TURN_OUTPUT_CHARS, 2 * self.task.max_output_chars)
         for n, code in enumerate(blocks, 1):
@@ -132,6 +145,7 @@ class Agent:
             # The cell's sub-calls, and their events, hang under the cell.
             handler = functools.partial(self.subcalls, parent=cell.id)
             result = await self.repl.run_cell(code, self._cell_timeout(), self.budget.deadline(), handler)
+            self.cells_run += 1
             self.emit(
                 CellFinished(iteration, cap(result.output), result.error, result.duration, parent=cell.id)
             )
@@ -142,13 +156,16 @@ class Agent:
             outputs.append(text)
             if self.budget.breached:  # a sub-call inside the cell hit a limit
                 raise self.budget.breached
-        found = find_final(reply)
+        found = parsed.final
         if found is not None:
-            if found[0] == "FINAL":
-                return found[1]
-            value = await self._read_var(found[1], outputs)
-            if value is not None:
-                return value
+            answer = await self._resolve(found, outputs)
+            if answer is not None:
+                refusal = self._refusal(found, answer, ran=bool(blocks), outputs=outputs)
+                if refusal is None:
+                    return answer
+                outputs.append(refusal)
+                self.messages.append({"role": "user", "content": "\n\n".join(outputs)})
+                return None
         if blocks:
             outputs.append(prompts.NEXT_TURN.format(question=self.task.question))
             self.messages.append({"role": "user", "content": "\n\n".join(outputs)})
@@ -201,6 +218,46 @@ class Agent:
         if self.budget.breached is not None:
             raise self.budget.breached
         return replies
+
+    async def _resolve(self, found: Final, outputs: list[str] | None = None) -> str | None:
+        """The answer a FINAL names: FINAL_VAR(name) reads the REPL; so does FINAL(x) when x is a
+        bare identifier bound there (models confuse the two); any other FINAL is its text."""
+        if found.kind == "FINAL_VAR":
+            return await self._read_var(found.value, outputs)
+        if is_name(found.value):
+            value, error = await self.repl.get(found.value)
+            if error is None and value is not None:
+                return value
+        return found.value
+
+    def _is_literal(self, found: Final, answer: str) -> bool:
+        """A text answer (not a variable's value, even one reached through FINAL(x))."""
+        return found.kind == "FINAL" and answer == found.value
+
+    def _placeholder(self, answer: str) -> bool:
+        return is_placeholder(answer) and "placeholder" not in self.refused
+
+    def _refusal(self, found: Final, answer: str, ran: bool, outputs: list[str]) -> str | None:
+        """Why a FINAL is not accepted yet (the message to the model), or None to accept it.
+
+        A variable's value is accepted: the code that made it ran. A text answer is refused once
+        when it comes before any cell ran on an input not shown whole (the paper's "plan given as
+        the answer"), and once when it is the prompt's placeholder; given in a reply whose code
+        just ran, it counts only if this turn's output holds it (the model has not seen that
+        output yet), else the model is asked to confirm it.
+        """
+        if not self._is_literal(found, answer):
+            return None
+        if self.cells_run == 0 and not self.shown_whole and "early" not in self.refused:
+            self.refused.add("early")
+            return prompts.FINAL_BEFORE_CODE
+        if self._placeholder(answer):
+            self.refused.add("placeholder")
+            return prompts.FINAL_PLACEHOLDER.format(answer=answer)
+        turn_output = "\n".join(outputs)
+        if ran and not (answer.strip() and answer.strip() in turn_output):
+            return prompts.FINAL_CONFIRM
+        return None
 
     async def _read_var(self, name: str, outputs: list[str] | None = None) -> str | None:
         value, error = await self.repl.get(name)

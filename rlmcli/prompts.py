@@ -72,11 +72,12 @@ use `grep`, `re`, `str.count` and slicing, and keep sub-LLM calls for what needs
 
 IMPORTANT: When you are done with the iterative process, you MUST provide a final answer inside \
 a FINAL function when you have completed your task, NOT in code. Do not use these tags unless \
-you have completed your task. You have two options:
-1. Use FINAL(your final answer here) to provide the answer directly
-2. Use FINAL_VAR(variable_name) to return a variable you have created in the REPL environment as \
-your final output
-(Calling FINAL(...) or FINAL_VAR("name") inside a repl block also ends the run with that answer.)
+you have completed your task and seen the output of your code. You have two options:
+1. FINAL with the answer text itself in parentheses, on a line of its own, e.g. \
+FINAL(17 lines mention "timeout")
+2. FINAL_VAR with the name of a variable you created in the REPL in parentheses, to return its \
+value, e.g. FINAL_VAR(summary)
+(Both also work when called inside a repl block.)
 
 Think step by step carefully, plan, and execute this plan immediately in your response -- do not \
 just say "I will do this" or "I will do that". Output to the REPL environment and recursive LLMs \
@@ -95,17 +96,38 @@ NEXT_TURN = (
     "answer. Your next action:"
 )
 
+# No copyable placeholder in what the model is told: a small model answers FINAL(answer) verbatim.
 NO_CODE_NUDGE = (
-    "Your reply had no ```repl``` block and no FINAL(...). Either run code in a ```repl``` block or "
-    "give your answer as FINAL(answer) / FINAL_VAR(variable_name)."
+    "Your reply had no ```repl``` block and no FINAL line. Either run code in a ```repl``` block or "
+    "give your answer: FINAL with the answer text in parentheses, or FINAL_VAR with the name of a "
+    "variable that holds it."
 )
 
-EMPTY_REPLY_NUDGE = "Your last reply was empty. Continue: write a ```repl``` block or give FINAL(...)."
+EMPTY_REPLY_NUDGE = (
+    "Your last reply was empty. Continue: write a ```repl``` block or give your answer on a FINAL line."
+)
 
 LAST_TURN = (
     "You have used all your iterations. Based on everything you have found, give your best final "
-    'answer to the query "{question}" now, as FINAL(answer) or FINAL_VAR(variable_name). Do not '
-    "write more code."
+    'answer to the query "{question}" now: FINAL with the answer text in parentheses, or FINAL_VAR '
+    "with the name of a variable that holds it. Do not write more code."
+)
+
+# The answer protocol's refusals (agent.Agent._refusal).
+FINAL_BEFORE_CODE = (
+    "You gave a final answer before running any code. You have not seen the context yet beyond its "
+    "first characters: inspect `context` in a ```repl``` block first (its size, a search, a few "
+    "slices), then answer."
+)
+
+FINAL_PLACEHOLDER = (
+    "FINAL({answer}) repeats the wording of the instructions, not an answer to the query. Give the "
+    "answer text itself in FINAL, or the name of a variable you created in FINAL_VAR."
+)
+
+FINAL_CONFIRM = (
+    "Your reply gave a final answer together with code, before that code's output was known. The "
+    "output is above. If your answer still holds, repeat your FINAL line alone; otherwise continue."
 )
 
 MAX_LISTED_FILES = 100
@@ -141,10 +163,12 @@ print(context[:2000])
 ```
 
 IMPORTANT: When you are done with the iterative process, you MUST provide a final answer inside \
-a FINAL function when you have completed your task, NOT in code. You have two options:
-1. Use FINAL(your final answer here) to provide the answer directly
-2. Use FINAL_VAR(variable_name) to return a variable you have created in the REPL environment as \
-your final output
+a FINAL function when you have completed your task, NOT in code, and only once you have seen the \
+output of your code. You have two options:
+1. FINAL with the answer text itself in parentheses, on a line of its own, e.g. \
+FINAL(17 lines mention "timeout")
+2. FINAL_VAR with the name of a variable you created in the REPL in parentheses, to return its \
+value, e.g. FINAL_VAR(count)
 
 Think step by step carefully, plan, and execute this plan immediately in your response. Remember \
 to explicitly answer the original query in your final answer.
@@ -153,10 +177,26 @@ to explicitly answer the original query in your final answer.
 SUBCALLS_DISABLED = "[llm_query error: sub-calls are disabled in this run (--no-subcalls)]"
 
 
-def system_prompt(max_output: int, sub_chars: int = 500_000, subcalls: bool = True) -> str:
+def system_prompt(
+    max_output: int, sub_chars: int = 500_000, subcalls: bool = True, instructions: str | None = None
+) -> str:
     if not subcalls:
-        return SYSTEM_PROMPT_NO_SUBCALLS.format(max_output=f"{max_output:,}")
-    return SYSTEM_PROMPT.format(max_output=f"{max_output:,}", sub_chars=f"{sub_chars:,}")
+        prompt = SYSTEM_PROMPT_NO_SUBCALLS.format(max_output=f"{max_output:,}")
+    else:
+        prompt = SYSTEM_PROMPT.format(max_output=f"{max_output:,}", sub_chars=f"{sub_chars:,}")
+    return with_instructions(prompt, instructions)
+
+
+def with_instructions(prompt: str, instructions: str | None) -> str:
+    """The user's --instructions, last: they come after (and may refine) everything above."""
+    if not instructions or not instructions.strip():
+        return prompt
+    return f"{prompt.rstrip()}\n\n{INSTRUCTIONS_HEADER}\n{instructions.strip()}"
+
+
+INSTRUCTIONS_HEADER = (
+    "Additional instructions from the user (follow them in your work and your final answer):"
+)
 
 
 def first_message(context: Context, question: str) -> str:

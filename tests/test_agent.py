@@ -94,13 +94,17 @@ class Run:
     events: list[Event] = field(default_factory=list)
 
 
-def make_context(tmp_path: Path) -> Context:
-    (tmp_path / "in.txt").write_text("some data\n")
+TINY = "some data\n"  # shown whole in the first message: may be answered at once
+BIG = "beta line\n" * 100  # beyond the first message's prefix: look at it before answering
+
+
+def make_context(tmp_path: Path, data: str = TINY) -> Context:
+    (tmp_path / "in.txt").write_text(data)
     return load_context([str(tmp_path / "in.txt")], tmp_path / "share", LoadOptions())
 
 
-def run_agent(tmp_path: Path, replies: list[str], **limits) -> Run:
-    context = make_context(tmp_path)
+def run_agent(tmp_path: Path, replies: list[str], data: str = TINY, **limits) -> Run:
+    context = make_context(tmp_path, data)
     client, repl, events = ScriptedClient(replies), FakeRepl(), []
     budget = Budget(Limits(**limits))
     agent = Agent(Task("What is it?", context, run_id="run-1"), client, repl, budget, events.append)  # type: ignore[arg-type]
@@ -124,12 +128,13 @@ class Case:
     limits: dict = field(default_factory=dict)
     partial: bool = False
     message: str | None = None  # in the result's message
+    data: str = TINY  # the input
 
 
 LAST_TURN = prompts.LAST_TURN.format(question="What is it?")
 CASES = {
-    "FINAL in prose after code ran": Case(
-        [reply("Set it, then answer.\nFINAL(42)", "x = 1")], "42", ExitReason.FINAL, 1, cells=["x = 1"]
+    "code after the FINAL line is not run": Case(
+        [reply("Set it, then answer.\nFINAL(42)", "x = 1")], "42", ExitReason.FINAL, 1, cells=[]
     ),
     "FINAL called inside a cell": Case(
         [reply("", "final it")], "it", ExitReason.FINAL, 1, cells=["final it"]
@@ -171,9 +176,82 @@ CASES = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def code(*lines: str) -> str:
+    return "```repl\n" + "\n".join(lines) + "\n```\n"
+
+
+CONFIRM, EARLY = prompts.FINAL_CONFIRM, prompts.FINAL_BEFORE_CODE
+PLACEHOLDER = prompts.FINAL_PLACEHOLDER.format(answer="answer")
+# Issue 10, the answer protocol: when a FINAL is accepted, confirmed first, or refused once.
+PROTOCOL = {
+    "defect 1: code and FINAL(99) whose output says otherwise: asked to confirm, corrected": Case(
+        [code("count 10") + "FINAL(99)", "FINAL(10)"], "10", ExitReason.FINAL, 2, cells=["count 10"],
+        told=[(1, "ran count 10"), (1, CONFIRM)], data=BIG,
+    ),
+    "code and FINAL, confirmed as it was": Case(
+        [code("count 10") + "FINAL(99)", "FINAL(99)"], "99", ExitReason.FINAL, 2, cells=["count 10"],
+        told=[(1, CONFIRM)],
+    ),
+    "code and FINAL whose text the output shows: accepted at once": Case(
+        [code("count 10") + "FINAL(count 10)"], "count 10", ExitReason.FINAL, 1, cells=["count 10"], data=BIG,
+    ),
+    "a confirmation that runs code again is asked again": Case(
+        [code("a") + "FINAL(99)", code("b") + "FINAL(99)", "FINAL(99)"], "99", ExitReason.FINAL, 3,
+        cells=["a", "b"], told=[(1, CONFIRM), (2, "ran b"), (2, CONFIRM)],
+    ),
+    "a FINAL after code ran in an earlier turn: accepted": Case(
+        [code("count 10"), "FINAL(99)"], "99", ExitReason.FINAL, 2, cells=["count 10"], data=BIG,
+    ),
+    "defect 2: FINAL(name) of a variable set earlier reads it": Case(
+        [code("total = 10"), "FINAL(total)"], "10", ExitReason.FINAL, 2, cells=["total = 10"], data=BIG,
+    ),
+    "FINAL(name) of a variable set in the same reply reads it": Case(
+        [code("total = 10") + "FINAL(total)"], "10", ExitReason.FINAL, 1, cells=["total = 10"], data=BIG,
+    ),
+    "FINAL(word) with no such variable is the word": Case(
+        [code("x"), "FINAL(blue)"], "blue", ExitReason.FINAL, 2, cells=["x"], data=BIG,
+    ),
+    "FINAL_VAR after code in the same reply: accepted": Case(
+        [code("total = 7") + "**FINAL_VAR(total)**."], "7", ExitReason.FINAL, 1, cells=["total = 7"],
+        data=BIG,
+    ),
+    "defect 3: a fence inside the answer is the answer, not a cell": Case(
+        [code("x"), "FINAL(Use this:\n```python\nprint('x')\n```\n)"],
+        "Use this:\n```python\nprint('x')\n```", ExitReason.FINAL, 2, cells=["x"], data=BIG,
+    ),
+    "defect 4: FINAL before any code on a big input: refused once, then looked": Case(
+        ["FINAL(I will count the betas)", code("count"), "FINAL(100)"], "100", ExitReason.FINAL, 3,
+        cells=["count"], told=[(1, EARLY)], data=BIG,
+    ),
+    "defect 4: FINAL before any code, insisted on: accepted the second time": Case(
+        ["FINAL(100)", "- FINAL(100)"], "100", ExitReason.FINAL, 2, told=[(1, EARLY)], data=BIG,
+    ),
+    "a tiny input shown whole may be answered at once": Case(
+        ["FINAL(some data)"], "some data", ExitReason.FINAL, 1
+    ),
+    "a decorated FINAL is a FINAL": Case(
+        [code("x"), "> **FINAL(42)**"], "42", ExitReason.FINAL, 2, cells=["x"], data=BIG,
+    ),
+    "a placeholder copied from the prompt: refused once": Case(
+        [code("x"), "FINAL(answer)", code("answer = blue"), "FINAL(answer)"], "blue", ExitReason.FINAL, 4,
+        cells=["x", "answer = blue"], told=[(2, PLACEHOLDER)], data=BIG,
+    ),
+    "a placeholder insisted on is accepted": Case(
+        ["FINAL(answer)", "FINAL(answer)"], "answer", ExitReason.FINAL, 2, told=[(1, PLACEHOLDER)]
+    ),
+    "a placeholder in the last turn is not an answer": Case(
+        [code("x"), "FINAL(...)"], "FINAL(...)", ExitReason.MAX_ITERATIONS, 1, cells=["x"],
+        limits={"max_iterations": 1}, partial=True, data=BIG,
+    ),
+    "an unterminated fence at the end of a reply runs": Case(
+        ["Looking.\n```repl\nx", "FINAL(done)"], "done", ExitReason.FINAL, 2, cells=["x"], data=BIG,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", [*CASES.values(), *PROTOCOL.values()], ids=[*CASES, *PROTOCOL])
 def test_the_loop(tmp_path, case: Case) -> None:
-    run = run_agent(tmp_path, case.replies, **case.limits)
+    run = run_agent(tmp_path, case.replies, case.data, **case.limits)
     result = run.result
     assert (result.answer, result.exit_reason, result.iterations) == (
         case.answer,

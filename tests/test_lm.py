@@ -116,11 +116,13 @@ def test_client_errors_are_not_retried(fake: FakeLLM, status: int) -> None:
     assert len(fake.requests) == 1
 
 
-def test_content_none_uses_reasoning(fake: FakeLLM) -> None:
-    fake.add_root(Fault(content_none=True, reasoning="the answer is 42"), Fault(content_none=True))
+def test_a_root_reply_is_the_content_never_the_reasoning(fake: FakeLLM) -> None:
+    """A draft in reasoning_content must not run code or end the run: the root reply is empty (the
+    loop re-asks)."""
+    fake.add_root(Fault(content_none=True, reasoning="```repl\nprint(1)\n```\nFINAL(42)"), "real")
     client, _ = make_client(fake)
-    assert asyncio.run(client.root(ROOT_MESSAGES)).text == "the answer is 42"
     assert asyncio.run(client.root(ROOT_MESSAGES)).text == ""
+    assert asyncio.run(client.root(ROOT_MESSAGES)).text == "real"
 
 
 def test_garbage_is_retried_then_a_provider_error(fake: FakeLLM) -> None:

@@ -35,7 +35,7 @@ from .providers import (  # noqa: F401 - re-exported: callers import these from 
 
 @dataclass
 class Completion:
-    text: str  # message content, or reasoning_content when the content is empty
+    text: str  # the message content (never reasoning_content: a draft is not a reply)
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float | None  # None when the model has no known price
@@ -295,7 +295,7 @@ class ModelClient:
                 usage, reported_cost = (reply.prompt_tokens, reply.completion_tokens), None
                 text = reply.text
             else:
-                text, usage, reported_cost = _read_response(response)
+                text, usage, reported_cost = _read_response(response, reasoning=subcall)
             completion = _to_completion(
                 litellm, cfg.model, text, usage, reported_cost, prompt_estimate, latency
             )
@@ -347,12 +347,17 @@ def may_be_billed(e: BaseException) -> bool:
     return retry.is_retryable(e)
 
 
-def _read_response(response: Any) -> tuple[str, tuple[Any, Any], Any]:
-    """(text, (prompt_tokens, completion_tokens) as reported, litellm's cost) of a litellm response."""
+def _read_response(response: Any, reasoning: bool = False) -> tuple[str, tuple[Any, Any], Any]:
+    """(text, (prompt_tokens, completion_tokens) as reported, litellm's cost) of a litellm response.
+
+    A root reply is the content only: a reasoning model's reasoning_content is a draft, and code or
+    a FINAL in a draft must never run or end the run (an empty content is re-asked by the loop). A
+    sub-call's reply is only text for a cell, so `reasoning=True` falls back to the reasoning when
+    the content is empty (vLLM & co. sometimes put the whole answer there).
+    """
     message = response.choices[0].message if response.choices else None
     text = (getattr(message, "content", None) or "") if message is not None else ""
-    if not text and message is not None:
-        # Reasoning models served by vLLM & co. sometimes put the whole answer in reasoning_content.
+    if not text and reasoning and message is not None:
         text = getattr(message, "reasoning_content", None) or ""
     usage = getattr(response, "usage", None)
     # litellm has usually priced the response already, from the usage as reported.

@@ -33,7 +33,7 @@ class ResponseFormatError(Exception):
 
 @dataclass
 class ChatReply:
-    text: str  # message content, or the reasoning when the content is empty
+    text: str  # message content, or the reasoning when the content is empty (sub-calls only)
     # As the server sent them (None when absent): any JSON value. client.py validates them against its
     # estimates (budget.checked_usage) before anything counts them.
     prompt_tokens: Any
@@ -145,9 +145,10 @@ def _parse_reply(raw: bytes) -> ChatReply:
     choices = data.get("choices") or [{}]
     message = choices[0].get("message") if isinstance(choices[0], dict) else None
     message = message if isinstance(message, dict) else {}
+    # This path serves sub-calls only: their reply is text for a cell, never code that runs, so an
+    # empty content falls back to the reasoning (vLLM & co. sometimes put the whole answer there).
     text = message.get("content")
     if not text:
-        # Reasoning models served by vLLM & co. sometimes put the whole answer in the reasoning.
         text = message.get("reasoning_content") or message.get("reasoning")
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     return ChatReply(
