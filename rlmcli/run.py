@@ -121,8 +121,9 @@ def ask(
                     max_output_chars=settings.max_output_chars,
                 )
                 task = Task(
-                    question, context, run.id, settings.max_output_chars, subcalls=not settings.no_subcalls
-                )
+                    question, context, run.id, settings.max_output_chars, subcalls=not settings.no_subcalls,
+                    instructions=settings.instructions,
+                )  # fmt: skip
                 agent = Agent(task, client, repl, budget, emit)
                 result = asyncio.run(_drive(agent, repl, signals))
             finally:

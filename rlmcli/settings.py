@@ -61,6 +61,7 @@ class Settings:
     hidden: bool = False
     no_subcalls: bool = False  # the paper's ablation: the REPL without llm_query
     no_log: bool = False  # keep no record in the history (--no-log, or `no-log = true` in the config)
+    instructions: str | None = None  # appended to the root model's system prompt (--instructions)
     # Parsed from the sizes above when the Settings is made (and again by dataclasses.replace).
     memory_bytes: int = field(init=False, repr=False, compare=False)
     max_file_size_bytes: int = field(init=False, repr=False, compare=False)

@@ -48,9 +48,12 @@ def test_answers_a_real_log_directory_with_grep_llm_query_and_final_var(fake_llm
 def test_first_message_has_metadata_not_the_whole_input(fake_llm, run_cli, tmp_path):
     big = tmp_path / "big.log"
     big.write_text("".join(f"line {i} payload-{i}\n" for i in range(200_000)))
-    fake_llm.add_root("FINAL(done)")
+    # An answer before any code, on an input not shown whole, is refused once (issue 10);
+    # insisted on, it counts.
+    fake_llm.add_root("FINAL(done)", "FINAL(done)")
     proc = run_cli(ask_args(fake_llm, str(big)))
-    assert proc.returncode == 0, proc.stderr.decode()
+    assert (proc.returncode, proc.stdout.decode()) == (0, "done\n"), proc.stderr.decode()
+    assert "before running any code" in fake_llm.root_requests[1]["body"]["messages"][-1]["content"]
     first = fake_llm.root_requests[0]["body"]["messages"][1]["content"]
     assert f"{big.stat().st_size:,} total characters" in first
     assert "payload-199999" not in first and len(first) < 5000
@@ -137,11 +140,14 @@ def test_hostile_cells_come_back_as_errors_and_the_run_goes_on(fake_llm, run_cli
     assert "survived 5" in outputs[3]
 
 
-def test_reasoning_content_is_used_when_content_is_empty(fake_llm, run_cli, tmp_path):
+def test_reasoning_content_is_never_the_reply(fake_llm, run_cli, tmp_path):
+    """A draft in reasoning_content neither runs its code nor ends the run: the empty content is re-asked."""
     (tmp_path / "a.txt").write_text("data\n")
-    fake_llm.add_root(Fault(content_none=True, reasoning="FINAL(from reasoning)"))
+    draft = "```repl\nprint(llm_query('from the draft'))\n```\nFINAL(from reasoning)"
+    fake_llm.add_root(Fault(content_none=True, reasoning=draft), "FINAL(from content)")
     proc = run_cli(ask_args(fake_llm, str(tmp_path / "a.txt")))
-    assert (proc.returncode, proc.stdout.decode()) == (0, "from reasoning\n")
+    assert (proc.returncode, proc.stdout.decode()) == (0, "from content\n")
+    assert fake_llm.sub_requests == [] and len(fake_llm.root_requests) == 2
 
 
 def test_empty_reply_is_asked_again_once(fake_llm, run_cli, tmp_path):

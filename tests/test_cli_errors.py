@@ -106,7 +106,8 @@ def test_iteration_limit(fake_llm, run_cli, tmp_path):
     proc, result = run_json(run_cli, fake_llm, tmp_path, ["--max-iterations", "3"])
     assert proc.returncode == 3
     assert result["exit_reason"] == "max_iterations" and result["partial"] is True
-    assert result["answer"] == "I still have no final answer, best guess: data."
+    assert result["partial_answer"] == "I still have no final answer, best guess: data."
+    assert result["answer"] is None  # only a final answer is an answer
     assert result["iterations"] == 3 and len(fake_llm.root_requests) == 4
     assert "used all your iterations" in fake_llm.root_requests[-1]["body"]["messages"][-1]["content"]
 
@@ -125,7 +126,7 @@ def test_subcall_limit(fake_llm, run_cli, tmp_path):
     proc, result = run_json(run_cli, fake_llm, tmp_path, ["--max-subcalls", "3", "--concurrency", "2"])
     assert proc.returncode == 3
     assert result["exit_reason"] == "max_subcalls"
-    assert result["answer"] == "Partial: asking sub-models."
+    assert result["partial_answer"] == "Partial: asking sub-models."
     assert len(fake_llm.sub_requests) == 3 and result["subcalls"] == 3
 
 
@@ -136,7 +137,7 @@ def test_cost_limit(fake_llm, run_cli, tmp_path):
     assert proc.returncode == 3
     assert result["exit_reason"] == "max_cost"
     assert len(fake_llm.root_requests) == 2  # the third call would start above the limit
-    assert result["cost_usd"] >= 0.02 and result["answer"].startswith("Partial finding 1")
+    assert result["cost_usd"] >= 0.02 and result["partial_answer"].startswith("Partial finding 1")
 
 
 def test_token_limit(fake_llm, run_cli, tmp_path):
@@ -153,7 +154,7 @@ def test_wall_time_limit(fake_llm, run_cli, tmp_path):
     fake_llm.add_root(*never_final(10))
     proc, result = run_json(run_cli, fake_llm, tmp_path, ["--timeout", "1.5"])
     assert proc.returncode == 3 and result["exit_reason"] == "timeout"
-    assert result["answer"].startswith("Partial finding")
+    assert result["partial_answer"].startswith("Partial finding")
     assert len(fake_llm.root_requests) < 10
 
 

@@ -262,3 +262,10 @@ def test_short_descriptions():
     )
     assert gen.short("First sentence. Second one.") == "First sentence."
     assert gen.short("word " * 40).endswith("...") and len(gen.short("word " * 40)) <= 80
+
+
+def test_bash_completes_instructions_as_a_value_not_a_path(tmp_path: Path):
+    (tmp_path / "build.log").write_text("")
+    assert bash_complete("rlm", "ask", "--instr") == ["--instructions"]
+    assert bash_complete("rlm", "ask", "-s", "", cwd=tmp_path) == []  # free text: no file names
+    assert bash_complete("rlm", "ask", "-s", "x", "bu", cwd=tmp_path) == ["build.log"]

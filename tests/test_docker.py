@@ -120,7 +120,7 @@ def test_dead_server_restarted_once_then_exit_5(docker_image, fake_llm, run_cli,
     proc = run_cli(docker_args(fake_llm, docker_image, str(tmp_path / "in.txt"), extra=["--json"]))
     assert proc.returncode == 5, proc.stderr.decode()
     result = json.loads(proc.stdout)
-    assert result["exit_reason"] == "sandbox_error" and result["answer"] == "Partial: about to crash."
+    assert result["exit_reason"] == "sandbox_error" and result["partial_answer"] == "Partial: about to crash."
     seen = outputs(fake_llm)
     assert "restarted" in seen[0] and "variables" in seen[0] and "lost" in seen[0]
     assert "False 5" in seen[1]

@@ -396,7 +396,7 @@ def test_a_second_forged_frame_ends_the_run_with_exit_5_and_a_finished_record(fa
     assert result.exit_code == 5, result.output
     out = json.loads(result.stdout)
     assert out["exit_reason"] == "sandbox_error" and "failed again" in out["message"]
-    assert out["answer"] == "Partial: two bad frames ahead." and out["partial"] is True
+    assert out["partial_answer"] == "Partial: two bad frames ahead." and out["partial"] is True
     (row,) = History().recent()
     assert row.exit_reason == "sandbox_error"
 
@@ -450,7 +450,7 @@ def test_final_var_of_an_unprintable_value_is_told_to_the_model_and_the_run_goes
     unprintable = "class Bad:\n    def __str__(self):\n        raise RuntimeError('no text')\n"
     unprintable += "x = Bad()\nbig = 7 ** 6787"
     fake_llm.add_root(
-        reply("FINAL_VAR(x)", unprintable),
+        reply("", unprintable) + "\nFINAL_VAR(x)",  # the code before the FINAL line: it runs first
         reply("", "FINAL_VAR('big')"),
         reply("", "x = 'kept'"),
         "FINAL_VAR(x)",

@@ -215,7 +215,7 @@ def test_a_limit_is_exit_3_with_one_run_stopped(ask, fake_llm) -> None:
     result, events, row = ask("--max-iterations", "1")
     assert result.exit_code == 3, result.output
     document = json.loads(result.stdout)
-    assert document["exit_reason"] == "max_iterations" and document["answer"] == "Not sure yet."
+    assert document["exit_reason"] == "max_iterations" and document["partial_answer"] == "Not sure yet."
     assert [e.name for e in events[-2:]] == ["RunStopped", "RunFinished"]
     assert events[-2].reason == "max_iterations" and "1 iterations" in events[-2].message
     assert events[-1].exit_reason == "max_iterations" and row.exit_reason == "max_iterations"

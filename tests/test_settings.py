@@ -221,7 +221,9 @@ def test_a_bad_setting_stops_the_run_before_anything_starts(fake_llm, tmp_path, 
     result = CliRunner().invoke(app, [*args, *extra], env=env)
     assert result.exit_code == 2, result.output
     said = "--cell-timeout must be a number > 0" if source == "flag" else f"cell-timeout in {config} must be"
-    assert said in result.stderr and result.stdout == ""
+    assert said in result.stderr
+    document = json.loads(result.stdout)  # --json: the failure as the one object on stdout
+    assert document["exit_reason"] == "usage_error" and said in document["error"]
     assert fake_llm.requests == [] and History().recent() == []
 
 
@@ -254,7 +256,10 @@ def test_a_bad_memory_size_stops_before_the_input_is_read_and_leaves_no_record(f
     result = ask(fake_llm, "--memory", "1x", "--trace", str(trace), "--sandbox", "local", path="missing.txt")
     assert result.exit_code == 2, result.output
     assert "--memory must be a size such as 512m or 2g, not '1x'" in result.stderr
-    assert "missing.txt" not in result.stderr and result.stdout == ""
+    assert "missing.txt" not in result.stderr
+    document = json.loads(result.stdout)  # --json: the failure as the one object on stdout
+    assert document["exit_reason"] == "usage_error" and "--memory" in document["error"]
+    assert "missing.txt" not in result.stdout
     assert History().recent() == [] and not trace.exists() and fake_llm.requests == []
     assert not (home / "rlm-home").exists() or not list((home / "rlm-home").rglob("*.jsonl"))
 

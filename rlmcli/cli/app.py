@@ -56,4 +56,33 @@ app.add_typer(sandbox_app, name="sandbox")
 
 def main() -> None:
     """Console entry point. Typer maps usage errors to exit 2; `@guarded` (cli/guard.py) maps ours."""
+    import sys
+
+    from . import ask as ask_module
+
+    ask_module.PROCESS_START = ask_module.process_start()  # --json's elapsed_s counts from here
+    if sys.argv[1:2] == ["ask"] and "--json" in sys.argv[2:]:
+        sys.exit(_ask_json())
     app()
+
+
+def _ask_json() -> int:
+    """`rlm ask --json`: Typer's own usage errors (an unknown option, a missing argument) print the
+    --json object too. They happen before our code runs, so they are caught here. Typer ships its
+    own copy of click, so its errors are known by their shape: a ClickException has both."""
+    from .ask import Output, _print_json, started_at
+
+    try:
+        return app(standalone_mode=False) or 0
+    except Exception as exc:
+        status = getattr(exc, "exit_code", None)
+        if not hasattr(exc, "format_message") or not isinstance(status, int):
+            raise
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)  # the message Typer would have shown
+        message = exc.format_message()
+        reason = "usage_error" if status == 2 else "error"
+        _print_json(Output(as_json=True, started=started_at()), {"exit_reason": reason, "message": message, "error": message,
+                                           "hint": "rlm ask --help lists the options"})  # fmt: skip
+        return status

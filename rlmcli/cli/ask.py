@@ -7,13 +7,15 @@ litellm; the run's modules are imported when the command runs.
 from __future__ import annotations
 
 import json
+import os
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import typer
 
-from ..errors import ExitStatus, RlmError, UsageError
+from ..errors import ExitReason, ExitStatus, RlmError, UsageError
 from . import options as o
 from .guard import guarded
 from .options import INPUT, LIMITS, MODEL, OUTPUT, SANDBOX, D
@@ -46,6 +48,7 @@ def ask(
     no_subcalls: Annotated[bool, typer.Option("--no-subcalls", rich_help_panel=MODEL,
         help="The REPL without llm_query (the paper's ablation): the root model works with code alone.")] = False,
     max_retries: o.MaxRetries = None,
+    instructions: o.Instructions = None,
     max_iterations: o.MaxIterations = None,
     max_subcalls: Annotated[int | None, typer.Option(envvar="RLM_MAX_SUBCALLS", rich_help_panel=LIMITS,
         help="Most llm_query sub-calls. \\[default: no limit]")] = None,
@@ -81,7 +84,8 @@ def ask(
     no_log: Annotated[bool, typer.Option("--no-log", rich_help_panel=OUTPUT,
         help="Keep no record of this run in the history (an explicit --trace is still written).")] = False,
     as_json: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT,
-        help="Print one JSON object: answer, exit_reason, usage, cost, ...")] = False,
+        help="Print one JSON object, whatever the exit status: answer, exit_reason, error, usage, cost, ...")]
+        = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=OUTPUT,
         help="Nothing on stderr but errors.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", rich_help_panel=OUTPUT,
@@ -91,6 +95,7 @@ def ask(
 
     The input is never pasted into a prompt: the root model explores it with code in a sandboxed REPL and calls sub-models on pieces. The answer goes to stdout; progress to stderr.
     """  # Rich re-flows help text: a line break inside a paragraph would show
+    started = started_at()
     explicit = dict(
         model=model, sub_model=sub_model, api_base=api_base, sub_api_base=sub_api_base,
         allow_models=allow_model or [],
@@ -100,10 +105,19 @@ def ask(
         pids_limit=pids_limit, memory=memory,
         cell_timeout=cell_timeout, max_output_chars=max_output_chars, include=include or [],
         exclude=exclude or [], no_ignore=no_ignore or None, hidden=hidden or None,
-        max_file_size=max_file_size, no_subcalls=no_subcalls or None,
+        max_file_size=max_file_size, no_subcalls=no_subcalls or None, instructions=instructions,
     )  # fmt: skip
-    output = Output(as_json=as_json, quiet=quiet, verbose=verbose, trace=trace, log=not no_log)
-    _run(explicit, paths, question, output)
+    output = Output(
+        as_json=as_json, quiet=quiet, verbose=verbose, trace=trace, log=not no_log, started=started
+    )
+    try:
+        _run(explicit, paths, question, output)
+    except (typer.Exit, typer.Abort):
+        raise
+    except (Exception, KeyboardInterrupt) as exc:  # an early failure: --json still prints its object
+        if output.as_json and not output.printed:
+            _print_json(output, failure_document(exc))
+        raise  # @guarded says it on stderr and exits with its status
 
 
 @dataclass
@@ -115,24 +129,54 @@ class Output:
     verbose: bool = False
     trace: str | None = None  # an extra JSONL trace the user asked for
     log: bool = True  # keep the run (row + trace) in the history
+    started: float = field(default_factory=time.monotonic)  # process start, on the monotonic clock
+    # Known once reached, for the --json object of a run that fails early.
+    run_id: str | None = None
+    trace_path: str | None = None
+    settings: object | None = None  # settings.Settings, imported lazily
+    printed: bool = False  # the --json object is out: never a second one
+
+
+# The process's start on the monotonic clock, set by app.main before Typer parses anything; a
+# command run in-process (tests, CliRunner) counts from its own start.
+PROCESS_START: float | None = None
+
+
+def started_at() -> float:
+    return PROCESS_START if PROCESS_START is not None else time.monotonic()
+
+
+def process_start() -> float:
+    """When this process started, on the monotonic clock: Linux says (interpreter start-up and the
+    imports included); elsewhere, now."""
+    now = time.monotonic()
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        ticks = int(stat[stat.rindex(b")") + 2 :].split()[19])  # field 22: starttime, since boot
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return now
+    return now - age if 0 <= age < 3600 else now  # a nonsense age (clock quirks) counts from now
 
 
 def _run(explicit: dict, paths: list[str], question: str, output: Output) -> None:
     from ..events import broadcast, new_run_id
     from ..run import ask as run_ask
     from ..settings import resolve
-    from ..view.escape import echo, safe_json
+    from ..view.escape import echo
     from ..view.live import LiveView
     from .guard import say
 
-    settings = resolve(explicit)
+    settings = output.settings = resolve(explicit)
     output.log = output.log and not settings.no_log  # --no-log, or `no-log = true` in the config
     if not question.strip():
         raise UsageError("the question is empty")
     view = LiveView(quiet=output.quiet, verbose=output.verbose, answer_panel=not sys.stdout.isatty())
-    run_id = new_run_id()
+    run_id = output.run_id = new_run_id()
     # The trace writers come first: whatever happens to the view, the record is complete.
     subscribers, writers, trace_path = _recorders(output, run_id, view.warn)
+    output.trace_path = trace_path
     try:
         report = run_ask(
             settings, paths, question, broadcast([*subscribers, view]), stdin=sys.stdin.buffer, run_id=run_id
@@ -145,10 +189,8 @@ def _run(explicit: dict, paths: list[str], question: str, output: Output) -> Non
     status = result.exit_reason.status  # each ExitReason carries its exit status
     try:  # the answer as given when piped; escaped on a terminal (see view/escape.py)
         if output.as_json:
-            document = json.dumps(
-                {**_json_result(report), "run_id": run_id, "trace": trace_path}, ensure_ascii=False
-            )
-            echo(safe_json(document))
+            output.printed = True  # even if stdout is gone: a second object would not fare better
+            _print_json(output, _json_result(report, output))
         elif result.answer is not None:
             echo(result.answer)
     except OSError:
@@ -188,13 +230,64 @@ def _recorders(output: Output, run_id: str, warn) -> tuple[list, list, str | Non
     return [*writers, *subscribers], writers, reported
 
 
-def _json_result(report) -> dict:  # noqa: ANN001 - run.Report, imported lazily
-    result, usage, stats = report.result, report.budget.usage, report.context.stats
+def _print_json(output: Output, fields: dict) -> None:
+    """The one --json object: every key, always (null where the run did not get that far)."""
+    from ..view.escape import echo, safe_json
+
+    output.printed = True
+    document = {**_json_skeleton(output), **fields}
+    echo(safe_json(json.dumps(document, ensure_ascii=False)))
+
+
+def _json_skeleton(output: Output) -> dict:
+    settings = output.settings
     return {
-        "answer": result.answer,
+        "answer": None,  # only a final answer; see partial_answer
+        "partial_answer": None,  # the best text of a run that stopped without one
+        "exit_reason": None,
+        "partial": False,
+        "message": None,
+        "error": None,  # why the run did not answer (any status but 0)
+        "hint": None,
+        "iterations": None,
+        "subcalls": None,
+        "usage": None,
+        "cost_usd": None,  # null when unknown: a call had no price, or the run never got that far
+        "cost_known": False,
+        "elapsed_s": round(time.monotonic() - output.started, 3),
+        "model": getattr(settings, "model", None),
+        "sub_model": getattr(settings, "effective_sub_model", None),
+        "sandbox": None,
+        "context": None,
+        "run_id": output.run_id,
+        "trace": output.trace_path,
+    }
+
+
+def failure_document(exc: BaseException) -> dict:
+    """The --json fields of a run that failed before it had a result (usage, input, key, sandbox
+    start-up, Ctrl-C during loading, a bug), as @guarded reports it on stderr."""
+    if isinstance(exc, RlmError):
+        reason, message, hint = exc.reason, str(exc), exc.hint
+    elif isinstance(exc, KeyboardInterrupt):
+        reason, message, hint = ExitReason.INTERRUPTED, "interrupted", None
+    else:
+        reason, message = ExitReason.ERROR, f"unexpected {type(exc).__name__}: {exc}"
+        hint = "this is a bug; RLM_DEBUG=1 shows the traceback"
+    return {"exit_reason": reason.value, "message": message, "error": message, "hint": hint}
+
+
+def _json_result(report, output: Output) -> dict:  # noqa: ANN001 - run.Report, imported lazily
+    result, usage, stats = report.result, report.budget.usage, report.context.stats
+    final = result.exit_reason == ExitReason.FINAL
+    return {
+        "answer": result.answer if final else None,
+        "partial_answer": None if final else result.answer,
         "exit_reason": result.exit_reason,
         "partial": result.partial,
         "message": result.message,
+        "error": None if final else result.message,
+        "hint": result.hint,
         "iterations": result.iterations,
         "subcalls": usage.subcalls,
         "usage": {
@@ -203,9 +296,8 @@ def _json_result(report) -> dict:  # noqa: ANN001 - run.Report, imported lazily
             "total_tokens": usage.total_tokens,
             "estimated": usage.estimated,  # some provider usage was missing or bogus: counted from the text
         },
-        "cost_usd": round(usage.cost_usd, 6),
+        "cost_usd": round(usage.cost_usd, 6) if usage.cost_known else None,
         "cost_known": usage.cost_known,
-        "elapsed_s": round(report.budget.elapsed(), 3),
         "model": report.settings.model,
         "sub_model": report.settings.effective_sub_model,
         "sandbox": report.sandbox,

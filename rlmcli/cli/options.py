@@ -34,6 +34,9 @@ RequestTimeout = Annotated[float | None, typer.Option(envvar="RLM_REQUEST_TIMEOU
     help=f"Seconds per model request. \\[default: {D.request_timeout:g}]")]  # fmt: skip
 MaxRetries = Annotated[int | None, typer.Option(envvar="RLM_MAX_RETRIES", rich_help_panel=MODEL,
     help=f"Retries on 429/5xx/timeouts, with backoff. \\[default: {D.max_retries}]")]  # fmt: skip
+Instructions = Annotated[str | None, typer.Option("--instructions", "-s", envvar="RLM_INSTRUCTIONS",
+    rich_help_panel=MODEL, metavar="TEXT", show_default=False,
+    help="Extra instructions appended to the root model's system prompt, e.g. \"answer in German\".")]  # fmt: skip
 
 # -- limits (for `bench run`: of each row) ----------------------------------------------------
 
