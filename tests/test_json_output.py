@@ -267,7 +267,7 @@ def test_exit_130_sigint_mid_run_keeps_the_partial_answer(fake_llm, rlm_bin, tmp
     document = one_object(out)
     assert_failure(document, "interrupted", "interrupted")
     assert document["partial_answer"] == "Partial: the file holds beta."
-    assert document["elapsed_s"] >= 1.0  # counted from the process's start, start-up included
+    assert document["elapsed_s"] >= 1.0  # at least the second the cell was left to run (a lower bound)
 
 
 # ---------- --instructions ----------

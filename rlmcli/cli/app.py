@@ -70,6 +70,7 @@ def _ask_json() -> int:
     """`rlm ask --json`: Typer's own usage errors (an unknown option, a missing argument) print the
     --json object too. They happen before our code runs, so they are caught here. Typer ships its
     own copy of click, so its errors are known by their shape: a ClickException has both."""
+    from ..errors import ExitReason, ExitStatus
     from .ask import Output, _print_json, started_at
 
     try:
@@ -82,7 +83,7 @@ def _ask_json() -> int:
 
         rich_utils.rich_format_error(exc)  # the message Typer would have shown
         message = exc.format_message()
-        reason = "usage_error" if status == 2 else "error"
+        reason = (ExitReason.USAGE_ERROR if status == ExitStatus.USAGE else ExitReason.ERROR).value
         _print_json(Output(as_json=True, started=started_at()), {"exit_reason": reason, "message": message, "error": message,
                                            "hint": "rlm ask --help lists the options"})  # fmt: skip
         return status
