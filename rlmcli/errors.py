@@ -15,8 +15,8 @@ class ExitStatus(IntEnum):
     LIMIT = 3  # a limit was reached without an answer
     PROVIDER = 4  # model provider error: auth, unreachable, retries exhausted
     SANDBOX = 5  # sandbox unavailable or failed
+    INVALID = 6  # the answer failed validation (--schema, --cite require) after its repair turn
     INTERRUPTED = 130
-    # 6 is reserved for schema validation
 
 
 class ExitReason(StrEnum):
@@ -35,6 +35,7 @@ class ExitReason(StrEnum):
     SANDBOX_ERROR = "sandbox_error"
     INTERRUPTED = "interrupted"
     ERROR = "error"  # unexpected: a bug
+    INVALID_ANSWER = "invalid_answer"  # --schema / --cite require: still invalid after one repair turn
 
     @property
     def status(self) -> ExitStatus:
@@ -73,6 +74,7 @@ _STATUS: dict[ExitReason, ExitStatus] = {
     ExitReason.INPUT_ERROR: ExitStatus.USAGE,
     ExitReason.PROVIDER_ERROR: ExitStatus.PROVIDER,
     ExitReason.SANDBOX_ERROR: ExitStatus.SANDBOX,
+    ExitReason.INVALID_ANSWER: ExitStatus.INVALID,
     ExitReason.INTERRUPTED: ExitStatus.INTERRUPTED,
     ExitReason.ERROR: ExitStatus.ERROR,
 }

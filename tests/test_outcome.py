@@ -45,6 +45,7 @@ DOCUMENTED = {
     ExitReason.TIMEOUT: 3,
     ExitReason.PROVIDER_ERROR: 4,
     ExitReason.SANDBOX_ERROR: 5,
+    ExitReason.INVALID_ANSWER: 6,
     ExitReason.INTERRUPTED: 130,
 }
 
@@ -68,14 +69,14 @@ def test_the_readme_documents_the_same_table() -> None:
         reason: int(status) for status, reasons in rows for reason in re.findall(r"`(\w+)`", reasons)
     }
     assert in_readme == {reason.value: status for reason, status in DOCUMENTED.items()}
-    assert {int(s) for s in ExitStatus} == set(DOCUMENTED.values())  # 6 stays unused for now
+    assert {int(s) for s in ExitStatus} == set(DOCUMENTED.values())
 
 
 def test_reason_strings_never_change() -> None:
     """Users' scripts match on --json's exit_reason and the history's column."""
     assert [r.value for r in ExitReason] == [
         "final", "max_iterations", "max_subcalls", "max_cost", "max_tokens", "timeout", "usage_error",
-        "input_error", "provider_error", "sandbox_error", "interrupted", "error",
+        "input_error", "provider_error", "sandbox_error", "interrupted", "error", "invalid_answer",
     ]  # fmt: skip
 
 

@@ -26,7 +26,8 @@ EPILOG = (
     '  journalctl -u api | rlm ask - "What changed before the crash?"\n\n'
     '  rlm ask logs/ "Did anything flaky fail?" --json\n\n'
     "Exit status: 0 answered, 1 unexpected error, 2 usage or input error, 3 a limit was reached "
-    "(partial answer printed), 4 model provider error, 5 sandbox failure, 130 interrupted."
+    "(partial answer printed), 4 model provider error, 5 sandbox failure, 6 the answer failed validation "
+    "(--schema) after one repair turn, 130 interrupted."
 )
 
 
