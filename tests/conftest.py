@@ -132,7 +132,7 @@ def run_cli(tmp_path, monkeypatch):
         unset = {name: None for name in os.environ if name not in wanted}
         result = CliRunner().invoke(app, args, input=input or b"", env={**unset, **wanted})
         stderr = result.stderr_bytes
-        if result.exc_info is not None and not isinstance(result.exception, SystemExit):
+        if result.exc_info is not None and not isinstance(result.exc_info[1], SystemExit):
             stderr += "".join(traceback.format_exception(*result.exc_info)).encode()
         return Ran(args, result.exit_code, result.stdout_bytes, stderr)
 

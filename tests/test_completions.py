@@ -8,10 +8,12 @@ they are not, the tests assert on the script's content instead of skipping.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -187,6 +189,7 @@ def test_zsh_completes_commands_and_choices(tmp_path: Path):
     assert {"ask", "sandbox"} <= set(zsh_complete("rlm ", tmp_path))
     assert zsh_complete("rlm ask --sandbox ", tmp_path) == ["auto", "docker", "local", "process"]
     assert zsh_complete("rlm sandbox ", tmp_path) == ["build", "check", "prune"]
+    assert zsh_complete("rlm completion ", tmp_path) == ["bash", "zsh", "fish"]
 
 
 # -- fish -----------------------------------------------------------------------------------
@@ -220,6 +223,7 @@ def test_fish_script_parses_and_completes(tmp_path: Path):
     assert complete("rlm ask -m x bu") == ["build.log"]
     assert complete("rlm ask -m ") == []
     assert complete("rlm sandbox ") == ["build", "check", "prune"]
+    assert sorted(complete("rlm completion ")) == ["bash", "fish", "zsh"]
 
 
 # -- the generator on a CLI with more commands ------------------------------------------------
@@ -269,3 +273,52 @@ def test_bash_completes_instructions_as_a_value_not_a_path(tmp_path: Path):
     assert bash_complete("rlm", "ask", "--instr") == ["--instructions"]
     assert bash_complete("rlm", "ask", "-s", "", cwd=tmp_path) == []  # free text: no file names
     assert bash_complete("rlm", "ask", "-s", "x", "bu", cwd=tmp_path) == ["build.log"]
+
+
+# -- rlm completion SHELL and the wheel ---------------------------------------------------------
+
+
+def test_bash_completes_the_completion_command_with_its_shells():
+    assert "completion" in bash_complete("rlm", "")
+    assert bash_complete("rlm", "completion", "") == ["bash", "zsh", "fish"]
+    assert bash_complete("rlm", "completion", "z") == ["zsh"]
+
+
+@pytest.mark.parametrize("shell, script", [("bash", BASH), ("zsh", ZSH), ("fish", FISH)])
+def test_rlm_completion_prints_the_script(run_cli, shell, script):
+    proc = run_cli(["completion", shell])
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert proc.stdout == script.read_bytes()
+
+
+def test_rlm_completion_of_an_unknown_shell_is_a_usage_error(run_cli):
+    proc = run_cli(["completion", "tcsh"])
+    assert proc.returncode == 2 and proc.stdout == b""
+    assert b"tcsh" in proc.stderr
+
+
+def test_the_wheel_carries_the_scripts_and_its_rlm_prints_them(tmp_path: Path):
+    """What `pip install .` installs: the built wheel holds the three scripts, and `rlm completion`
+    run from the unpacked wheel alone (no source tree beside it) prints them."""
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-q", "-w", str(tmp_path / "dist")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "dist").glob("rlm_cli-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        for script in (BASH, ZSH, FISH):
+            assert archive.read(f"rlmcli/_completions/{script.name}") == script.read_bytes()
+        archive.extractall(tmp_path / "site")
+    assert not any(name.startswith("completions/") for name in names)  # inside the package only
+
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}  # its dependencies: this interpreter's
+    program = "import sys, rlmcli.cli.app as a; print(a.__file__, file=sys.stderr); a.app()"
+    proc = subprocess.run(
+        [sys.executable, "-c", program, "completion", "zsh"], capture_output=True, env=env, cwd=tmp_path,
+        timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stderr.decode().strip() == str(tmp_path / "site" / "rlmcli" / "cli" / "app.py")
+    assert proc.stdout == ZSH.read_bytes()

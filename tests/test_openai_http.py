@@ -248,6 +248,7 @@ def test_routing(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_sessions_are_closed(fake: FakeLLM, caplog: pytest.LogCaptureFixture) -> None:
     """aclose() closes the session; a loop that ends without it (asyncio.run) closes it too."""
     client, _ = make_client(fake)
+    gc.collect()  # what earlier tests left for the collector is theirs: only this client's sessions count
     with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.ERROR, "asyncio"):
         warnings.simplefilter("always")
         for i in range(3):  # no aclose(): each asyncio.run() ends its loop with the session open

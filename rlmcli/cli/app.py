@@ -1,5 +1,5 @@
 """The command line's root: `rlm`, its version, and one module per command or command group
-(ask, replay, logs, bench, sandbox). `main` is the console entry point.
+(ask, replay, logs, bench, sandbox, completion). `main` is the console entry point.
 
 Nothing heavy is imported at module level: `rlm --help` must not pay for litellm.
 """
@@ -14,6 +14,8 @@ from .. import __version__
 from .ask import EPILOG as ASK_EPILOG
 from .ask import ask
 from .bench import bench_app
+from .completion import EPILOG as COMPLETION_EPILOG
+from .completion import completion
 from .logs import logs_app
 from .replay import replay
 from .sandbox_commands import sandbox_app
@@ -52,6 +54,7 @@ app.command()(replay)
 app.add_typer(logs_app, name="logs")
 app.add_typer(bench_app, name="bench")
 app.add_typer(sandbox_app, name="sandbox")
+app.command(epilog=COMPLETION_EPILOG)(completion)
 
 
 def main() -> None:

@@ -28,7 +28,8 @@ def sandbox_build(
     """Build a sandbox image without a registry: a Debian minbase root filesystem with python3
     (debootstrap), imported with `docker import`. Needs root and debootstrap.
 
-    Then: rlm ask ... --image rlm-sandbox:bookworm (or RLM_SANDBOX_IMAGE=rlm-sandbox:bookworm).
+    Then `rlm ask` uses it wherever the default image cannot be pulled; or name it: --image
+    rlm-sandbox:bookworm (or RLM_SANDBOX_IMAGE=rlm-sandbox:bookworm).
     """
 
     from ..repl.admin import build_image

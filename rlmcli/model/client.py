@@ -240,6 +240,8 @@ class ModelClient:
         route = self.router.direct_route(cfg) if kind == "sub" else None
         subcall = kind == "sub"
         attempts = max(0, cfg.max_retries) + 1
+        # Where the request goes, for messages: the base URL as the user gave it, where they did.
+        url = cfg.api_base or (route.url.removesuffix("/chat/completions") if route is not None else None)
         started = time.monotonic()
         for attempt in range(1, attempts + 1):
             self.budget.check_clock()
@@ -281,13 +283,18 @@ class ModelClient:
                 if may_be_billed(e):  # in the same step as the release: the limits never miss it
                     self._record_failed_attempt(cfg.model, prompt_estimate, subcall)
                 self.budget.check_clock()  # cut short by the run's wall-time limit: that is the reason
-                if not retry.is_retryable(e) or attempt == attempts:
-                    raise retry.provider_error(cfg.model, e, attempt) from None
-                delay = retry.delay(e, attempt, cfg.backoff_base)
+                found = retry.failure(e, timeout)
+                # Nothing listening, no such host, not an OpenAI API: one quick retry at most (a
+                # server starting up), not the whole backoff series.
+                few = retry.FEW_RETRIES.get(found.kind) if found is not None else None
+                last = attempt == attempts or (few is not None and attempt > few)
+                if not retry.is_retryable(e) or last:
+                    raise retry.provider_error(cfg.model, e, attempt, url=url, timeout=timeout) from None
+                delay = retry.QUICK_RETRY_S if few is not None else retry.delay(e, attempt, cfg.backoff_base)
                 remaining = self.budget.remaining_time()
                 if remaining is not None and delay >= remaining:
                     stop = "; stopped retrying at the wall-time limit"
-                    raise retry.provider_error(cfg.model, e, attempt, stop) from None
+                    raise retry.provider_error(cfg.model, e, attempt, stop, url, timeout) from None
                 await self.sleep(delay)
                 continue
             latency = time.monotonic() - started

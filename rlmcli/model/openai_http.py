@@ -20,11 +20,12 @@ ERROR_BODY_CHARS = 500
 class HTTPStatusError(Exception):
     """The server answered with a status >= 400; client.py classifies it by `status_code`."""
 
-    def __init__(self, status_code: int, message: str, headers: Mapping[str, str]):
+    def __init__(self, status_code: int, message: str, headers: Mapping[str, str], body: str = ""):
         super().__init__(message)
         self.status_code = status_code
         self.message = message
         self.headers = headers  # retry.retry_after reads retry-after(-ms) from here
+        self.body_text = body  # the start of the body: retry.failure tells an OpenAI error from a web page
 
 
 class ResponseFormatError(Exception):
@@ -121,7 +122,8 @@ class ChatClient:
         except TimeoutError:  # aiohttp's total timeout (asyncio.TimeoutError is TimeoutError)
             raise TimeoutError(f"no response within {timeout:g} s") from None
         if status >= 400:
-            raise HTTPStatusError(status, _error_message(raw, status), response_headers)
+            body = raw[:ERROR_BODY_CHARS].decode("utf-8", "replace")
+            raise HTTPStatusError(status, _error_message(raw, status), response_headers, body)
         return _parse_reply(raw)
 
 

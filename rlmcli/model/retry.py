@@ -7,10 +7,14 @@ raise different exception classes, so failures are classified by HTTP status and
 from __future__ import annotations
 
 import email.utils
+import errno
 import http
+import json
 import random
 import re
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ProviderError, redact
@@ -19,6 +23,103 @@ BACKOFF_CAP_S = 30.0
 RETRY_AFTER_CAP_S = 120.0  # a server asking for longer than this is effectively down
 RETRYABLE_STATUS = {408, 409, 425, 429}  # plus every 5xx
 ERROR_DETAIL_CHARS = 200
+
+
+QUICK_RETRY_S = 0.5  # the one retry of a refused connection or a failed lookup: a server starting up
+# Failures that say nothing went wrong on the other end for a while: the server is not there, or
+# it is not an OpenAI API. Retries at most (the rest follow the usual policy, backoff and all).
+FEW_RETRIES = {"refused": 1, "dns": 1, "tls": 0, "not_openai": 0}
+NOT_OPENAI_STATUS = {404, 405, 501}  # with a body that is not JSON: a web server, not an OpenAI API
+TIMEOUT_NAMES = {
+    "TimeoutError", "APITimeoutError", "Timeout", "ReadTimeout", "ConnectTimeout", "TimeoutException",
+    "SocketTimeoutError", "ServerTimeoutError",
+}  # fmt: skip
+TLS_NAMES = {
+    "SSLError", "SSLCertVerificationError", "ClientSSLError", "ClientConnectorSSLError",
+    "ClientConnectorCertificateError",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failure to reach an OpenAI API at all, in words: what happened and what to check."""
+
+    kind: str  # "refused" | "dns" | "tls" | "timeout" | "not_openai"
+    what: str
+    check: str
+
+
+def _chain(e: BaseException) -> Iterator[BaseException]:
+    """`e` and its causes (litellm wraps the openai SDK, which wraps httpx, which wraps aiohttp...)."""
+    seen: BaseException | None = e
+    for _ in range(12):  # a cycle must not loop forever
+        if seen is None:
+            return
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def _names(e: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(e).__mro__}
+
+
+def _body(e: BaseException) -> str | None:
+    """The start of an error response's body, where a layer kept it (httpx, or openai_http)."""
+    for link in _chain(e):
+        text = getattr(link, "body_text", None)
+        if isinstance(text, str):
+            return text
+        response = getattr(link, "response", None)
+        try:
+            text = getattr(response, "text", None) if response is not None else None
+        except Exception:  # a streamed httpx body that was never read
+            text = None
+        if isinstance(text, str):
+            return text[:500]
+    return None
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def failure(e: BaseException, timeout: float | None = None) -> Failure | None:
+    """What kept a request from an OpenAI API, when it is one of the failures users meet setting up
+    a server (nothing listening, a wrong host, TLS, no answer in time, a web server that is not an
+    OpenAI API); None for everything else (the provider's own errors keep their words)."""
+    links = list(_chain(e))
+    names = set().union(*(_names(link) for link in links))
+    if any(isinstance(link, ConnectionRefusedError) for link in links) or any(
+        isinstance(link, OSError) and link.errno == errno.ECONNREFUSED for link in links
+    ):
+        return Failure("refused", "connection refused", "check that the server is running and listens there")
+    if names & {"gaierror", "ClientConnectorDNSError"}:
+        return Failure("dns", "the host name does not resolve", "check the host name in the URL")
+    if names & TLS_NAMES:
+        tls = [link for link in links if _names(link) & TLS_NAMES]
+        reason = str(getattr(tls[-1], "reason", "") or "")  # the innermost: ssl's own reason code
+        what = "the TLS handshake failed" + (f" ({reason.lower().replace('_', ' ')})" if reason else "")
+        return Failure("tls", what, "check http:// or https:// in the URL, or SSL_CERT_FILE for a private CA")
+    if names & TIMEOUT_NAMES:
+        within = f" within {timeout:g} s" if timeout else " in time"
+        return Failure(
+            "timeout", f"no complete response{within}",
+            "check that the server is up and not overloaded, or raise --request-timeout",
+        )  # fmt: skip
+    status = status_of(e)
+    body = _body(e) if status in NOT_OPENAI_STATUS else None
+    if body is not None and not _is_json(body):
+        phrase = http.HTTPStatus(status).phrase if status in http.HTTPStatus._value2member_map_ else ""
+        page = "a web page" if body.lstrip().startswith("<") else "a body that is not JSON"
+        return Failure(
+            "not_openai", f"not an OpenAI-compatible API: {status} {phrase} with {page}",
+            "check the URL: the base of an OpenAI API, often ending in /v1",
+        )  # fmt: skip
+    return None
 
 
 def status_of(e: BaseException) -> int | None:
@@ -95,16 +196,30 @@ def delay(e: BaseException, attempt: int, base: float) -> float:
 
 
 def detail(e: BaseException) -> str:
-    """The provider's own message, without litellm's class-name prefixes, on one short line."""
+    """The provider's own message, without litellm's class-name prefixes and object reprs, on one
+    short line."""
     text = str(getattr(e, "message", None) or e) or type(e).__name__
     text = re.sub(r"^(litellm\.\w+:\s*)?(\w+Error:\s*)?(\w+Exception\s*-\s*)?", "", text.strip())
+    # aiohttp's "Cannot connect to host h:p ssl:<ssl.SSLContext object at 0x...>": no reprs for users.
+    text = re.sub(r"\s*ssl:(<[^>]*>|default|None|True|False)", "", text)
+    text = re.sub(r"<[\w.]+ object at 0x[0-9a-f]+>", "", text)
     if "Expecting value: line 1 column 1" in text:
         text = "the response was not valid JSON"
     text = " ".join(text.split())
     return text[:ERROR_DETAIL_CHARS] + ("..." if len(text) > ERROR_DETAIL_CHARS else "")
 
 
-def provider_error(model: str, e: BaseException, attempts: int, suffix: str = "") -> ProviderError:
+def provider_error(
+    model: str, e: BaseException, attempts: int, suffix: str = "", url: str | None = None,
+    timeout: float | None = None,
+) -> ProviderError:  # fmt: skip
+    """The one line a failed call ends with: what happened, where (`url`), and what to check."""
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    found = failure(e, timeout)
+    if found is not None:
+        where = url or "the provider's API"
+        message = f"model provider error: {model}: {where}: {found.what}{tries}{suffix}; {found.check}"
+        return ProviderError(redact(message))
     status = status_of(e)
     if status is not None:
         try:
@@ -113,7 +228,6 @@ def provider_error(model: str, e: BaseException, attempts: int, suffix: str = ""
             what = str(status)
     else:
         what = type(e).__name__
-    tries = f" after {attempts} attempts" if attempts > 1 else ""
     hint = None
     if status in (401, 403):
         provider = model.split("/", 1)[0].upper() if "/" in model else "the provider's"

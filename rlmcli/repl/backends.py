@@ -29,8 +29,9 @@ def docker_options(settings: Settings) -> sandbox_docker.DockerOptions:
 
 
 def make_sandbox(settings: Settings, share_dir: Path, emit: Emit) -> Sandbox:
-    """Docker when asked, or for `auto` when a daemon answers within a second; else bubblewrap
-    (`local`); else an error. The plain child process (`process`) only when asked for."""
+    """Docker when asked, or for `auto` when a daemon answers within a second and the image is
+    there or can be pulled; else bubblewrap (`local`); else an error. The plain child process
+    (`process`) only when asked for."""
     protect_host()  # once per run, before any sandbox starts: the keys in our memory stay ours
     limits = sandbox_limits(settings)
     if settings.sandbox == "process":
@@ -42,14 +43,38 @@ def make_sandbox(settings: Settings, share_dir: Path, emit: Emit) -> Sandbox:
     if client is None:
         if settings.sandbox == "docker":
             raise sandbox_docker.no_daemon()
-        problem = sandbox_bwrap.unusable()
-        if problem is not None:
-            raise SandboxError(
-                f"no sandbox is available: no Docker daemon answers, and bubblewrap {problem}",
-                hint=sandbox_bwrap.AUTO_FIXES,
-            )
-        emit(Notice("no Docker daemon answers; using the local sandbox (bubblewrap)", warning=True))
-        return sandbox_bwrap.BwrapSandbox(limits, share_dir)
+        return _local_instead(limits, share_dir, emit, "no Docker daemon answers", sandbox_bwrap.AUTO_FIXES)
     sandbox_docker.prune(client)  # leftovers of runs that died without cleaning up
-    sandbox_docker.ensure_image(client, settings.image, lambda text: emit(Notice(text)))
-    return sandbox_docker.DockerSandbox(client, limits, docker_options(settings), share_dir)
+    options = docker_options(settings)
+    try:
+        sandbox_docker.ensure_image(client, options.image, lambda text: emit(Notice(text)))
+    except sandbox_docker.ImageUnavailable as exc:
+        if options.image == sandbox_docker.DEFAULT_IMAGE and sandbox_docker.has_image(client, OFFLINE):
+            # What `rlm sandbox build` made stands in for the default image when that cannot be had.
+            emit(Notice(f"{exc}; using {OFFLINE} (made by `rlm sandbox build`)"))
+            options.image = OFFLINE
+        elif settings.sandbox == "docker":
+            raise
+        else:
+            image = options.image
+            # The one command that gives Docker an image without a registry (root, debootstrap).
+            build = "rlm sandbox build" + ("" if image == sandbox_docker.DEFAULT_IMAGE else f" --tag {image}")
+            why = f"the sandbox image {image} is missing and cannot be pulled ({exc.cause})"
+            return _local_instead(limits, share_dir, emit, why, f"`{build}` or --sandbox local", f"`{build}`")
+    return sandbox_docker.DockerSandbox(client, limits, options, share_dir)
+
+
+OFFLINE = sandbox_docker.OFFLINE_IMAGE
+
+
+def _local_instead(
+    limits: SandboxLimits, share_dir: Path, emit: Emit, why: str, fixes: str, docker_fix: str | None = None
+) -> Sandbox:
+    """`auto` without a usable Docker: the local sandbox, with a warning saying why (and, where one
+    command gives Docker back, which); an error with `fixes` when bubblewrap cannot run either."""
+    problem = sandbox_bwrap.unusable()
+    if problem is not None:
+        raise SandboxError(f"no sandbox is available: {why}, and bubblewrap {problem}", hint=fixes)
+    fix = f"; for Docker, run {docker_fix}" if docker_fix else ""
+    emit(Notice(f"{why}; using the local sandbox (bubblewrap){fix}", warning=True))
+    return sandbox_bwrap.BwrapSandbox(limits, share_dir)

@@ -30,8 +30,9 @@ STDERR_TAIL = 4096  # bytes of the server's stderr kept for messages; the rest i
 LABEL = "rlm.sandbox"  # every container of ours carries it
 LABEL_PID, LABEL_HOST, LABEL_RUN = "rlm.pid", "rlm.host", "rlm.run"
 OFFLINE_RECIPE = (
-    f"build an image without a registry: `rlm sandbox build` (needs debootstrap, as root), then "
-    f"`--image {OFFLINE_IMAGE}` or RLM_SANDBOX_IMAGE={OFFLINE_IMAGE}; or use --sandbox local"
+    f"build an image without a registry: `rlm sandbox build` (needs debootstrap, as root), which "
+    f"stands in for the default image, or pass `--image {OFFLINE_IMAGE}` (RLM_SANDBOX_IMAGE); "
+    f"or use --sandbox local"
 )
 
 
@@ -75,18 +76,34 @@ def is_local_daemon(client: Any) -> bool:
     return not host or host.startswith("unix://")
 
 
-def ensure_image(client: Any, image: str, progress: Any = None) -> None:
-    """Pull `image` when missing, reporting progress; exit 5 with the offline recipe when no
-    registry can be reached."""
+class ImageUnavailable(SandboxError):
+    """The image is not on the daemon and cannot be pulled (no registry, no such image): `auto`
+    falls back to the local sandbox on this one; `--sandbox docker` exits 5 with the recipe."""
+
+    def __init__(self, image: str, reason: str):
+        super().__init__(f"cannot pull sandbox image {image}: {reason}", hint=OFFLINE_RECIPE)
+        self.image, self.cause = image, reason  # not `reason`: RlmError's is the ExitReason
+
+
+def has_image(client: Any, image: str) -> bool:
     import docker
 
     try:
         client.images.get(image)
-        return
+        return True
     except docker.errors.ImageNotFound:
-        pass
+        return False
     except docker.errors.DockerException as exc:
         raise SandboxError(f"cannot inspect image {image}: {exc}") from exc
+
+
+def ensure_image(client: Any, image: str, progress: Any = None) -> None:
+    """Pull `image` when missing, reporting progress; ImageUnavailable (exit 5, with the offline
+    recipe) when it cannot be had."""
+    import docker
+
+    if has_image(client, image):
+        return
     if progress is not None:
         progress(f"pulling sandbox image {image} ...")
     repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
@@ -98,9 +115,16 @@ def ensure_image(client: Any, image: str, progress: Any = None) -> None:
                     progress(f"  {line['status'].lower()} {line.get('id', '')}: "
                              f"{detail.get('current', 0) * 100 // detail['total']}%")  # fmt: skip
             if "error" in line:
-                raise SandboxError(f"cannot pull {image}: {line['error']}", hint=OFFLINE_RECIPE)
+                raise ImageUnavailable(image, str(line["error"]))
     except docker.errors.DockerException as exc:
-        raise SandboxError(f"cannot pull sandbox image {image}: {exc}", hint=OFFLINE_RECIPE) from exc
+        raise ImageUnavailable(image, _reason(exc)) from exc
+
+
+def _reason(exc: Exception) -> str:
+    """The daemon's own words for a failed request (`explanation`), without docker-py's prefix of
+    status code and URL; the exception's text otherwise."""
+    explanation = getattr(exc, "explanation", None)
+    return str(explanation) if explanation else str(exc)
 
 
 def _pid_alive(pid: int) -> bool:
