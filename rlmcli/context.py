@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from .budget import tokens_in_chars
+from . import tokens
 from .errors import InputError
 from .settings import parse_size as parse_size  # re-exported: it was defined here
 from .text import plural
@@ -67,9 +67,14 @@ class ContextStats:
     bytes: int  # raw bytes read
     chars: int  # len(context), headers included
     lines: int  # sum of the files' lines (headers not counted)
-    est_tokens: int  # budget.tokens_in_chars: a cheap estimate, never tokenize GBs
+    est_tokens: int  # tokens.count_file: exact up to 1 MiB, else from a sample (tokens_sampled)
     invalid_utf8_files: int
     skipped: dict[str, list[str]]  # reason -> display paths (directories end in "/"); non-empty only
+    tokens_sampled: bool = False  # est_tokens was scaled from a sample of the text
+
+    @property
+    def chars_per_token(self) -> float:
+        return tokens.chars_per_token(self.chars, self.est_tokens)
 
 
 @dataclass
@@ -84,7 +89,12 @@ class Context:
         return {f.path: (f.start, f.end) for f in self.files}
 
     def write_index(self, path: Path) -> None:
-        index = {"files": {f.path: [f.start, f.end] for f in self.files}}
+        # The REPL's count_tokens divides by chars_per_token: the host's count, calibrated on this
+        # context, as the sandbox has no tokenizer (sandbox/repl_server.py).
+        index = {
+            "files": {f.path: [f.start, f.end] for f in self.files},
+            "chars_per_token": round(self.stats.chars_per_token, 4),
+        }
         try:
             path.write_text(json.dumps(index, ensure_ascii=False, indent=1), encoding="utf-8")
         except OSError as exc:
@@ -95,6 +105,7 @@ class Context:
         text = (
             f"context: {plural(s.files, 'file')}, {human_bytes(s.bytes)}, "
             f"{plural(s.lines, 'line')}, ~{_human_count(s.est_tokens)} tokens"
+            + (" (estimated)" if s.tokens_sampled else "")
         )
         if s.invalid_utf8_files:
             text += f", {s.invalid_utf8_files} with invalid UTF-8"
@@ -362,13 +373,15 @@ def load_context(
             raise write_error(out_path, exc) from exc
         raise
     files = writer.files
+    counted = tokens.count_file(out_path, writer.offset)
     stats = ContextStats(
         files=len(files),
         bytes=sum(f.bytes for f in files),
         chars=writer.offset,
         lines=sum(f.lines for f in files),
-        est_tokens=tokens_in_chars(writer.offset),
+        est_tokens=counted.tokens,
         invalid_utf8_files=writer.invalid_files,
         skipped={r: skipped[r] for r in SKIP_REASONS if r in skipped},
+        tokens_sampled=counted.estimated,
     )
     return Context(out_path, kind, files, stats, writer.prefix)

@@ -1,5 +1,6 @@
-"""The directory walk behind `rlm ask DIR`: sorted, never following symlinks, applying git's ignore
-rules (.gitignore, .ignore, .rlmignore, .git/info/exclude) and the hidden/include/exclude filters.
+"""The directory walk behind `rlm ask DIR`: sorted, never following symlinks, applying the ignore
+rules as ripgrep does (ignore_rules.py: .gitignore files up to the repository root, .ignore,
+.rlmignore, .git/info/exclude, the global git excludes file) and the hidden/include/exclude filters.
 
 Every entry left out is recorded under its reason (see context.SKIP_REASONS), so the context summary
 can say what was skipped and why.
@@ -14,92 +15,28 @@ the same: the display path is for people and the model, never for opening.
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pathspec
-import re2
-from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
-
 from .errors import InputError
+from .ignore_rules import IGNORE_FILES as IGNORE_FILES  # re-exported: context.py names it
+from .ignore_rules import Rules, compile_spec, rules_above
 
 
 @dataclass
 class LoadOptions:
-    include: list[str] = field(default_factory=list)  # gitignore-style; files must match one
+    include: list[str] = field(default_factory=list)  # -g globs as rg: files must match one; "!glob" skips
     exclude: list[str] = field(default_factory=list)  # gitignore-style; files and dirs skipped
-    no_ignore: bool = False  # don't read .gitignore/.ignore/.rlmignore/.git/info/exclude
+    no_ignore: bool = False  # apply no ignore file (ignore_rules.py)
     hidden: bool = False  # include dot entries (".git" is always skipped)
     max_file_size: int = 10 * 1024 * 1024  # applies to files found in directories only
-
-
-IGNORE_FILES = (".gitignore", ".ignore", ".rlmignore")  # later files override earlier ones
 
 
 def display_name(name: str) -> str:
     """A name from the OS as text: the lone surrogates os.fsdecode (and sys.argv) make of bytes
     that are not UTF-8 become `\\xNN`. Valid text comes back unchanged."""
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-# pathspec turns each pattern into a Python regex, and Python's engine backtracks: every `*` is a
-# `[^/]*`, so `a*a*...a*b` (20 stars) against a name of n "a"s tries ~C(n, 20) splits. Measured
-# with pathspec 1.1: 22 characters 0.04 s, 24 0.1 s, 26 0.39 s (x2 per character: 60 would take
-# ~10^10 s). RE2 matches in time linear in the name (the same pattern, 200 characters: 0.2 ms) but
-# costs ~1.6 us a match against ~0.2 us, so only patterns with two or more runs of `*` (`**` is one
-# run) use it; with one run Python's engine stays polynomial and fast (4,000-character paths:
-# under 1 ms).
-LINEAR_FROM_STARS = 2
-_STAR_RUN = re.compile(r"\*+")
-
-
-class _Pattern(GitIgnoreSpecPattern):
-    """pathspec's gitignore pattern; matched with RE2 when it has LINEAR_FROM_STARS runs of `*`."""
-
-    def __init__(self, pattern: str, include: bool | None = None):
-        super().__init__(pattern, include)
-        if self.regex is not None and len(_STAR_RUN.findall(pattern)) >= LINEAR_FROM_STARS:
-            try:
-                self.regex = re2.compile(self.regex.pattern)
-            except re2.error:  # beyond RE2's size budget: dropped, as git drops a pattern it can't parse
-                self.regex, self.include = None, None
-
-
-def compile_spec(lines: Iterable[str]) -> pathspec.GitIgnoreSpec:
-    """A gitignore spec of `lines`, matched pattern by pattern (RE2's set matcher has a size
-    budget that a long ignore file exceeds). Paths given to it must be display names: RE2 takes
-    UTF-8, which lone surrogates are not."""
-    return pathspec.GitIgnoreSpec.from_lines(list(lines), _Pattern, backend="simple")
-
-
-def _ignore_spec(*files: Path) -> pathspec.GitIgnoreSpec | None:
-    """One spec from several ignore files; lines of later files override earlier ones."""
-    lines: list[str] = []
-    for path in files:
-        if not path.is_file():  # absent, or a FIFO/dir named like an ignore file: don't block on it
-            continue
-        try:
-            lines += path.read_bytes().decode("utf-8", errors="replace").splitlines()
-        except OSError:  # an unreadable ignore file: git silently skips it too
-            continue
-    spec = compile_spec(lines)
-    return spec if len(spec) else None
-
-
-# One ignore layer: (directory relative to the walk root, "" or ending in "/", its spec).
-_Layer = tuple[str, pathspec.GitIgnoreSpec]
-
-
-def _ignored(layers: list[_Layer], rel: str) -> bool:
-    """Git precedence: the deepest directory with a matching rule decides; within a spec the
-    last matching line wins (that's what check_file reports, negations included)."""
-    for base, spec in reversed(layers):
-        result = spec.check_file(rel[len(base) :])
-        if result.include is not None:
-            return result.include
-    return False
 
 
 class Walker:
@@ -111,23 +48,29 @@ class Walker:
         self.prefix = shown if shown.endswith("/") else shown + "/"
         self.options = options
         self.skipped = skipped
-        globs = [display_name(g) for g in options.include], [display_name(g) for g in options.exclude]
-        self.include = compile_spec(globs[0]) if globs[0] else None
-        self.exclude = compile_spec(globs[1]) if globs[1] else None
+        # -g/--include globs as ripgrep reads them: "!glob" excludes, a plain glob admits files,
+        # the last matching one decides. Flipped into gitignore lines (a plain line ignores).
+        globs = [display_name(g) for g in options.include]
+        self.globs = compile_spec(g[1:] if g.startswith("!") else "!" + g for g in globs) if globs else None
+        self.admit_only = any(not g.startswith("!") for g in globs)  # files must match a plain glob
+        excludes = [display_name(g) for g in options.exclude]
+        self.exclude = compile_spec(excludes) if excludes else None
+        # Paths are matched against ignore rules from the anchor: the repository root when the
+        # walk starts inside a git work tree (the parents' .gitignore files apply), else the root.
+        self.rules, self.anchor = (Rules(), "") if options.no_ignore else rules_above(root, display_name)
 
     def skip(self, reason: str, display: str) -> None:
         self.skipped.setdefault(reason, []).append(display)
 
     def files(self) -> Iterator[tuple[str, Path]]:
         """Yield (display path, filesystem path) of each candidate file, in sorted order."""
-        layers: list[_Layer] = []
-        if not self.options.no_ignore and (self.root / ".git").is_dir():
-            # Lowest precedence, below every .gitignore, as in git.
-            if spec := _ignore_spec(self.root / ".git" / "info" / "exclude"):
-                layers.append(("", spec))
-        yield from self._walk(self.root, "", layers)
+        yield from self._walk(self.root, "", self.rules)
 
-    def _walk(self, path: Path, rel_dir: str, layers: list[_Layer]) -> Iterator[tuple[str, Path]]:
+    def _glob_verdict(self, match_path: str) -> bool | None:
+        """-g's verdict: True excluded by a "!glob", False admitted by a glob, None: no glob matched."""
+        return self.globs.check_file(match_path).include if self.globs else None
+
+    def _walk(self, path: Path, rel_dir: str, rules: Rules) -> Iterator[tuple[str, Path]]:
         try:
             entries = sorted(os.scandir(path), key=lambda e: e.name)
         except OSError as e:
@@ -135,8 +78,9 @@ class Walker:
                 raise InputError(f"cannot read directory {self.prefix}: {e.strerror or e}") from e
             self.skip("unreadable", self.prefix + rel_dir)
             return
-        if not self.options.no_ignore and (spec := _ignore_spec(*(path / n for n in IGNORE_FILES))):
-            layers = [*layers, (rel_dir, spec)]
+        if not self.options.no_ignore:
+            repository_root = any(e.name == ".git" for e in entries)
+            rules = rules.enter(path, self.anchor + rel_dir, repository_root)
         for entry in entries:
             if entry.name == ".git":  # never descend, never report: it's never what the user means
                 continue
@@ -154,19 +98,20 @@ class Walker:
             match_path = rel + "/" if is_dir else rel
             if is_dir:
                 display += "/"
-            if layers and _ignored(layers, match_path):
+            verdict = self._glob_verdict(match_path)
+            if rules and rules.ignored(self.anchor + match_path):
                 self.skip("ignored", display)
-            elif self.exclude and self.exclude.match_file(match_path):
+            elif verdict is True or (self.exclude and self.exclude.match_file(match_path)):
                 self.skip("excluded", display)
             elif entry.name.startswith(".") and not self.options.hidden:
                 self.skip("hidden", display)
             elif is_link:  # never followed: no escaping the tree, no loops
                 self.skip("symlink", display)
             elif is_dir:
-                yield from self._walk(Path(entry.path), match_path, layers)
+                yield from self._walk(Path(entry.path), match_path, rules)
             elif not is_file:  # FIFO, socket, device: opening a FIFO would block
                 self.skip("special", display)
-            elif self.include and not self.include.match_file(rel):
+            elif self.admit_only and verdict is not False:  # no plain -g glob admits it
                 self.skip("excluded", display)
             elif size > self.options.max_file_size:
                 self.skip("too-large", display)

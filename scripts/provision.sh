@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Makes what the full test suite needs available: bubblewrap (the local sandbox, which most tests
 # use), a Docker engine and the offline sandbox image (Docker tests), zsh and fish (completion
-# script checks). Debian, as root; idempotent: installs bubblewrap, docker.io, debootstrap, zsh and
-# fish when absent, starts dockerd in the background when no daemon answers, builds the image once
-# (cached by its tag). With RLM_NO_DOCKER=1 it stops after the packages, Docker left alone.
+# script checks), ripgrep (the reference of tests/test_ignore_rg.py). Debian, as root; idempotent:
+# installs bubblewrap, docker.io, debootstrap, zsh, fish and ripgrep when absent, starts dockerd in
+# the background when no daemon answers, builds the image once (cached by its tag). With
+# RLM_NO_DOCKER=1 it stops after the packages, Docker left alone.
 # Usage: scripts/provision.sh RLM_EXECUTABLE [IMAGE_TAG]
 set -euo pipefail
 rlm="$1"
 image="${2:-rlm-sandbox:bookworm}"
 
 no_docker="${RLM_NO_DOCKER:-}"
-pairs="bwrap:bubblewrap zsh:zsh fish:fish"
+pairs="bwrap:bubblewrap zsh:zsh fish:fish rg:ripgrep"
 [ "$no_docker" = 1 ] || pairs="$pairs dockerd:docker.io debootstrap:debootstrap"
 missing=""
 for pair in $pairs; do

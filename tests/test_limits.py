@@ -22,7 +22,7 @@ from fake_llm import FakeLLM, Fault, default_usage, reply
 from typer.testing import CliRunner
 
 from rlmcli.agent import Agent, Task
-from rlmcli.budget import Budget, Limits, checked_usage
+from rlmcli.budget import Budget, Limits, checked_usage, estimate_tokens
 from rlmcli.cli.app import app
 from rlmcli.context import LoadOptions, load_context
 from rlmcli.errors import LimitReached
@@ -168,7 +168,8 @@ def test_retries_of_a_failing_provider_stop_at_the_cost_limit(fake_llm: FakeLLM,
 
 def test_retries_of_timed_out_sub_calls_count_against_the_cost_limit(rlm) -> None:
     with FakeLLM(sub=lambda prompt: Fault(delay=2)) as fake:
-        fake.add_root(reply("Ask.", "print(llm_query('x' * 40_000))"), "FINAL(done)")
+        # ~10,000 tokens a try: numbers, which the tokenizer cannot pack as it packs a run of one letter.
+        fake.add_root(reply("Ask.", "print(llm_query(' '.join(map(str, range(3600)))))"), "FINAL(done)")
         run = rlm(fake, "--max-cost", "0.008", "--max-retries", "100", "--request-timeout", "0.3")
     assert run.status == 3 and run.result["exit_reason"] == "max_cost"
     assert 1 < len(fake.sub_requests) < 101 and run.result["usage"]["estimated"] is True
@@ -325,7 +326,9 @@ def test_unparseable_root_usage_is_a_provider_error_not_a_crash(fake_llm: FakeLL
 def test_checked_usage() -> None:
     assert checked_usage(120, 30, 100, "reply") == (120, 30, False)
     assert checked_usage(120.0, 30, 100, "reply") == (120, 30, False)  # a whole float is a count
-    assert checked_usage(None, None, 100, "x" * 40) == (100, 10, True)
+    # A missing completion count is the reply's tokens (o200k_base: 5 for 40 "x"s).
+    reply_tokens = estimate_tokens("x" * 40)
+    assert checked_usage(None, None, 100, "x" * 40) == (100, reply_tokens, True) and reply_tokens == 5
     assert checked_usage(0, 0, 100, "") == (100, 0, True)  # no prompt is free
     assert checked_usage(0, 0, 0, "") == (0, 0, False)
     for bad in (-1, 1.5, math.nan, math.inf, 1e300, True, "12", [1], 10_000_001):
