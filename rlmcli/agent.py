@@ -4,16 +4,19 @@ Each turn: one root completion -> its ```repl``` blocks (those before its FINAL 
 -> their outputs go back as the next user message. The run ends at FINAL()/FINAL_VAR() called
 inside a cell, or at a FINAL(...) / FINAL_VAR(name) in the reply text that the answer protocol
 accepts (Agent._refusal: a text answer must not be a guess made before the code's output was seen,
-nor the prompt's placeholder). Limits surface as LimitReached from the budget; the loop turns them
-into a result carrying the best partial answer.
+nor the prompt's placeholder). With --schema an accepted answer must also be JSON valid against
+the schema (Agent._accept: one repair turn, then exit 6). Limits surface as LimitReached from the
+budget; the loop turns them into a result carrying the best partial answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from . import prompts
+from . import cite, compact, prompts, turns
 from .budget import Budget
 from .context import Context
 from .errors import ExitReason, LimitReached
@@ -23,8 +26,10 @@ from .events import (
     CellStarted,
     Emit,
     FinalAnswer,
+    HistoryCompacted,
     IterationStarted,
     ModelCall,
+    Sources,
     SubcallProgress,
     cap,
     discard,
@@ -33,11 +38,16 @@ from .model.client import Completion, ModelClient
 from .repl.frames import clip
 from .repl.protocol import CellResult, Repl
 from .reply import Final, is_name, is_placeholder, parse, strip_code
+from .windows import Windows, subcall_too_large
+
+if TYPE_CHECKING:
+    from .schema import Schema
 
 # Host-side caps on what one reply can put into the next prompt, whatever the sandbox sends: the
 # blocks run per reply, and the characters of their outputs together (at least two full cells).
 MAX_BLOCKS_PER_REPLY = 16
 TURN_OUTPUT_CHARS = 100_000
+SOURCE_TEXT_CAP = 4_000  # characters of each cited text kept in the trace (the Sources block shows less)
 
 
 @dataclass
@@ -48,6 +58,7 @@ class RunResult:
     partial: bool = False  # True when `answer` is the best partial answer of an unfinished run
     message: str | None = None  # why a run stopped early
     hint: str | None = None  # what the user can do about it
+    evidence: cite.Evidence | None = None  # --cite check|require: the answer's checked citations
 
 
 @dataclass
@@ -60,6 +71,9 @@ class Task:
     max_output_chars: int = 20000  # of a cell's output; the system prompt tells the model
     subcalls: bool = True  # False: the paper's ablation, llm_query answers that it is off
     instructions: str | None = None  # --instructions: appended to the system prompt
+    schema: Schema | None = None  # --schema: the answer must be JSON valid against it (exit 6 if not)
+    windows: Windows = Windows()  # the models' context windows (windows.resolve; default: unknown)
+    cite: str = "off"  # --cite: off | check | require (cite/check.py)
 
 
 class Agent:
@@ -70,16 +84,22 @@ class Agent:
         self.task, self.client, self.repl, self.budget, self.emit = task, client, repl, budget, emit
         self.run_id = task.run_id
         system = prompts.system_prompt(
-            task.max_output_chars, subcalls=task.subcalls, instructions=task.instructions
+            task.max_output_chars,
+            sub_chars=task.windows.sub.capacity_chars,
+            subcalls=task.subcalls,
+            instructions=task.instructions,
+            answer_format=task.schema.prompt_section() if task.schema else None,
+            citations=task.cite != "off",
         )
+        first = prompts.first_message(task.context, task.question)
         self.messages = [
             {"role": "system", "content": system},
-            {"role": "user", "content": prompts.first_message(task.context, task.question)},
+            {"role": "user", "content": f"{turns.turn_line(1, budget)}\n\n{first}"},
         ]
         self.partial: str | None = None  # the best answer so far, should the run stop early
         # The answer protocol's state: cells run so far, and the one-time refusals already spent.
         self.cells_run = 0
-        self.refused: set[str] = set()  # "early" (FINAL before any code), "placeholder"
+        self.refused: set[str] = set()  # "early" (FINAL before any code), "placeholder", "schema"
         # An input shown whole in the first message (its prefix is all of it) may be answered at
         # once; any larger one must be looked at with code before a text FINAL counts.
         self.shown_whole = task.context.stats.chars <= len(task.context.prefix)
@@ -100,7 +120,9 @@ class Agent:
             scope = started.id
             answer = await self._turn(self.budget.iterations, scope)
             if answer is not None:
-                return self._answered(answer)
+                ended = await self._answer(answer)
+                if ended is not None:
+                    return ended
         # Out of iterations: one last turn that asks for the answer, without running code.
         last_turn = prompts.LAST_TURN.format(question=self.task.question)
         self.messages.append({"role": "user", "content": last_turn})
@@ -110,7 +132,9 @@ class Agent:
             answer = await self._resolve(found)
             # No turn is left to re-ask: a placeholder counts only if the model already insisted on it.
             if answer is not None and not (self._is_literal(found, answer) and self._placeholder(answer)):
-                return self._answered(answer)
+                ended = await self._answer(answer, repair=False)  # no turn is left for a repair either
+                if ended is not None:
+                    return ended
         self.partial = strip_code(reply) or self.partial
         raise LimitReached("iterations", f"no answer after {limit} iterations")
 
@@ -164,14 +188,21 @@ class Agent:
                 if refusal is None:
                     return answer
                 outputs.append(refusal)
-                self.messages.append({"role": "user", "content": "\n\n".join(outputs)})
+                self._tell(iteration, outputs)
                 return None
         if blocks:
             outputs.append(prompts.NEXT_TURN.format(question=self.task.question))
-            self.messages.append({"role": "user", "content": "\n\n".join(outputs)})
+            self._tell(iteration, outputs)
         else:
-            self.messages.append({"role": "user", "content": "\n\n".join(outputs + [prompts.NO_CODE_NUDGE])})
+            self._tell(iteration, outputs + [prompts.NO_CODE_NUDGE])
         return None
+
+    def _tell(self, iteration: int, parts: list[str]) -> None:
+        """The user message after turn `iteration`: the next turn's line (turns.py), then `parts`.
+        After the last turn, LAST_TURN follows instead of another turn."""
+        if iteration < self.budget.limits.max_iterations:
+            parts = [turns.turn_line(iteration + 1, self.budget), *parts]
+        self.messages.append({"role": "user", "content": "\n\n".join(parts)})
 
     async def _ask(self, scope: str | None) -> str:
         """A root completion; an empty reply is re-asked once, never a crash."""
@@ -185,9 +216,23 @@ class Agent:
     async def _complete(self, scope: str | None) -> Completion:
         """One root call, and its ModelCall event (the prompt shown: the newest message)."""
         prompt = self.messages[-1]["content"]
+        self._fit_window(scope)
         completion = await self.client.root(self.messages)
         self.emit(_model_call("root", completion, cap(prompt), cap(completion.text), scope))
         return completion
+
+    def _fit_window(self, scope: str | None) -> None:
+        """Near the root model's window, compact older cell outputs (compact.py) and say so."""
+        window = self.task.windows.root
+        done = compact.compact(self.messages, window.prompt_limit)
+        if done is not None:
+            self.messages = done.messages
+            self.emit(
+                HistoryCompacted(
+                    done.before_tokens, done.after_tokens, done.compacted, done.chars_dropped,
+                    window.tokens, parent=scope,
+                )
+            )  # fmt: skip
 
     async def subcalls(self, prompts_: list[str], model: str | None, parent: str | None = None) -> list[str]:
         """The REPL's llm_query / llm_query_batched, brokered to the host's model client; events
@@ -195,6 +240,13 @@ class Agent:
         if not self.task.subcalls:
             return [prompts.SUBCALLS_DISABLED] * len(prompts_)
         parent = parent or self.run_id
+        # A prompt beyond its model's window gets an error string, not a request; the rest go.
+        window = self.task.windows.for_subcall(model)
+        refused = [subcall_too_large(p, window) for p in prompts_]
+        if any(refused):
+            sent = [p for p, error in zip(prompts_, refused, strict=True) if error is None]
+            replies = iter(await self.subcalls(sent, model, parent) if sent else [])
+            return [error or next(replies) for error in refused]
         # A limit already reached (the wall clock included), or a batch larger than the sub-calls
         # left, ends the run here: LimitReached goes up through the REPL to the loop, so a cell
         # looping on llm_query cannot spin on error strings, and a huge batch costs nothing.
@@ -288,6 +340,56 @@ class Agent:
     def _answered(self, answer: str) -> RunResult:
         self.emit(FinalAnswer(answer, parent=self.run_id))
         return RunResult(answer, ExitReason.FINAL, self.budget.iterations)
+
+    async def _answer(self, answer: str, repair: bool = True) -> RunResult | None:
+        """`_accept`, with the answer's evidence checked first (--cite, cite/): under `require`, an
+        answer with no verified citation or with claims the input does not bear out gets one repair
+        turn listing them (None: the message is queued), then ends the run with exit 6."""
+        mode = self.task.cite
+        if mode == "off":
+            return self._accept(answer, repair)
+        spans = await self.repl.citations()
+        evidence = await asyncio.to_thread(cite.check, answer, spans, self.task.context)
+        failures = evidence.failures(mode)
+        if failures and repair and "cite" not in self.refused:
+            self.refused.add("cite")
+            self.partial = answer
+            self._tell(self.budget.iterations, [cite.repair_message(failures)])
+            return None
+        ended = self._accept(answer, repair)
+        if ended is None:
+            return None
+        if evidence.citations or evidence.unverified or evidence.notes:  # nothing to say: no event
+            self.emit(Sources(**evidence.to_dict(text_cap=SOURCE_TEXT_CAP), parent=self.run_id))
+        ended.evidence = evidence
+        if failures and ended.exit_reason == ExitReason.FINAL:
+            ended.exit_reason, ended.partial = ExitReason.INVALID_ANSWER, True
+            ended.message = "the answer's evidence failed --cite require: " + "; ".join(failures)
+            ended.hint = "the answer is printed with what failed; --cite check reports without failing"
+        return ended
+
+    def _accept(self, answer: str, repair: bool = True) -> RunResult | None:
+        """The end of the run for an answer the protocol accepted. With --schema it must be JSON
+        valid against the schema: then it ends the run as normalised JSON; an invalid one gets one
+        repair turn quoting the errors (None: the message is queued), then ends the run (exit 6)."""
+        schema = self.task.schema
+        if schema is None:
+            return self._answered(answer)
+        checked = schema.check(answer)
+        if checked.ok and checked.text is not None:
+            return self._answered(checked.text)
+        self.partial = answer
+        if repair and "schema" not in self.refused:
+            self.refused.add("schema")
+            self._tell(self.budget.iterations, [schema.repair_message(checked.errors)])
+            return None
+        why = "; ".join(checked.errors)
+        return RunResult(
+            answer, ExitReason.INVALID_ANSWER, self.budget.iterations, partial=True,
+            message=f"the answer failed validation against {schema.source}: {why}",
+            hint="the invalid answer is printed (with --json: partial_answer); a stronger --model or a "
+            "simpler schema may help",
+        )  # fmt: skip
 
     def _stopped(self, limit: LimitReached) -> RunResult:
         return RunResult(self.partial, limit.reason, self.budget.iterations, partial=True, message=str(limit))

@@ -147,8 +147,30 @@ class RunStopped(Event):
 
 
 @dataclass
+class HistoryCompacted(Event):
+    """The root history neared the root model's window: older cell outputs were cut (compact.py)
+    before the next root call."""
+
+    before_tokens: int  # the history's estimated size before the cut...
+    after_tokens: int  # ...and after it
+    messages: int  # user messages cut
+    chars_dropped: int
+    window_tokens: int  # the root model's window that was neared
+
+
+@dataclass
 class FinalAnswer(Event):
     answer: str
+
+
+@dataclass
+class Sources(Event):
+    """The evidence of the answer (--cite): its citations, each with the lines the host cut from
+    the input, and what it claims that the input does not bear out (cite/check.py)."""
+
+    citations: list[dict] = field(default_factory=list)  # cite.Citation.to_dict()
+    unverified: list[dict] = field(default_factory=list)  # cite.Unverified.to_dict()
+    notes: list[str] = field(default_factory=list)  # quotes found only with whitespace normalised
 
 
 @dataclass
@@ -169,7 +191,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
         RunStarted, ContextLoaded, SandboxChosen, Notice, IterationStarted, ModelCall, CellStarted,
-        CellFinished, SubcallProgress, RunStopped, FinalAnswer, RunFinished,
+        CellFinished, SubcallProgress, HistoryCompacted, RunStopped, FinalAnswer, Sources,
+        RunFinished,
     )
 }  # fmt: skip
 

@@ -178,13 +178,47 @@ SUBCALLS_DISABLED = "[llm_query error: sub-calls are disabled in this run (--no-
 
 
 def system_prompt(
-    max_output: int, sub_chars: int = 500_000, subcalls: bool = True, instructions: str | None = None
+    max_output: int,
+    sub_chars: int = 500_000,
+    subcalls: bool = True,
+    instructions: str | None = None,
+    answer_format: str | None = None,  # --schema: what the answer must be (schema.Schema.prompt_section)
+    citations: bool = False,  # --cite check|require: teach cite() and locate() (CITATIONS)
 ) -> str:
     if not subcalls:
         prompt = SYSTEM_PROMPT_NO_SUBCALLS.format(max_output=f"{max_output:,}")
     else:
         prompt = SYSTEM_PROMPT.format(max_output=f"{max_output:,}", sub_chars=f"{sub_chars:,}")
+    if answer_format:
+        prompt = f"{prompt.rstrip()}\n\n{answer_format}\n"
+    if citations:
+        quotes = CITATION_QUOTES if subcalls else ""  # the ablation's prompt never names llm_query
+        prompt = f"{prompt.rstrip()}\n\n{CITATIONS.format(subcall_quotes=quotes)}"
     return with_instructions(prompt, instructions)
+
+
+CITATION_QUOTES = (
+    " `llm_query(prompt, quotes=True)` also asks the sub-LLM for the passages of its prompt it relied "
+    "on: the answer's `.quotes` are (path, line) handles `cite` takes."
+)
+
+# Appended when citations are on (--cite check|require, the default): the paper's prompt above
+# stays as it is.
+CITATIONS = """\
+Evidence: back your answer with the exact lines of the input it rests on. In the REPL, \
+`cite(where, start_line=None, end_line=None)` registers a span of the input and returns a marker \
+such as [1] to put in your answer next to the claim it supports; `where` is a `grep` match, a \
+`locate` result, a (path, line) pair, or a path with `start_line` and `end_line` (standard input \
+is the path `-`). `locate(text)` returns the (path, line) where a text occurs in the input, or \
+None: check a quote with it before you write it.{subcall_quotes} The cited lines are printed under \
+your answer by the tool itself, so you need not copy them; any text you put in quotes or backticks, and any \
+`path:line` you name, is checked against the input. For example:
+```repl
+hits = grep(r"Connection refused")
+marker = cite(hits[0])
+print(marker, hits[0])
+```
+"""
 
 
 def with_instructions(prompt: str, instructions: str | None) -> str:

@@ -34,6 +34,8 @@ from .repl.protocol import Repl
 from .settings import Settings
 from .signals import Signals
 from .walk import display_name
+from .windows import Windows
+from .windows import resolve as resolve_windows
 
 MAX_TRACED_SOURCES = 1000  # inputs named in the trace (path, size, digest); the count says the rest
 
@@ -61,6 +63,14 @@ def make_client(settings: Settings, budget: Budget) -> ModelClient:
     return ModelClient(
         root, sub, budget, concurrency=settings.concurrency, allow_models=settings.allow_models
     )
+
+
+def run_windows(settings: Settings) -> Windows:
+    """The context windows of the run's models: --root-window/--sub-window, else litellm's table."""
+    return resolve_windows(
+        settings.model, settings.effective_sub_model, settings.root_window, settings.sub_window,
+        others=settings.allow_models,
+    )  # fmt: skip
 
 
 def sub_api_base(settings: Settings) -> str | None:
@@ -122,7 +132,8 @@ def ask(
                 )
                 task = Task(
                     question, context, run.id, settings.max_output_chars, subcalls=not settings.no_subcalls,
-                    instructions=settings.instructions,
+                    instructions=settings.instructions, windows=run_windows(settings),
+                    schema=settings.answer_schema, cite=settings.cite,
                 )  # fmt: skip
                 agent = Agent(task, client, repl, budget, emit)
                 result = asyncio.run(_drive(agent, repl, signals))

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .walk import LoadOptions
 
 SANDBOXES = ("auto", "docker", "local", "process")  # local: bubblewrap; process: a plain child
+CITE_MODES = ("off", "check", "require")  # --cite (rlmcli/cite/check.py)
 
 
 @dataclass
@@ -62,9 +63,15 @@ class Settings:
     no_subcalls: bool = False  # the paper's ablation: the REPL without llm_query
     no_log: bool = False  # keep no record in the history (--no-log, or `no-log = true` in the config)
     instructions: str | None = None  # appended to the root model's system prompt (--instructions)
+    schema: str | None = None  # --schema: a JSON Schema file, or the schema as inline JSON
+    root_window: int | None = None  # the root model's window in tokens (default: litellm's table)
+    sub_window: int | None = None  # the sub model's window in tokens (default: litellm's table)
+    cite: str = "check"  # evidence for answers: off | check | require (rlmcli/cite/)
     # Parsed from the sizes above when the Settings is made (and again by dataclasses.replace).
     memory_bytes: int = field(init=False, repr=False, compare=False)
     max_file_size_bytes: int = field(init=False, repr=False, compare=False)
+    # `schema`, read and checked: a schema.Schema or None (Any: HINTS evaluates these annotations)
+    answer_schema: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         """Check every value; a bad one is exit 2 naming its flag (config values were checked,
@@ -72,6 +79,8 @@ class Settings:
         if self.sandbox not in SANDBOXES:
             choices = ", ".join(SANDBOXES)
             raise UsageError(f"unknown sandbox {self.sandbox!r}", hint=f"choose one of: {choices}")
+        if self.cite not in CITE_MODES:
+            raise UsageError(f"unknown --cite mode {self.cite!r}", hint="choose one of: off, check, require")
         for name in RANGES:
             problem = _out_of_range(name, getattr(self, name))
             if problem:
@@ -82,6 +91,11 @@ class Settings:
                 raise UsageError(f"{_flag(name)} {problem}, not {getattr(self, name)!r}", hint=SIZE_HINT)
         self.memory_bytes = parse_size(self.memory)
         self.max_file_size_bytes = parse_size(self.max_file_size)
+        self.answer_schema = None
+        if self.schema is not None:  # read now: a bad schema is exit 2 before any input or request
+            from .schema import load  # jsonschema only when asked for
+
+            self.answer_schema = load(self.schema)
 
     @property
     def effective_sub_model(self) -> str:
@@ -128,6 +142,9 @@ RANGES: dict[str, tuple[str, float]] = {
     "pids_limit": (">=", 1),
     "cell_timeout": (">", 0),
     "max_output_chars": (">=", 1),
+    # A window must hold the system prompt (~2K tokens) and a reply: smaller ones are typos.
+    "root_window": (">=", 4096),
+    "sub_window": (">=", 1024),
 }
 SIZES = ("memory", "max_file_size")  # text such as "512m" or "2g" (a whole number of bytes in TOML too)
 SIZE_HINT = "use bytes or a K/M/G suffix, e.g. 500K or 10M"

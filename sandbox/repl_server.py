@@ -6,10 +6,13 @@ with; each frame is a 4-byte big-endian length followed by UTF-8 JSON.
 
 Host -> server: {"op": "load", "context_path", "index_path", "max_output_chars"}
                 {"op": "exec", "code", "timeout"}    {"op": "get", "name"}    {"op": "shutdown"}
+                {"op": "citations"} (the spans cite() registered, for the host to check and cut)
                 {"type": "llm_reply", "id", "replies"} (only while a cell waits in llm_query)
 Server -> host: {"type": "ready", "python"}   {"type": "loaded", "chars", "files"}
                 {"type": "result", "output", "error", "final", "restored", "duration"}
                 {"type": "value", "value"} / {"type": "error", "error"}
+                {"type": "citations", "spans": [{"marker", "path", "start_line", "end_line",
+                                                 "byte_start", "byte_end"}, ...]}
                 {"type": "llm_query", "id", "prompts", "model"} (a cell asks the host for sub-calls)
 
 The host validates every frame it gets (rlmcli/frames.py) and treats a bad one as a dead server.
@@ -45,10 +48,13 @@ MAX_FINAL_CHARS = 10000000  # one answer (FINAL, FINAL_VAR)
 MAX_PROMPTS = 100000  # prompts in one llm_query_batched call
 MAX_PROMPT_CHARS = 8000000  # one prompt
 GET_TIMEOUT = 10  # seconds for str() of a variable the host asks for (FINAL_VAR in a reply)
+MAX_CITATIONS = 1000  # spans cite() registers in one run (rlmcli/repl/frames.py checks the same)
+MAX_PATH_CHARS = 4096  # of a cited path: a loaded file's display path, never longer in practice
 RESERVED = (
     "context", "files", "file_spans", "llm_query", "llm_query_batched",
-    "FINAL", "FINAL_VAR", "SHOW_VARS", "grep", "count_tokens",
+    "FINAL", "FINAL_VAR", "SHOW_VARS", "grep", "count_tokens", "cite", "locate",
 )  # fmt: skip
+STDIN_NAMES = ("-", "<stdin>")  # how a cell may name the standard input (its display path is <stdin>)
 
 
 class FrameTooLarge(ValueError):
@@ -167,6 +173,41 @@ class Match(tuple):
         return "%s:%d: %s" % self
 
 
+QUOTE_LINE = re.compile(r"^\s*(?:[-*]\s+)?QUOTE:\s*(.*?)\s*$")
+QUOTES_NOTE = (
+    "\n\nAfter your answer, copy the passages of the text above that your answer rests on, each on "
+    "a line of its own that starts with QUOTE: followed by the passage exactly as it is written "
+    "there (a line, or part of one)."
+)
+
+
+class Quoted(str):
+    """A sub-model's answer (llm_query(..., quotes=True)): `.quotes`, the Locations of the passages
+    it quoted (cite() takes each), and `.dropped`, how many quotes were not in its prompt."""
+
+    def __new__(cls, text, quotes, dropped):
+        self = str.__new__(cls, text)
+        self.quotes, self.dropped = quotes, dropped
+        return self
+
+
+class Location(tuple):
+    """Where locate() found a text: (path, line); `end_line` is the last line the text covers.
+    cite() takes it as it is, so `cite(locate(text))` cites every line of the text."""
+
+    def __new__(cls, path, line, end_line):
+        self = tuple.__new__(cls, (path, line))
+        self.end_line = end_line
+        return self
+
+    path = property(lambda self: self[0])
+    line = property(lambda self: self[1])
+
+    def __repr__(self):
+        end = "-%d" % self.end_line if self.end_line != self.line else ""
+        return "%s:%d%s" % (self[0], self[1], end)
+
+
 class Server:
     def __init__(self, channel):
         self.channel = channel
@@ -179,6 +220,9 @@ class Server:
         self.final = None
         self.lock = threading.Lock()
         self.next_id = 0
+        self.citations = []  # the spans cite() registered: what the host checks and cuts
+        self.cited = {}  # (path, start_line, end_line) -> its marker number
+        self.line_counts = {}  # path -> lines, counted on the first cite()
 
     # ---------- commands ----------
 
@@ -204,6 +248,8 @@ class Server:
                 self.channel.send(reply)
             elif op == "get":
                 self.reply(self.get(msg["name"]))
+            elif op == "citations":
+                self.reply({"type": "citations", "spans": self.citations})
             elif op == "shutdown":
                 return
             elif msg.get("type") == "llm_reply":
@@ -231,7 +277,9 @@ class Server:
         spans = {}
         if msg.get("index_path"):
             with open(msg["index_path"], encoding="utf-8") as f:
-                spans = {p: tuple(se) for p, se in json.load(f)["files"].items()}
+                index = json.load(f)
+            spans = {p: tuple(se) for p, se in index["files"].items()}
+            calibrate(index.get("chars_per_token"))
         self.spans = spans
         ordered = sorted(spans.items(), key=lambda kv: kv[1][0])
         self.starts = [se[0] for _, se in ordered]
@@ -355,6 +403,8 @@ class Server:
             "SHOW_VARS": self.SHOW_VARS,
             "grep": self.grep,
             "count_tokens": count_tokens,
+            "cite": self.cite,
+            "locate": self.locate,
         }
         self.ns.update(self.reserved)
 
@@ -364,14 +414,61 @@ class Server:
             self.ns[name] = self.reserved[name]
         return restored
 
-    def llm_query(self, prompt, model=None):
-        """Ask a sub-model one question; returns its answer as a string."""
-        return self.ask_host([prompt], model)[0]
+    def llm_query(self, prompt, model=None, quotes=False):
+        """Ask a sub-model one question; returns its answer as a string. `quotes=True`: the answer
+        also has `.quotes`, the passages of the prompt it rests on as citable (path, line) handles."""
+        if not quotes:
+            return self.ask_host([prompt], model)[0]
+        return self.llm_query_batched([prompt], model, quotes=True)[0]
 
-    def llm_query_batched(self, prompts, model=None):
+    def llm_query_batched(self, prompts, model=None, quotes=False):
         """Ask many questions concurrently (on the host); returns answers in order."""
         prompts = list(prompts)
-        return self.ask_host(prompts, model) if prompts else []
+        if not prompts or not quotes:
+            return self.ask_host(prompts, model) if prompts else []
+        texts = [str(p) for p in prompts]
+        replies = self.ask_host([t + QUOTES_NOTE for t in texts], model)
+        answers = [self.quoted(texts[i], replies[i]) for i in range(len(texts))]
+        dropped = sum(a.dropped for a in answers)
+        if dropped:
+            print("llm_query: %d quote(s) the sub-model gave are not in its prompt: dropped" % dropped)
+        return answers
+
+    def quoted(self, prompt, reply):
+        """The reply without its QUOTE: lines, as a Quoted: each quote found verbatim in the prompt
+        is snapped to where that text lies in the input; any other is dropped and counted."""
+        kept, found, dropped = [], [], 0
+        for line in reply.split("\n"):
+            m = QUOTE_LINE.match(line)
+            if m is None:
+                kept.append(line)
+                continue
+            quote = m.group(1).strip()
+            if len(quote) > 1 and quote[0] == quote[-1] and quote[0] in "\"'`":
+                quote = quote[1:-1]  # the quote marks some models add around a passage
+            where = self.snap(prompt, quote) if quote.strip() else None
+            if where is None:
+                dropped += 1
+            else:
+                found.append(where)
+        return Quoted("\n".join(kept).strip(), found, dropped)
+
+    def snap(self, prompt, quote):
+        """The Location in the input of `quote`, a passage of `prompt`: the prompt's text around it
+        (as wide as still occurs in the input) finds the slice the prompt was cut from. None when
+        the prompt does not hold the quote, or the input does not."""
+        at = prompt.find(quote)
+        if at < 0:
+            return None
+        for pad in (2000, 200, 0):
+            left = max(0, at - pad)
+            pos = self.context.find(prompt[left : at + len(quote) + pad])
+            if pos >= 0:
+                start = pos + at - left
+                found = self.location(start, start + len(quote))
+                if found is not None:
+                    return found
+        return None
 
     def ask_host(self, prompts, model):
         """Replies for `prompts`, from the host. Within the protocol's caps, so the host never
@@ -487,6 +584,151 @@ class Server:
                 break
         return hits
 
+    # ---------- evidence: cite() and locate() ----------
+
+    def cite(self, where, start_line=None, end_line=None):
+        """Register a span of the input as evidence; returns its marker, e.g. "[3]", to put in the
+        answer. `where`: a grep match, a locate() result, a (path, line) pair, a path, or "path:N"
+        / "path:N-M". The host cuts the cited lines from the input itself: nothing typed here is
+        ever shown as a quote."""
+        path, line, last = self.where(where)
+        if start_line is None and end_line is None and line is None:
+            start, end = 1, self.lines_of(path)  # a bare path: the whole file
+        else:
+            start = int(start_line) if start_line is not None else (line if line is not None else 1)
+            end = int(end_line) if end_line is not None else (last if start_line is None and last else start)
+        lines = self.lines_of(path)
+        if not 1 <= start <= end <= max(lines, 1):
+            raise ValueError(
+                "cite: lines %d-%d are not in %s, which has %d line(s)" % (start, end, path, lines)
+            )
+        key = (path, start, end)
+        if key in self.cited:
+            return "[%d]" % self.cited[key]
+        if len(self.citations) >= MAX_CITATIONS:
+            raise ValueError("cite: at most %d citations per run" % MAX_CITATIONS)
+        base = self.spans[path][0]
+        first = self.line_offset(path, start)
+        stop = self.line_offset(path, end + 1) if end < lines else self.spans[path][1]
+        for terminator in "\n\r":  # the span ends with its last line, not the CRLF or LF after it
+            if stop > first and self.context[stop - 1] == terminator:
+                stop -= 1
+        byte_start = utf8_len(self.context, base, first)
+        marker = len(self.citations) + 1
+        self.cited[key] = marker
+        self.citations.append(
+            {
+                "marker": marker,
+                "path": path,
+                "start_line": start,
+                "end_line": end,
+                "byte_start": byte_start,
+                "byte_end": byte_start + utf8_len(self.context, first, stop),
+            }
+        )
+        return "[%d]" % marker
+
+    def locate(self, text, path=None):
+        """Where `text` occurs in the input (or in one file): a (path, line) pair, or None.
+        Tried verbatim first, then with any run of whitespace matching any other."""
+        text = str(text)
+        if not text.strip():
+            return None
+        start, end = (0, len(self.context)) if path is None else self.spans[self.resolve_path(path)]
+        pos = start
+        while True:  # verbatim, skipping `==> path <==` header lines
+            at = self.context.find(text, pos, end)
+            if at < 0:
+                break
+            found = self.location(at, at + len(text))
+            if found is not None:
+                return found
+            pos = at + 1
+        pattern = r"\s+".join(re.escape(word) for word in text.split())
+        for m in re.compile(pattern).finditer(self.context, start, end):
+            found = self.location(m.start(), m.end())
+            if found is not None:
+                return found
+        return None
+
+    def location(self, at, stop):
+        """The Location of context[at:stop], or None when it is not inside one file."""
+        if not self.paths:
+            return None
+        idx = bisect_right(self.starts, at) - 1
+        if idx < 0:
+            return None
+        path = self.paths[idx]
+        base, end = self.spans[path]
+        if stop > end:
+            return None
+        line = self.context.count("\n", base, at) + 1
+        return Location(path, line, line + self.context.count("\n", at, max(at, stop - 1)))
+
+    def where(self, where):
+        """(path, line or None, last line or None) of what cite() was given."""
+        if isinstance(where, Location):
+            return self.resolve_path(where[0]), int(where[1]), int(where.end_line)
+        if isinstance(where, (tuple, list)) and len(where) >= 2 and isinstance(where[1], int):
+            return self.resolve_path(where[0]), int(where[1]), None
+        if isinstance(where, str):
+            m = re.match(r"^(.*?):(\d+)(?:-(\d+))?$", where)
+            if m and self.known_path(m.group(1)):
+                last = int(m.group(3)) if m.group(3) else None
+                return self.resolve_path(m.group(1)), int(m.group(2)), last
+            return self.resolve_path(where), None, None
+        raise TypeError(
+            "cite: give a grep match, a locate() result, a (path, line) pair or a path, not %s"
+            % type(where).__name__
+        )
+
+    def known_path(self, path):
+        try:
+            self.resolve_path(path)
+            return True
+        except ValueError:
+            return False
+
+    def resolve_path(self, path):
+        """A loaded file's path: as given, `-` for stdin, or the unique file it ends with."""
+        path = str(path)[:MAX_PATH_CHARS]
+        if path in self.spans:
+            return path
+        if path in STDIN_NAMES:
+            stdin = [p for p in self.spans if p == "<stdin>"]
+            if stdin:
+                return stdin[0]
+        tail = path[2:] if path.startswith("./") else path
+        ends = [p for p in self.spans if p == tail or p.endswith("/" + tail)]
+        if len(ends) == 1:
+            return ends[0]
+        if ends:
+            shown = ", ".join(ends[:5])
+            raise ValueError("cite: %r matches %d files (%s); give the full path" % (path, len(ends), shown))
+        some = ", ".join(list(self.spans)[:5]) + (", ..." if len(self.spans) > 5 else "")
+        raise ValueError("cite: %r is not a loaded file (files: %s)" % (path, some))
+
+    def lines_of(self, path):
+        if path not in self.line_counts:
+            start, end = self.spans[path]
+            tail = 1 if end > start and self.context[end - 1] != "\n" else 0
+            self.line_counts[path] = self.context.count("\n", start, end) + tail
+        return self.line_counts[path]
+
+    def line_offset(self, path, line):
+        """The offset in `context` where `line` (1-based) of `path` starts."""
+        pos = self.spans[path][0]
+        for _ in range(line - 1):
+            pos = self.context.find("\n", pos) + 1
+        return pos
+
+
+def utf8_len(text, start, stop, chunk=1 << 20):
+    """Bytes of text[start:stop] in UTF-8, a chunk at a time (no copy of a whole file)."""
+    return sum(
+        len(text[i : min(i + chunk, stop)].encode("utf-8", "replace")) for i in range(start, stop, chunk)
+    )
+
 
 def describe(exc):
     """`Type: message` of an exception whose own __str__ may fail."""
@@ -497,11 +739,22 @@ def describe(exc):
     return "%s: %s" % (type(exc).__name__, message) if message else type(exc).__name__
 
 
-def answer_text(value, what):
-    """The answer as a plain str. A value without a text form (str() raises, a 5,000-digit int)
-    or one too long to send is a ValueError in the cell, so the model sees it and the REPL lives."""
+def json_text(value):
+    """A dict or list as JSON text, or None when JSON cannot hold it (a set, an object, NaN, a
+    cycle): then its str() is the answer, as for any other value."""
     try:
-        text = str.__str__(str(value))  # an exact str: a subclass could lie about its length
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
+def answer_text(value, what):
+    """The answer as a plain str (a dict or list as JSON). A value without a text form (str()
+    raises, a 5,000-digit int) or one too long to send is a ValueError in the cell, so the model
+    sees it and the REPL lives."""
+    try:
+        text = json_text(value) if isinstance(value, (dict, list)) else None  # --schema parses it
+        text = str.__str__(str(value)) if text is None else text  # an exact str: a subclass could lie
     except Exception as exc:
         raise ValueError("%s: the value has no text form (%s)" % (what, describe(exc))) from None
     if len(text) > MAX_FINAL_CHARS:
@@ -538,9 +791,22 @@ def read_text(path):
             return str(mapped, "utf-8", "replace")
 
 
+# Characters per token of the loaded context by the host's tokenizer (rlmcli/tokens.py, o200k_base),
+# sent in the index as "chars_per_token": there is no tokenizer here. count_tokens(context) is the
+# host's count within 1%; a part of the context is off by as much as its text is denser or sparser
+# than the whole (10,000-character slices of loghub's logs: mostly within 10%, 30% at worst).
+CHARS_PER_TOKEN = 4.0
+
+
+def calibrate(ratio):
+    global CHARS_PER_TOKEN
+    if isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and 0.5 <= ratio <= 100:
+        CHARS_PER_TOKEN = float(ratio)
+
+
 def count_tokens(text):
-    """Estimated tokens of a string (about 4 characters a token)."""
-    return max(1, len(str(text)) // 4) if text else 0
+    """Estimated tokens of a string: its characters / the context's characters per token."""
+    return max(1, int(round(len(str(text)) / CHARS_PER_TOKEN))) if text else 0
 
 
 def on_alarm(signum, frame):

@@ -420,7 +420,8 @@ BLOCK_CASES = [
 )
 def test_one_reply_puts_a_bounded_amount_into_the_next_prompt(fake_llm, rlm, blocks, cap, ran, note):
     fake_llm.add_root("\n".join(reply("", code) for code in blocks), "FINAL(done)")
-    result = rlm(fake_llm, "--max-output-chars", str(cap))
+    # A window that holds what the turn sends: compaction (compact.py) must not cut it here.
+    result = rlm(fake_llm, "--max-output-chars", str(cap), "--root-window", "2000000")
     assert result.exit_code == 0, result.output
     told = last_user_message(fake_llm.root_requests[1])
     assert told.count("REPL output (block") == ran

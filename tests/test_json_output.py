@@ -1,7 +1,7 @@
 """`--json` on every path: exactly one JSON object on stdout, whatever the exit status, with the same
 keys; and `--instructions` (`-s`), which reaches the end of the root model's system prompt.
 
-Exit 6 (an answer that fails --schema) is not made yet: its test comes with --schema.
+Exit 6 (an answer that fails --schema) is at the end; tests/test_schema.py has the rest of --schema.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from rlmcli.repl import bwrap as sandbox_bwrap
 KEYS = {
     "answer", "partial_answer", "exit_reason", "partial", "message", "error", "hint", "iterations",
     "subcalls", "usage", "cost_usd", "cost_known", "elapsed_s", "model", "sub_model", "sandbox", "context",
-    "run_id", "trace",
+    "run_id", "trace", "citations", "unverified",
 }  # fmt: skip
 NO_DOCKER = "unix:///nonexistent/docker.sock"
 
@@ -320,3 +320,16 @@ def test_instructions_of_the_wrong_type_in_the_config(fake_llm, run_cli, data, t
     proc = run_cli(ask_args(fake_llm, str(data), extra=["--json"]), env={"RLM_CONFIG": str(config)})
     assert proc.returncode == 2
     assert_failure(one_object(proc.stdout), "usage_error", "instructions in")
+
+
+# ---------- 6: the answer failed validation (--schema) ----------
+
+
+def test_exit_6_invalid_answer_in_partial_answer(fake_llm, run_cli, data):
+    schema = '{"type": "object", "required": ["count"]}'
+    fake_llm.add_root(reply("", "print(context.count('beta'))"), "FINAL(5)", "FINAL(five)")  # never JSON
+    proc = run_cli(ask_json(fake_llm, data, "--schema", schema))
+    assert proc.returncode == 6, proc.stderr.decode()
+    out = one_object(proc.stdout)
+    assert_failure(out, "invalid_answer", "the answer failed validation against the inline --schema")
+    assert out["partial_answer"] == "five" and out["iterations"] == 3 and out["hint"]

@@ -143,8 +143,13 @@ def test_final_and_final_var_from_code(tmp_path):
         tmp_path, ["FINAL('done: 3')", "result = {'n': 3}\nFINAL_VAR('result')", "FINAL_VAR('nope')"]
     )
     assert a.final == "done: 3"
-    assert b.final == "{'n': 3}"
+    assert b.final == '{"n": 3}'  # a dict or list is answered as JSON (what --schema parses)
     assert c.final is None and "no variable named 'nope'" in c.output
+
+
+def test_a_value_json_cannot_hold_is_answered_as_its_str(tmp_path):
+    a, b = run_cells(tmp_path, ["FINAL_VAR({'s': {1}})", "x = [float('nan'), 'é']\nFINAL(x)"])
+    assert (a.final, b.final) == ("{'s': {1}}", "[nan, 'é']")
 
 
 def test_sys_exit_is_refused(tmp_path):

@@ -25,9 +25,10 @@ EPILOG = (
     '  rlm ask repo/ "Where is auth enforced?"\n\n'
     '  journalctl -u api | rlm ask - "What changed before the crash?"\n\n'
     '  rlm ask logs/ "Did anything flaky fail?" --json\n\n'
+    '  rlm ask build.log "Which tests failed?" --schema failures.schema.json\n\n'
     "Exit status: 0 answered, 1 unexpected error, 2 usage or input error, 3 a limit was reached "
     "(partial answer printed), 4 model provider error, 5 sandbox failure, 6 the answer failed validation "
-    "(--schema) after one repair turn, 130 interrupted."
+    "(--schema, --cite require) after one repair turn, 130 interrupted."
 )
 
 
@@ -50,6 +51,9 @@ def ask(
         help="The REPL without llm_query (the paper's ablation): the root model works with code alone.")] = False,
     max_retries: o.MaxRetries = None,
     instructions: o.Instructions = None,
+    cite: o.Cite = None,
+    root_window: o.RootWindow = None,
+    sub_window: o.SubWindow = None,
     max_iterations: o.MaxIterations = None,
     max_subcalls: Annotated[int | None, typer.Option(envvar="RLM_MAX_SUBCALLS", rich_help_panel=LIMITS,
         help="Most llm_query sub-calls. \\[default: no limit]")] = None,
@@ -70,11 +74,11 @@ def ask(
         rich_help_panel=SANDBOX,
         help=f"Cell output shown to the model; the rest is cut. \\[default: {D.max_output_chars}]")] = None,
     include: Annotated[list[str] | None, typer.Option("--include", "-g", rich_help_panel=INPUT, metavar="GLOB",
-        help="Only load directory files matching this glob (repeatable).", show_default=False)] = None,
+        help="Only load directory files matching this glob; '!GLOB' skips matches instead. Repeatable, the last match wins (as rg -g).", show_default=False)] = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", "-x", rich_help_panel=INPUT, metavar="GLOB",
         help="Skip directory entries matching this glob (repeatable).", show_default=False)] = None,
     no_ignore: Annotated[bool, typer.Option("--no-ignore", rich_help_panel=INPUT,
-        help="Don't honour .gitignore, .ignore, .rlmignore, .git/info/exclude.")] = False,
+        help="Read no ignore file. By default: .gitignore, .ignore and .rlmignore of each directory and of its parents up to the git repository root, .git/info/exclude, and git's global excludes file (core.excludesFile, else ~/.config/git/ignore).")] = False,
     hidden: Annotated[bool, typer.Option("--hidden", rich_help_panel=INPUT,
         help="Include hidden files and directories (never .git/).")] = False,
     max_file_size: Annotated[str | None, typer.Option(envvar="RLM_MAX_FILE_SIZE", rich_help_panel=INPUT,
@@ -84,6 +88,11 @@ def ask(
         help="Also write the JSONL trace to FILE (every run's trace is kept in the history; see `rlm logs`).")] = None,
     no_log: Annotated[bool, typer.Option("--no-log", rich_help_panel=OUTPUT,
         help="Keep no record of this run in the history (an explicit --trace is still written).")] = False,
+    schema: Annotated[str | None, typer.Option("--schema", envvar="RLM_SCHEMA", metavar="FILE|JSON",
+        rich_help_panel=OUTPUT, show_default=False,
+        help="The answer must be JSON valid against this JSON Schema (a file, or inline JSON): stdout then holds "
+             "the JSON document alone, on one line. An invalid answer gets one repair turn; still invalid: exit 6.")]
+        = None,
     as_json: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT,
         help="Print one JSON object, whatever the exit status: answer, exit_reason, error, usage, cost, ...")]
         = False,
@@ -107,6 +116,7 @@ def ask(
         cell_timeout=cell_timeout, max_output_chars=max_output_chars, include=include or [],
         exclude=exclude or [], no_ignore=no_ignore or None, hidden=hidden or None,
         max_file_size=max_file_size, no_subcalls=no_subcalls or None, instructions=instructions,
+        root_window=root_window, sub_window=sub_window, schema=schema, cite=cite,
     )  # fmt: skip
     output = Output(
         as_json=as_json, quiet=quiet, verbose=verbose, trace=trace, log=not no_log, started=started
@@ -194,6 +204,10 @@ def _run(explicit: dict, paths: list[str], question: str, output: Output) -> Non
             _print_json(output, _json_result(report, output))
         elif result.answer is not None:
             echo(result.answer)
+            if result.evidence is not None and result.evidence.citations and settings.schema is None:
+                from ..cite import sources_block
+
+                echo("\n" + sources_block(result.evidence.citations))  # --schema: the JSON alone
     except OSError:
         if status == ExitStatus.OK:
             raise
@@ -262,6 +276,8 @@ def _json_skeleton(output: Output) -> dict:
         "context": None,
         "run_id": output.run_id,
         "trace": output.trace_path,
+        "citations": None,  # --cite check|require, once an answer was checked: see cite/check.py
+        "unverified": None,
     }
 
 
@@ -281,7 +297,10 @@ def failure_document(exc: BaseException) -> dict:
 def _json_result(report, output: Output) -> dict:  # noqa: ANN001 - run.Report, imported lazily
     result, usage, stats = report.result, report.budget.usage, report.context.stats
     final = result.exit_reason == ExitReason.FINAL
+    evidence = result.evidence.to_dict() if result.evidence is not None else {}
     return {
+        "citations": evidence.get("citations"),
+        "unverified": evidence.get("unverified"),
         "answer": result.answer if final else None,
         "partial_answer": None if final else result.answer,
         "exit_reason": result.exit_reason,

@@ -7,6 +7,7 @@ pay for litellm, rich tables or the generators' data.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -164,6 +165,8 @@ def bench_run(
              "litellm's table, else 128000]")] = None,
     request_timeout: o.RequestTimeout = None,
     max_retries: o.MaxRetries = None,
+    root_window: o.RootWindow = None,
+    sub_window: o.SubWindow = None,
     max_iterations: o.MaxIterations = None,
     max_cost: o.MaxCost = None,
     max_tokens: o.MaxTokens = None,
@@ -179,6 +182,7 @@ def bench_run(
         model=model, sub_model=sub_model, api_base=api_base, sub_api_base=sub_api_base,
         request_timeout=request_timeout, max_retries=max_retries, max_iterations=max_iterations,
         max_cost=max_cost, max_tokens=max_tokens, timeout=timeout, sandbox=sandbox, image=image,
+        root_window=root_window, sub_window=sub_window,
     )  # fmt: skip
 
     from ..bench import report, runner
@@ -192,7 +196,8 @@ def bench_run(
     if context_window is not None and context_window < 1:
         raise UsageError("--context-window must be at least 1")
     methods = parse_methods(method or [])
-    settings = resolve(explicit)
+    # Each family scores its own answer format: a --schema from the config must not reach the rows.
+    settings = dataclasses.replace(resolve(explicit), schema=None)
     runner.preflight(settings, methods)  # e.g. a missing key: exit 4 before generating anything
     rows = load_tasks(source, n, length, seed)[:limit]
     options = runner.BenchOptions(methods, out, concurrency, context_window, retry_errors)

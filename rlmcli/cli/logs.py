@@ -123,6 +123,8 @@ def _table(records: list[RunRecord], columns: int | None) -> list[str]:
 
 
 def _details(r: RunRecord) -> list[str]:
+    from ..record.replay import recorded_sources
+
     def opt(value: object) -> str:
         return "-" if value is None else str(value)
 
@@ -152,6 +154,8 @@ def _details(r: RunRecord) -> list[str]:
     ]
     if r.answer is not None:
         lines.append(r.answer)
+        sources = recorded_sources(Path(r.trace_path)) if r.trace_path else ""
+        lines += ["", sources] if sources else []  # the answer's evidence, as `rlm ask` printed it
     elif r.exit_reason == "running":
         lines.append("(no answer: the run is still going, or died without finishing)")
     else:

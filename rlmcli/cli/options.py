@@ -38,6 +38,23 @@ Instructions = Annotated[str | None, typer.Option("--instructions", "-s", envvar
     rich_help_panel=MODEL, metavar="TEXT", show_default=False,
     help="Extra instructions appended to the root model's system prompt, e.g. \"answer in German\".")]  # fmt: skip
 
+RootWindow = Annotated[int | None, typer.Option(envvar="RLM_ROOT_WINDOW", rich_help_panel=MODEL,
+    metavar="TOKENS",
+    help="The root model's context window; older cell outputs are compacted as the history nears it. "
+         "\\[default: litellm's model info, else 32768]")]  # fmt: skip
+SubWindow = Annotated[int | None, typer.Option(envvar="RLM_SUB_WINDOW", rich_help_panel=MODEL,
+    metavar="TOKENS",
+    help="The sub model's context window (set it for local servers): the prompt tells the root model "
+         "what fits, and a larger sub-call prompt is refused in the cell. \\[default: litellm's model "
+         "info, else 32768]")]  # fmt: skip
+
+Cite = Annotated[str | None, typer.Option("--cite", envvar="RLM_CITE", rich_help_panel=OUTPUT,
+    metavar="off|check|require",
+    help="Evidence for the answer: the model cites input lines with cite(), printed after the answer "
+         "under Sources: (cut from the input by rlm); quotes and path:N references it typed are checked, "
+         "and what fails is reported on stderr. require: no verified citation or a failed check gets one "
+         f"repair turn, then exit 6; off: none of it. \\[default: {D.cite}]")]  # fmt: skip
+
 # -- limits (for `bench run`: of each row) ----------------------------------------------------
 
 MaxIterations = Annotated[int | None, typer.Option(envvar="RLM_MAX_ITERATIONS", rich_help_panel=LIMITS,

@@ -22,8 +22,10 @@ def replay(
     from pathlib import Path
 
     from ..errors import InputError
+    from ..events import Sources
     from ..record.history import History
     from ..record.replay import replay as play
+    from ..record.replay import sources_text
     from ..record.trace import read_trace
     from ..view.escape import echo
     from ..view.live import LiveView
@@ -35,9 +37,13 @@ def replay(
             raise InputError(f"run {trace} has no trace (it ran with --no-log)")
         path = Path(recorded)
     view = LiveView(quiet=quiet, verbose=verbose, answer_panel=not sys.stdout.isatty())
-    finished = play(read_trace(path), view)
+    sources: list[Sources] = []
+    finished = play(read_trace(path), view, sources)
     if finished is None:
         view.error(f"the trace {path} ends before the run did (it was cut off)")
         raise typer.Exit(int(ExitStatus.ERROR))
     if finished.answer is not None:
         echo(finished.answer)  # escaped on a terminal, intact in a pipe
+        block = sources_text(sources[-1] if sources else None)
+        if block:
+            echo("\n" + block)

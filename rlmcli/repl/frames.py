@@ -21,6 +21,9 @@ MAX_PROMPTS = 100_000  # prompts in one llm_query_batched call
 MAX_PROMPT_CHARS = 8_000_000  # one prompt: about 2M tokens, the largest context windows offered
 MAX_NAMES = 100  # entries in a result's `restored` list (the reserved names), each a short name
 MARKER_SLACK = 200  # room for the server's own truncation markers (under 100 characters) beyond a cap
+MAX_CITATIONS = 1000  # spans cite() registers in one run (the server keeps to it)
+MAX_PATH_CHARS = 4096  # of a cited path
+SPAN_FIELDS = ("marker", "start_line", "end_line", "byte_start", "byte_end")
 
 
 class ServerDied(Exception):
@@ -85,6 +88,21 @@ def _is_prompts(value: object) -> bool:
     )
 
 
+def _is_spans(value: object) -> bool:
+    """cite()'s spans: each a path and whole numbers (line and byte positions are >= 0)."""
+    return (
+        isinstance(value, list)
+        and len(value) <= MAX_CITATIONS
+        and all(
+            isinstance(span, dict)
+            and isinstance(span.get("path"), str)
+            and len(span["path"]) <= MAX_PATH_CHARS
+            and all(_is_int(span.get(key)) and 0 <= span[key] < 2**63 for key in SPAN_FIELDS)
+            for span in value
+        )
+    )
+
+
 Check = tuple[Callable[[object], bool], str]
 # Frame type -> its required fields -> (check, what the field must be, for the message).
 FRAMES: dict[str, dict[str, Check]] = {
@@ -99,6 +117,7 @@ FRAMES: dict[str, dict[str, Check]] = {
     },
     "value": {"value": (_is_answer, f"a string of at most {MAX_FINAL_CHARS:,} characters")},
     "error": {"error": (_is_str, "a string")},
+    "citations": {"spans": (_is_spans, f"a list of at most {MAX_CITATIONS:,} spans")},
     "llm_query": {
         "id": (_is_int, "an integer"),
         "prompts": (

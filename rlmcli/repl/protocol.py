@@ -20,7 +20,9 @@ from typing import Protocol
 from ..errors import LimitReached, SandboxError
 from .frames import MAX_FRAME, ProtocolError, ServerDied, cell_text, clean, parse, validate
 
-__all__ = ["CellResult", "Channel", "ProtocolError", "Repl", "Sandbox", "ServerDied", "SubcallHandler"]
+__all__ = [
+    "CellResult", "Channel", "CitedSpan", "ProtocolError", "Repl", "Sandbox", "ServerDied", "SubcallHandler",
+]  # fmt: skip
 
 FRAME = struct.Struct(">I")
 # How long past the cell timeout the host waits before it concludes the in-server timer failed.
@@ -38,6 +40,19 @@ class CellResult:
     final: str | None = None
     restored: list[str] = field(default_factory=list)
     duration: float = 0.0
+
+
+@dataclass(frozen=True)
+class CitedSpan:
+    """A span cite() registered in the REPL, as the server says it. Only the path and the lines are
+    used: the host cuts the text and counts the bytes itself (rlmcli/cite/), and compares."""
+
+    marker: int
+    path: str
+    start_line: int
+    end_line: int
+    byte_start: int
+    byte_end: int
 
 
 class Sandbox(Protocol):
@@ -197,6 +212,25 @@ class Repl:
         if msg["type"] == "error":
             return None, clean(msg["error"][: self.max_output_chars])
         return clean(msg["value"]), None
+
+    async def citations(self) -> list[CitedSpan]:
+        """The spans cite() registered so far (none after a restart: they died with the server)."""
+        try:
+            msg = await self._call({"op": "citations"}, ("citations",), timeout=30)
+        except ServerDied as died:
+            await self._restart(died)
+            return []
+        return [
+            CitedSpan(
+                span["marker"],
+                clean(span["path"]),
+                span["start_line"],
+                span["end_line"],
+                span["byte_start"],
+                span["byte_end"],
+            )
+            for span in msg["spans"]
+        ]
 
     async def close(self) -> None:
         """Ask the server to exit, then stop the sandbox either way (the server may be mid-cell)."""

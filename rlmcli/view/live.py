@@ -20,6 +20,7 @@ from typing import TextIO
 from rich.console import Console
 
 from .. import events as ev
+from ..text import plural
 from .plain import PlainOutput
 from .state import RunState
 from .terminal import RichOutput
@@ -32,9 +33,26 @@ def one_liners(event: ev.Event, verbose: bool) -> list[tuple[str, str]]:
         return [(event.summary, "dim")] + [(line, "dim") for line in skipped if verbose]
     if isinstance(event, ev.Notice):
         return [(f"warning: {event.message}", "yellow") if event.warning else (event.message, "dim")]
+    if isinstance(event, ev.Sources):
+        return sources_lines(event)
     # RunStopped is not shown: the CLI ends a stopped run with the one
     # `rlm: error:` line, and RunFinished's own line says how the run stopped.
     return []
+
+
+def sources_lines(event: ev.Sources) -> list[tuple[str, str]]:
+    """The answer's evidence in a line, then one warning per claim the input does not bear out."""
+    from ..cite import Unverified
+
+    cited = plural(len(event.citations), "citation")
+    summary = f"sources: {cited} cut from the input"
+    if event.unverified:
+        summary += f", {len(event.unverified)} unverified"
+    lines = [(summary, "dim")]
+    for item in event.unverified:  # as the trace has them: keys of a newer version are ignored
+        unverified = Unverified(str(item.get("kind")), str(item.get("text")), str(item.get("reason")))
+        lines.append((f"warning: {unverified.line()}", "yellow"))
+    return lines + [(f"note: {note}", "dim") for note in event.notes]
 
 
 def rich_wanted(stream: TextIO) -> bool:

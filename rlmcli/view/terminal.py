@@ -87,6 +87,11 @@ class RichOutput:
                 print_(Text(f"  ✓ {batch.total} sub-calls in {took}{failed}", style="green dim"))
         elif isinstance(event, ev.FinalAnswer) and self.answer_panel:
             self.panel(event.answer, "answer", "green")
+        elif isinstance(event, ev.Sources) and self.answer_panel and event.citations:
+            from ..cite import Citation, sources_block
+
+            block = sources_block([Citation.from_dict(c) for c in event.citations])
+            self.panel(block.removeprefix("Sources:\n"), "sources", "green")
         elif isinstance(event, ev.RunFinished):
             self.finished(event)
 
