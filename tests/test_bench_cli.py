@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 
 def test_bench_list_and_deterministic_generate(run_rlm, shared_data, tmp_path):
     listed = run_rlm(["bench", "list"])
@@ -41,3 +43,26 @@ def test_bench_generate_without_data_is_one_clear_error(run_rlm, tmp_path):
     )
     assert proc.returncode == 2
     assert b"rlm: error:" in proc.stderr and b"Traceback" not in proc.stderr
+
+
+def test_bench_generate_paper_profile_through_the_console_script(run_rlm, shared_data, tmp_path):
+    if not (shared_data / "oolong" / "trec_coarse_validated.jsonl").is_file():
+        pytest.skip("OOLONG's validated subset is not in ../shared/data/oolong")
+    args = [
+        "bench",
+        "generate",
+        "oolong",
+        "--profile",
+        "paper",
+        "--length",
+        "32768",
+        "--n",
+        "1",
+        "--out",
+        "-",
+    ]
+    proc = run_rlm(args, env={"RLM_DATA_DIR": str(shared_data)})
+    assert proc.returncode == 0, proc.stderr.decode()
+    (row,) = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert row["profile"] == "paper" and row["context"].count("\nDate: ") == 787  # OOLONG's 32K window
+    assert row["question"].startswith("The following lines contain thousands of general-knowledge questions")

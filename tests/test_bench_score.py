@@ -195,12 +195,39 @@ def test_logs_scorer():
         ("**The correct answer is (B)**", 1.0),
         ("The correct answer is B", 1.0),
         ("The correct answer is (C)", 0.0),
-        ("B", 0.0),  # LongBench-v2 parses only its answer sentence
-        ("the correct answer is (B)", 0.0),  # ... case-sensitively
+        ("the correct answer is (B)", 0.0),  # LongBench-v2's sentence is matched case-sensitively
+        # A bare letter is the same choice (an RLM's FINAL(B)); only the whole answer counts as one.
+        ("B", 1.0),
+        ("(B)", 1.0),
+        ("**B.**", 1.0),
+        ("  `B`\n", 1.0),
+        ("C", 0.0),
+        ("B or C", 0.0),
+        ("Because of the code, B", 0.0),
     ],
 )
-def test_codeqa_exact_letter(output, expected):
+def test_codeqa_letter_in_longbench_sentence_or_bare(output, expected):
     row = {"task": "codeqa", "answer": ["B"], "meta": {}}
+    assert bench.score(row, output) == expected
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        ("2", 1.0),  # the paper's prompt: "answer with exactly one number choice"
+        ("(2)", 1.0),
+        ("2.", 1.0),
+        ("Answer: 2", 1.0),
+        ("The answer is 2", 1.0),
+        ("The correct answer is (2)", 1.0),
+        ("3", 0.0),
+        ("B", 0.0),  # a paper row asks for the index, not the letter
+        ("12", 0.0),
+        ("2 or 3", 0.0),
+    ],
+)
+def test_codeqa_paper_rows_take_a_bare_index(output, expected):
+    row = {"task": "codeqa", "answer": ["2"], "meta": {"answer_form": "index"}}
     assert bench.score(row, output) == expected
 
 

@@ -1,12 +1,14 @@
 """Benchmark task generators and scorers for `rlm bench` (see docs/BENCHMARKS.md).
 
-    rows = generate("oolong", n=50, length=131072, seed=0)
+    rows = generate("oolong", n=50, length=131072, seed=0)            # profile="cli"
+    rows = generate("oolong", n=50, length=131072, seed=0, profile="paper")  # as the RLM paper
     write_jsonl(rows, "oolong.jsonl")
     score(rows[0], model_output)  # -> float in [0, 1]
 
 Each row is self-contained: id, task, context, question, answer (gold strings; [a, b] pairs for
-oolong-pairs), length (target tokens), context_tokens (chars / 4), seed, index and a `meta` dict with
-the task's own fields. Scorers read only the row, so `bench run` can score from the JSONL alone.
+oolong-pairs), length (target tokens), context_tokens (o200k_base, rlmcli/tokens.py), seed,
+index and a `meta` dict with the task's own fields; `paper` rows also say `"profile": "paper"` (see
+profile.py). Scorers read only the row, so `bench run` can score from the JSONL alone.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from typing import Any
 
 from ..errors import InputError
 from . import codeqa, logs, oolong, pairs, sniah, threads
-from .common import CHARS_PER_TOKEN, DATA_ENV, BenchDataError, data_dir, estimate_tokens
+from .common import CHARS_PER_TOKEN, DATA_ENV, PROFILES, BenchDataError, data_dir, estimate_tokens
 
 __all__ = [
     "CHARS_PER_TOKEN",
     "DATA_ENV",
     "FAMILIES",
+    "PROFILES",
     "BenchDataError",
     "Family",
     "data_dir",
@@ -43,7 +46,7 @@ class Family:
     description: str
     provenance: str
     scorer: str
-    generate: Callable[[int, int, int], list[dict[str, Any]]]  # (n, length_tokens, seed) -> rows
+    generate: Callable[..., list[dict[str, Any]]]  # (n, length_tokens, seed, profile) -> rows
     score: Callable[[str, dict[str, Any]], float]  # (model output, row) -> score in [0, 1]
 
 
@@ -63,7 +66,8 @@ FAMILIES: dict[str, Family] = {
             "oolong",
             "OOLONG-synth trec_coarse: classify every question line, then count, compare and rank labels "
             "(overall, per user subset, per month or date range)",
-            "OOLONG (Bertsch et al. 2025) wording over TREC (Li & Roth 2002) from shared/data/trec",
+            "OOLONG (Bertsch et al. 2025) wording over TREC (Li & Roth 2002) from shared/data/trec; paper: "
+            "OOLONG's validated subset (shared/data/oolong)",
             "OOLONG synth scorer: answer after the last colon; exact, comparison phrases, 0.75^|d|, dates",
             oolong.generate,
             oolong.score,
@@ -98,7 +102,7 @@ FAMILIES: dict[str, Family] = {
             "four-choice questions about the installed `rich` source: defining file, subclass counts, "
             "parameter defaults, method counts",
             "installed rich package (MIT); gold from its AST; LongBench-v2 prompt format",
-            "LongBench-v2 extract_answer: the letter of 'The correct answer is (X)' must match",
+            "LongBench-v2 extract_answer ('The correct answer is (X)') or a bare letter; paper: the index",
             codeqa.generate,
             codeqa.score,
         ),
@@ -114,9 +118,13 @@ def family(task: str) -> Family:
         raise InputError(f"unknown benchmark task {task!r}", hint=hint) from None
 
 
-def generate(task: str, n: int, length: int, seed: int) -> list[dict[str, Any]]:
-    """`n` rows of `task` whose context and question fit `length` tokens (chars / 4); deterministic."""
-    return family(task).generate(n, length, seed)
+def generate(task: str, n: int, length: int, seed: int, profile: str = "cli") -> list[dict[str, Any]]:
+    """`n` rows of `task` whose context and question fit `length` tokens (chars / 4 under `cli`; under
+    `paper`, OOLONG's 39-tokens-per-line rule for oolong and oolong-pairs and real tokens elsewhere);
+    deterministic."""
+    if profile not in PROFILES:
+        raise InputError(f"unknown --profile {profile!r}", hint=f"choose one of: {', '.join(PROFILES)}")
+    return family(task).generate(n, length, seed, profile)
 
 
 def score(row: dict[str, Any], output: str) -> float:

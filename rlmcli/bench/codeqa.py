@@ -14,6 +14,15 @@ Gold comes from the AST of the included files only:
 The prompt and the scorer are LongBench-v2's: choices "(A) ..", the reply "The correct answer is (X)",
 parsed by its extract_answer (asterisks removed, "The correct answer is (X)" then "... is X"); the
 letter must equal the gold letter. Gold depends on the installed rich version, recorded per row.
+A bare letter (`B`, `(B)`, `**B.**`) is accepted too: an RLM's `FINAL(B)` is the same choice, and
+parsing only LongBench's sentence would score it 0 against `direct`.
+
+`--profile paper` asks in the RLM paper's CodeQA wording (Appendix E.4): choices indexed 0-3 and
+"answer with exactly one number choice"; the gold is the index and the scorer takes a bare index
+(`2`, `(2)`, `Answer: 2`) or LongBench's sentence with the index. Contexts are sized so that context
++ question are within `length` real tokens. Gold locations (`meta.gold_lines`, context line
+ranges): the definition sites a question rests on (the `class`/`def` line; for a default, the
+`def` header; for a method count, each `def` in the class body; for subclasses, each subclass).
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .common import char_budget, check_args, make_row, rng, sha256_text
+from .common import char_budget, check_args, fit_tokens, make_row, rng, sha256_text
 
 TASK = "codeqa"
 PACKAGE = "rich"
@@ -39,6 +48,14 @@ TEMPLATE = (
     "Choices:\n(A) {A}\n(B) {B}\n(C) {C}\n(D) {D}\n\n"
     'Format your response as follows: "The correct answer is (insert answer here)".'
 )
+PAPER_TEMPLATE = (  # Appendix E.4
+    "You are a helpful assistant that can answer questions about code repositories. You must answer the "
+    "given question: {question} Based on the stored context, answer with exactly one number choice using "
+    "only the choices provided:\n0: {A}\n1: {B}\n2: {C}\n3: {D}\n(indexed from 0 to 3)."
+)
+# Where a gold answer rests: (file path, first line, last line) in that file.
+Site = tuple[str, int, int]
+Built = tuple[str, str, list[str], list[Site]]
 
 
 @dataclass(frozen=True)
@@ -69,10 +86,12 @@ def section(f: SourceFile) -> str:
     return f"### File: {f.path}\n{f.text}\n"
 
 
-def choose_files(seed: int, length: int, index: int, reserve: int) -> list[SourceFile]:
+def choose_files(
+    seed: int, length: int, index: int, reserve: int, chars: int | None = None
+) -> list[SourceFile]:
     files = list(package_files())
     rng("codeqa-files", seed, length, index).shuffle(files)
-    budget, used, chosen = char_budget(length) - reserve, 0, []
+    budget, used, chosen = (char_budget(length) if chars is None else chars) - reserve, 0, []
     for f in files:
         if used + len(section(f)) + 1 <= budget:
             chosen.append(f)
@@ -97,7 +116,11 @@ def _near(gold: int, r: Any) -> list[str]:
     return [str(v) for v in r.sample([v for v in range(gold - 3, gold + 4) if v >= 0 and v != gold], 3)]
 
 
-def _defines(files: list[SourceFile], r: Any) -> tuple[str, str, list[str]] | None:
+def _def_line(f: SourceFile, name: str) -> int:
+    return next(n.lineno for n in f.tree.body if getattr(n, "name", None) == name)
+
+
+def _defines(files: list[SourceFile], r: Any) -> Built | None:
     everywhere: dict[str, int] = {}
     for f in package_files():
         for name in _top_level(f):
@@ -111,16 +134,20 @@ def _defines(files: list[SourceFile], r: Any) -> tuple[str, str, list[str]] | No
     others = [f.path for f in files if f.path != path]
     if len(others) < 3:  # small contexts: fill with package files that do not define it either
         others += [f.path for f in package_files() if f.path != path and f.path not in others]
-    return f"Which file defines the top-level {kind} `{name}`?", path, r.sample(sorted(others), 3)
+    line = _def_line(next(f for f in files if f.path == path), name)
+    question = f"Which file defines the top-level {kind} `{name}`?"
+    return question, path, r.sample(sorted(others), 3), [(path, line, line)]
 
 
-def _subclasses(files: list[SourceFile], r: Any) -> tuple[str, str, list[str]] | None:
+def _subclasses(files: list[SourceFile], r: Any) -> Built | None:
     counts: dict[str, int] = {}
+    sites: dict[str, list[Site]] = {}
     for f in files:
         for node in ast.walk(f.tree):
             if isinstance(node, ast.ClassDef):
                 for base in {base_name(b) for b in node.bases} - {None}:
                     counts[base] = counts.get(base, 0) + 1
+                    sites.setdefault(base, []).append((f.path, node.lineno, node.lineno))
     if not counts:
         return None
     base = r.choice(sorted(counts))
@@ -128,7 +155,7 @@ def _subclasses(files: list[SourceFile], r: Any) -> tuple[str, str, list[str]] |
         f"In the provided code, how many classes name `{base}` directly among their base classes "
         f"(written `{base}`, `module.{base}` or `{base}[...]`)?"
     )
-    return question, str(counts[base]), _near(counts[base], r)
+    return question, str(counts[base]), _near(counts[base], r), sites[base]
 
 
 def _functions(f: SourceFile) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
@@ -155,77 +182,106 @@ def defaults(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> dict[str, str]:
     return out
 
 
-def _default(files: list[SourceFile], r: Any) -> tuple[str, str, list[str]] | None:
+def _default(files: list[SourceFile], r: Any) -> Built | None:
     options, pool = [], set(STOCK_DEFAULTS)
     for f in files:
         for qualname, fn in sorted(_functions(f).items()):
+            # The `def` header: from its line to the line before the body (the same line if one-line).
+            header = (f.path, fn.lineno, max(fn.lineno, fn.body[0].lineno - 1))
             for param, value in defaults(fn).items():
                 if len(value) <= 60 and "\n" not in value:
-                    options.append((f.path, qualname, param, value))
+                    options.append((f.path, qualname, param, value, header))
                     pool.add(value)
     if not options:
         return None
-    path, qualname, param, value = r.choice(options)
+    path, qualname, param, value, header = r.choice(options)
     question = f"In `{path}`, what is the default value of the parameter `{param}` of `{qualname}`?"
-    return question, value, r.sample(sorted(pool - {value}), 3)
+    return question, value, r.sample(sorted(pool - {value}), 3), [header]
 
 
-def _methods(files: list[SourceFile], r: Any) -> tuple[str, str, list[str]] | None:
+def _methods(files: list[SourceFile], r: Any) -> Built | None:
     options = []
     for f in files:
         names = [node.name for node in f.tree.body if isinstance(node, ast.ClassDef)]
         for node in f.tree.body:
             if isinstance(node, ast.ClassDef) and names.count(node.name) == 1:
-                count = sum(isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) for item in node.body)
-                options.append((f.path, node.name, count))
+                defs = [
+                    item for item in node.body if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))
+                ]
+                sites = [(f.path, d.lineno, d.lineno) for d in defs] or [(f.path, node.lineno, node.lineno)]
+                options.append((f.path, node.name, len(defs), sites))
     if not options:
         return None
-    path, name, count = r.choice(options)
+    path, name, count, sites = r.choice(options)
     question = (
         f"How many functions are defined directly in the body of the class `{name}` in `{path}` "
         "(methods, properties and special methods each count once per `def`)?"
     )
-    return question, str(count), _near(count, r)
+    return question, str(count), _near(count, r), sites
 
 
 BUILDERS = {"defines": _defines, "subclasses": _subclasses, "default": _default, "methods": _methods}
 
 
-def generate(n: int, length: int, seed: int) -> list[dict[str, Any]]:
-    check_args(n, length)
+def generate(n: int, length: int, seed: int, profile: str = "cli") -> list[dict[str, Any]]:
+    check_args(n, length, profile)
     version = importlib.metadata.version(PACKAGE)
-    rows = []
-    for index in range(n):
-        files = choose_files(seed, length, index, reserve=1200)
-        if not files:
-            raise ValueError(f"length {length} is too small for one file of {PACKAGE}")
-        r = rng(TASK, seed, length, index)
-        order = KINDS[index % len(KINDS) :] + KINDS[: index % len(KINDS)]
-        for kind in order:
-            built = BUILDERS[kind](files, r)
-            if built is not None:
-                break
-        else:
-            raise ValueError("no question could be asked about the chosen files")
-        question, gold, wrong = built
-        options = [gold, *wrong]
-        r.shuffle(options)
-        letter = LETTERS[options.index(gold)]
-        choices = dict(zip(LETTERS, options, strict=True))
-        context = "\n".join(section(f) for f in files)
-        meta = {
-            "kind": kind,
-            "package": PACKAGE,
-            "package_version": version,
-            "files": [f.path for f in files],
-            "choices": choices,
-            "gold_text": gold,
-            "source_sha256": sha256_text(context),
-            "scorer": "longbench_v2_choice",
-        }
-        text = TEMPLATE.format(question=question, **choices)
-        rows.append(make_row(TASK, index, seed, length, context, text, [letter], meta))
-    return rows
+    if profile == "paper":
+        return [
+            fit_tokens(
+                lambda chars, i=index: _row(i, length, seed, version, chars, profile),
+                lambda row: f"{row['context']}\n{row['question']}",
+                length,
+            )
+            for index in range(n)
+        ]
+    return [_row(index, length, seed, version, None, profile) for index in range(n)]
+
+
+def _row(index: int, length: int, seed: int, version: str, chars: int | None, profile: str) -> dict[str, Any]:
+    files = choose_files(seed, length, index, reserve=1200, chars=chars)
+    if not files:
+        raise ValueError(f"length {length} is too small for one file of {PACKAGE}")
+    r = rng(TASK, seed, length, index)
+    order = KINDS[index % len(KINDS) :] + KINDS[: index % len(KINDS)]
+    for kind in order:
+        built = BUILDERS[kind](files, r)
+        if built is not None:
+            break
+    else:
+        raise ValueError("no question could be asked about the chosen files")
+    question, gold, wrong, sites = built
+    options = [gold, *wrong]
+    r.shuffle(options)
+    position = options.index(gold)
+    choices = dict(zip(LETTERS, options, strict=True))
+    context = "\n".join(section(f) for f in files)
+    meta = {
+        "kind": kind,
+        "package": PACKAGE,
+        "package_version": version,
+        "files": [f.path for f in files],
+        "choices": choices,
+        "gold_text": gold,
+        "source_sha256": sha256_text(context),
+        "scorer": "longbench_v2_choice",
+        "gold_lines": _context_lines(context, sites),
+    }
+    if profile == "paper":
+        meta["answer_form"] = "index"
+        text, answer = PAPER_TEMPLATE.format(question=question, **choices), str(position)
+    else:
+        text, answer = TEMPLATE.format(question=question, **choices), LETTERS[position]
+    return make_row(TASK, index, seed, length, context, text, [answer], meta, profile)
+
+
+def _context_lines(context: str, sites: list[Site]) -> list[list[int]]:
+    """File line ranges as context line ranges: line j of a file is j lines below its header."""
+    out = []
+    for path, start, end in sites:
+        header = context[: context.index(f"### File: {path}\n")].count("\n") + 1
+        out.append([header + start, header + end])
+    return sorted(out)
 
 
 def extract_answer(response: str) -> str | None:
@@ -238,5 +294,31 @@ def extract_answer(response: str) -> str | None:
     return match.group(1) if match else None
 
 
+_BARE_LETTER = re.compile(r"\(?([A-D])\)?\.?")
+_BARE_INDEX = re.compile(r"(?:(?:the )?(?:answer|choice)(?: is)?\s*:?\s*)?\(?([0-3])\)?\.?", re.IGNORECASE)
+
+
+def _bare(output: str) -> str:
+    """The output less asterisks, surrounding whitespace, quotes and backticks."""
+    return output.replace("*", "").strip().strip("`'\"").strip()
+
+
+def extract_choice(output: str, form: str = "letter") -> str | None:
+    """The choice an output names: LongBench-v2's sentence first, else the whole output as a bare
+    letter (`B`, `(B)`, `B.`) or, for the paper's prompt, a bare index (`2`, `(2)`, `Answer: 2`)."""
+    if form == "index":
+        found = re.search(r"The correct answer is \(?([0-3])\)?", output.replace("*", ""))
+        if found:
+            return found.group(1)
+        match = _BARE_INDEX.fullmatch(_bare(output))
+        return match.group(1) if match else None
+    letter = extract_answer(output)
+    if letter is not None:
+        return letter
+    match = _BARE_LETTER.fullmatch(_bare(output))
+    return match.group(1) if match else None
+
+
 def score(output: str, row: dict[str, Any]) -> float:
-    return 1.0 if extract_answer(output) == str(row["answer"][0]) else 0.0
+    form = str(row.get("meta", {}).get("answer_form", "letter"))
+    return 1.0 if extract_choice(output, form) == str(row["answer"][0]) else 0.0

@@ -11,22 +11,28 @@ import hashlib
 import os
 import random
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..budget import CHARS_PER_TOKEN as CHARS_PER_TOKEN
 from ..budget import estimate_tokens as estimate_tokens
 from ..errors import InputError
 
 DATA_ENV = "RLM_DATA_DIR"
+# `--profile`: "cli" sizes contexts in characters / 4 and keeps this tool's own choices; "paper"
+# follows the RLM paper's setup where it differs (docs/BENCHMARKS.md, "The paper profile").
+PROFILES = ("cli", "paper")
+PAPER_TOKENIZER = "o200k_base"  # rlmcli/tokens.py: the one real token counter of rlm
 # The repository sits at <workplace>/main, the shared data at <workplace>/shared/data:
 # rlmcli/bench/common.py -> parents[2] is the repo root, parents[3] its parent.
 _DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
-# `--length` is in tokens, estimated as characters / 4 with budget.py's estimator, the one the
-# limits use (a common rule of thumb for English text with BPE tokenizers). It is deterministic and
-# needs no tokenizer download; real tokenizers differ by tens of percent on UUIDs, numbers and
-# code, so lengths are nominal, as in OOLONG and RULER.
+# Under the cli profile `--length` is turned into a character budget at CHARS_PER_TOKEN = 4 per
+# token: deterministic and quick, but real tokenizers differ by tens of percent on UUIDs, numbers,
+# logs and code, so those lengths are nominal (as in OOLONG and RULER). Rows record the real count
+# (o200k_base) in `context_tokens`. The paper profile sizes by real tokens instead (fit_tokens), or
+# by OOLONG's own line rule for the OOLONG families (trec.paper_line_count).
 
 
 class BenchDataError(InputError):
@@ -67,7 +73,9 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def check_args(n: int, length: int) -> None:
+def check_args(n: int, length: int, profile: str = "cli") -> None:
+    if profile not in PROFILES:
+        raise InputError(f"unknown --profile {profile!r}", hint=f"choose one of: {', '.join(PROFILES)}")
     if n < 1:
         raise InputError(f"--n must be at least 1, got {n}")
     if length < 1024:
@@ -83,9 +91,13 @@ def make_row(
     question: str,
     answer: list[Any],
     meta: dict[str, Any],
+    profile: str = "cli",
 ) -> dict[str, Any]:
-    """One JSONL row. `answer` is a list of gold strings (of [a, b] pairs for oolong-pairs)."""
-    return {
+    """One JSONL row. `answer` is a list of gold strings (of [a, b] pairs for oolong-pairs).
+
+    A `paper` row says so in its id (so results of both profiles never collide on resume) and in a
+    `profile` field; a `cli` row is unchanged. `context_tokens` is the real count (o200k_base) in both."""
+    row = {
         "id": f"{task}-L{length}-s{seed}-{index:04d}",
         "task": task,
         "index": index,
@@ -97,3 +109,45 @@ def make_row(
         "answer": answer,
         "meta": meta,
     }
+    if profile == "paper":
+        row.update(id=f"{task}-paper-L{length}-s{seed}-{index:04d}", profile="paper")
+    return row
+
+
+def real_tokens(text: str) -> int:
+    from ..tokens import count_text  # tiktoken loads on first use, never on the --help path
+
+    return count_text(text).tokens
+
+
+T = TypeVar("T")
+
+
+def fit_tokens(build: Callable[[int], T], text: Callable[[T], str], length: int) -> T:
+    """The paper profile's sizing for the families OOLONG's line rule does not cover: the largest
+    `build(chars)` (a deterministic function of a character budget) whose `text` is within `length`
+    real tokens. Starts at characters / 4, rescales by the measured characters per token, and
+    bisects once a budget that fits and one that does not are known (contexts made of whole files
+    or sections grow in steps); stops within 2% below the length or after 12 builds."""
+    chars, fits, too_big = char_budget(length), 0, 0
+    best: T | None = None
+    best_tokens = -1
+    for _ in range(12):
+        built = build(chars)
+        tokens = real_tokens(text(built))
+        if tokens <= length:
+            fits = max(fits, chars)
+            if tokens > best_tokens:
+                best, best_tokens = built, tokens
+        else:
+            too_big = chars if not too_big else min(too_big, chars)
+        if best_tokens >= length * 0.98 or (too_big and too_big - fits <= max(16, too_big // 200)):
+            break
+        # Aim a little under the length: the ratio is measured on this text, not on the next one.
+        guess = max(1, int(chars * length * 0.99 / max(tokens, 1)))
+        if too_big and not fits < guess < too_big:
+            guess = (fits + too_big) // 2
+        chars = guess
+    if best is None:
+        raise ValueError(f"length {length} is too small for this task")
+    return best

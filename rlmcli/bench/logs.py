@@ -14,6 +14,9 @@ and gold counts only the lines included:
 Scorer: the text after the last "Answer:" (else the whole output), less quotes, brackets, asterisks
 and a final period; counts score 0.75 ** |gold - pred| as in OOLONG; components and timestamps must
 match exactly (case and runs of whitespace ignored).
+Gold locations (`meta.gold_lines`, context line ranges): the lines a question is about, i.e. those
+matching the template, the first or last such line, or the lines at the level (of the component).
+`--profile paper` sizes the context so that it and the question are within `length` real tokens.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from .common import char_budget, check_args, data_path, make_row, rng, sha256_text
+from .common import char_budget, check_args, data_path, fit_tokens, make_row, rng, sha256_text
 
 TASK = "logs"
 SYSTEMS = (
@@ -84,11 +87,14 @@ def _header(name: str, count: int) -> str:
     return f"### {name} log ({count} lines)\n"
 
 
-def build_context(seed: int, length: int, index: int, reserve: int) -> tuple[str, list[tuple[str, int]]]:
-    """The context and, per included system, how many leading lines it holds."""
+def build_context(
+    seed: int, length: int, index: int, reserve: int, chars: int | None = None
+) -> tuple[str, list[tuple[str, int]]]:
+    """The context and, per included system, how many leading lines it holds; `chars` (default
+    characters / 4 of the length) is the budget of context + question."""
     order = list(SYSTEMS)
     rng("logs-systems", seed, length, index).shuffle(order)
-    budget = char_budget(length) - reserve
+    budget = (char_budget(length) if chars is None else chars) - reserve
     parts: list[str] = []
     included: list[tuple[str, int]] = []
     used = 0
@@ -109,7 +115,8 @@ def build_context(seed: int, length: int, index: int, reserve: int) -> tuple[str
     return "\n".join(parts), included
 
 
-def _question(kind: str, system: LogSystem, take: int, r: Any) -> tuple[str, str] | None:
+def _question(kind: str, system: LogSystem, take: int, r: Any) -> tuple[str, str, list[int]] | None:
+    """(question, gold, the 0-based lines of the system it is about), or None when not askable."""
     rows = system.rows[:take]
     name = system.name
     templates = Counter(row["EventTemplate"] for row in rows)
@@ -119,23 +126,24 @@ def _question(kind: str, system: LogSystem, take: int, r: Any) -> tuple[str, str
         usable = sorted(t for t in templates if len(t) <= MAX_TEMPLATE) or [min(templates, key=len)]
         pool = [t for t in usable if templates[t] > 1] or usable
         template = r.choice(pool)
-        matching = [row for row in rows if row["EventTemplate"] == template]
+        lines = [i for i, row in enumerate(rows) if row["EventTemplate"] == template]
         pattern = f"the event template `{template}` (`<*>` stands for a variable part)"
         if kind == "count":
-            return f"In the {name} log, how many lines match {pattern}?{FORMAT}", str(len(matching))
-        row = matching[0] if kind == "first" else matching[-1]
+            return f"In the {name} log, how many lines match {pattern}?{FORMAT}", str(len(lines)), lines
+        line = lines[0] if kind == "first" else lines[-1]
         which = "first" if kind == "first" else "last"
         text = (
             f"In the {name} log, what is the timestamp of the {which} line (in log order) that matches "
             f"{pattern}? Give the timestamp exactly as it is written in the log line.{FORMAT}"
         )
-        return text, timestamp(name, row)
+        return text, timestamp(name, rows[line]), [line]
     levels = Counter(row.get("Level") for row in rows if row.get("Level"))
     if len(levels) < 2:  # a single level ("combo", "Info", ...) makes level questions trivial
         return None
     if kind == "level":
         level = r.choice(sorted(levels))
-        return f"In the {name} log, how many lines have the level `{level}`?{FORMAT}", str(levels[level])
+        text = f"In the {name} log, how many lines have the level `{level}`?{FORMAT}"
+        return text, str(levels[level]), [i for i, row in enumerate(rows) if row.get("Level") == level]
     if "Component" not in rows[0]:
         return None
     for level in [lv for lv in PROBLEM_LEVELS if lv in levels] + sorted(levels):
@@ -145,39 +153,77 @@ def _question(kind: str, system: LogSystem, take: int, r: Any) -> tuple[str, str
                 f"In the {name} log, which component has the most lines with the level `{level}`? "
                 f"Give the component name exactly as it is written in the log.{FORMAT}"
             )
-            return text, ranked[0][0]
+            at = [
+                i
+                for i, row in enumerate(rows)
+                if row.get("Level") == level and row["Component"] == ranked[0][0]
+            ]
+            return text, ranked[0][0], at
     return None
 
 
-def generate(n: int, length: int, seed: int) -> list[dict[str, Any]]:
-    check_args(n, length)
-    rows = []
-    for index in range(n):
-        context, included = build_context(seed, length, index, reserve=1200)
-        if not included:
-            raise ValueError(f"length {length} is too small for a log section")
-        r = rng(TASK, seed, length, index)
-        kinds = KINDS[index % len(KINDS) :] + KINDS[: index % len(KINDS)]
-        for kind in kinds:  # fall back to the next kind when a system cannot support this one
-            name, take = r.choice(included)
-            asked = _question(kind, load_system(name), take, r)
-            if asked is not None:
-                break
+def generate(n: int, length: int, seed: int, profile: str = "cli") -> list[dict[str, Any]]:
+    check_args(n, length, profile)
+    if profile == "paper":
+        return [
+            fit_tokens(
+                lambda chars, i=index: _row(i, length, seed, chars, profile),
+                lambda row: f"{row['context']}\n{row['question']}",
+                length,
+            )
+            for index in range(n)
+        ]
+    return [_row(index, length, seed, None, profile) for index in range(n)]
+
+
+def _row(index: int, length: int, seed: int, chars: int | None, profile: str) -> dict[str, Any]:
+    context, included = build_context(seed, length, index, reserve=1200, chars=chars)
+    if not included:
+        raise ValueError(f"length {length} is too small for a log section")
+    r = rng(TASK, seed, length, index)
+    kinds = KINDS[index % len(KINDS) :] + KINDS[: index % len(KINDS)]
+    for kind in kinds:  # fall back to the next kind when a system cannot support this one
+        name, take = r.choice(included)
+        asked = _question(kind, load_system(name), take, r)
+        if asked is not None:
+            break
+    else:
+        name, take = included[0]
+        kind, asked = "count", _question("count", load_system(name), take, r)
+    assert asked is not None
+    question, gold, lines = asked
+    meta = {
+        "kind": kind,
+        "system": name,
+        "systems": [f"{s}:{k}" for s, k in included],
+        "answer_type": "NUMERIC" if kind in ("count", "level") else "TEXT",
+        "source_sha256": sha256_text("\n".join("\n".join(load_system(s).lines[:k]) for s, k in included)),
+        "scorer": "logs",
+        "gold_lines": line_ranges([first_line(included, name) + i for i in lines]),
+    }
+    return make_row(TASK, index, seed, length, context, question, [gold], meta, profile)
+
+
+def first_line(included: list[tuple[str, int]], name: str) -> int:
+    """The context line (1-based) of `name`'s first log line: each section is its header, its lines
+    and the blank line that joins it to the next."""
+    line = 1
+    for system, take in included:
+        if system == name:
+            return line + 1
+        line += take + 2
+    raise ValueError(f"{name} is not in the context")
+
+
+def line_ranges(lines: list[int]) -> list[list[int]]:
+    """Sorted line numbers as [start, end] runs: [3, 4, 5, 9] -> [[3, 5], [9, 9]]."""
+    out: list[list[int]] = []
+    for line in sorted(set(lines)):
+        if out and line == out[-1][1] + 1:
+            out[-1][1] = line
         else:
-            name, take = included[0]
-            kind, asked = "count", _question("count", load_system(name), take, r)
-        assert asked is not None
-        question, gold = asked
-        meta = {
-            "kind": kind,
-            "system": name,
-            "systems": [f"{s}:{k}" for s, k in included],
-            "answer_type": "NUMERIC" if kind in ("count", "level") else "TEXT",
-            "source_sha256": sha256_text("\n".join("\n".join(load_system(s).lines[:k]) for s, k in included)),
-            "scorer": "logs",
-        }
-        rows.append(make_row(TASK, index, seed, length, context, question, [gold], meta))
-    return rows
+            out.append([line, line])
+    return out
 
 
 def extract(output: str) -> str:

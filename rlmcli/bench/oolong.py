@@ -14,6 +14,12 @@ the text after the last colon (asterisks and square brackets removed); exact str
 score 0.75 ** |gold - pred|; dates score 1 when they parse to the gold date. Two deviations: the
 output is stripped of surrounding whitespace first (a trailing newline should not cost the point),
 and dates are parsed by the stdlib formats below instead of dateutil (month first, as dateutil).
+
+`--profile paper`: the windows of trec.build_paper_window; the first 25 questions of each window in
+the order they are generated (counting, then user, then timeline), as OOLONG's subsample.py keeps
+them, a window with fewer than 25 being skipped as there; and the question text is the RLM paper's
+root task description (arXiv 2512.24601, Appendix E.3) followed by "Answer the following: " and the
+question, so every method reads the same words.
 """
 
 from __future__ import annotations
@@ -24,7 +30,17 @@ from collections import Counter
 from typing import Any
 
 from .common import check_args, make_row, rng
-from .trec import Instance, Window, build_window, format_date
+from .trec import Instance, Window, build_window, format_date, window
+
+TASK_DESCRIPTION = (  # Appendix E.3, with the window's own label order
+    "The following lines contain thousands of general-knowledge questions, one per line. Each line has a "
+    "User ID, which is not necessarily unique, i.e. each User ID can be associated with multiple questions. "
+    "Each question has an answer that can be described as one of {count} categories: {labels} -- remember "
+    "that they are not explicitly labeled, so you need to figure out the label from the semantics of the "
+    "question. You will be asked to answer questions about the aggregate label statistics across all "
+    "examples in this dataset. Do not try to guess, estimate, or approximate the result. Answer the "
+    "following: "
+)
 
 TASK = "oolong"
 QUESTIONS_PER_WINDOW = 25  # OOLONG asks many questions of each context window
@@ -180,8 +196,24 @@ def window_questions(window: Window, seed: int, length: int) -> list[Question]:
     return out
 
 
-def generate(n: int, length: int, seed: int) -> list[dict[str, Any]]:
-    check_args(n, length)
+def _meta(window: Window, pick: Question) -> dict[str, Any]:
+    return {
+        "dataset": "trec_coarse",
+        "context_window_id": window.index,
+        "num_instances": len(window.instances),
+        "labels": list(window.labels),
+        "task_group": pick["group"],
+        "task_type": f"TASK_TYPE.{pick['kind']}",
+        "answer_type": f"ANSWER_TYPE.{pick['answer_type']}",
+        "input_subset": bool(pick.get("input_subset", False)),
+        "scorer": "oolong_synth",
+    }
+
+
+def generate(n: int, length: int, seed: int, profile: str = "cli") -> list[dict[str, Any]]:
+    check_args(n, length, profile)
+    if profile == "paper":
+        return _generate_paper(n, length, seed)
     rows = []
     for index in range(n):
         window = build_window(seed, length, index // QUESTIONS_PER_WINDOW)
@@ -191,18 +223,42 @@ def generate(n: int, length: int, seed: int) -> list[dict[str, Any]]:
         kind = kinds[(index % QUESTIONS_PER_WINDOW) % len(kinds)]
         same_kind = [q for q in questions if (q["group"], q["kind"]) == kind]
         pick = rng(TASK, seed, length, index).choice(same_kind)
-        meta = {
-            "dataset": "trec_coarse",
-            "context_window_id": window.index,
-            "num_instances": len(window.instances),
-            "labels": list(window.labels),
-            "task_group": pick["group"],
-            "task_type": f"TASK_TYPE.{pick['kind']}",
-            "answer_type": f"ANSWER_TYPE.{pick['answer_type']}",
-            "input_subset": bool(pick.get("input_subset", False)),
-            "scorer": "oolong_synth",
-        }
+        meta = _meta(window, pick)
         rows.append(make_row(TASK, index, seed, length, window.text, pick["question"], [pick["gold"]], meta))
+    return rows
+
+
+def paper_question(labels: tuple[str, ...] | list[str], question: str) -> str:
+    named = ", ".join(f"'{label}'" for label in labels)
+    return TASK_DESCRIPTION.format(count=len(labels), labels=named) + question
+
+
+def _generate_paper(n: int, length: int, seed: int) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    index = 0
+    for w in range(n + 1000):  # a window short of 25 questions is skipped; far fewer ever are
+        if len(rows) == n:
+            break
+        paper_window = window(seed, length, w, "paper")
+        questions = window_questions(paper_window, seed, length)
+        if len(questions) < QUESTIONS_PER_WINDOW:
+            continue
+        for position, pick in enumerate(questions[: min(QUESTIONS_PER_WINDOW, n - len(rows))]):
+            meta = _meta(paper_window, pick)
+            # The window's label counts and the softmax they come from, so a reader can check them.
+            counts = Counter(inst.label for inst in paper_window.instances)
+            meta.update(
+                question_index=position,
+                oolong_question=pick["question"],
+                label_counts={label: counts[label] for label in paper_window.labels},
+                label_distribution=list(paper_window.distribution),
+            )
+            text = paper_question(paper_window.labels, pick["question"])
+            gold = [pick["gold"]]
+            rows.append(make_row(TASK, index, seed, length, paper_window.text, text, gold, meta, "paper"))
+            index += 1
+    if len(rows) < n:
+        raise ValueError(f"length {length} gives too few OOLONG questions per window")
     return rows
 
 

@@ -13,6 +13,11 @@ written down here (and in docs/BENCHMARKS.md):
 Rows i = 0..19 share window 0 and ask query i + 1 (the paper asks all 20 queries of one context per
 length); row 20 starts window 1, and so on. Scorer: F1 between the set of (a, b) pairs parsed from
 the output and the gold set (order inside a pair and duplicates ignored; empty vs empty is 1).
+
+`--profile paper`: the windows of trec.build_paper_window (OOLONG's line count, validated pool and
+label counts), and the question as the paper's trajectory in Appendix E.2 shows the root received
+it: "Answer the following: ", the query, then PAPER_SUFFIX (sorted by first user ID, an example,
+"[]" for no answer). The scorer reads both answer forms: pairs on lines or after commas, and "[]".
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .common import check_args, make_row
-from .trec import Instance, build_window
+from .trec import Instance, window
 
 TASK = "oolong-pairs"
 SUFFIX = (
@@ -32,6 +37,11 @@ SUFFIX = (
     "need to figure out the label from the semantics of the question): description and abstract concept, "
     "entity, human being, numeric value, location, abbreviation. In your answer, list all pairs in the "
     "format (user_id_1, user_id_2), separated by newlines."
+)
+PAPER_SUFFIX = (  # Appendix E.2
+    " Your answer must be sorted by first user ID. For example, if the answer is the Instance ID pairs "
+    "(22740, 35839) and (35839, 52032), you should return '(22740, 35839), (35839, 52032)'. If there is "
+    "no answer, return an empty list []."
 )
 LEAD = "In the above data, list all pairs of user IDs (no duplicate pairs, list lower ID first)"
 DESC, ENTY, HUM, NUM, LOC, ABBR = (
@@ -232,23 +242,24 @@ def _label_counts(instances: list[Instance]) -> dict[str, int]:
     return counts
 
 
-def generate(n: int, length: int, seed: int) -> list[dict[str, Any]]:
-    check_args(n, length)
+def generate(n: int, length: int, seed: int, profile: str = "cli") -> list[dict[str, Any]]:
+    check_args(n, length, profile)
     rows = []
     for index in range(n):
-        window = build_window(seed, length, index // len(QUERIES))
+        context_window = window(seed, length, index // len(QUERIES), profile)
         query = QUERIES[index % len(QUERIES)]
-        gold = gold_pairs(query, window.instances)
+        gold = gold_pairs(query, context_window.instances)
         meta = {
             "dataset": "trec_coarse",
-            "context_window_id": window.index,
+            "context_window_id": context_window.index,
             "query": query.number,
-            "num_instances": len(window.instances),
-            "num_users": len({inst.user for inst in window.instances}),
+            "num_instances": len(context_window.instances),
+            "num_users": len({inst.user for inst in context_window.instances}),
             "num_gold_pairs": len(gold),
             "scorer": "pairs_f1",
         }
-        rows.append(make_row(TASK, index, seed, length, window.text, query.text, gold, meta))
+        text = f"Answer the following: {query.text}{PAPER_SUFFIX}" if profile == "paper" else query.text
+        rows.append(make_row(TASK, index, seed, length, context_window.text, text, gold, meta, profile))
     return rows
 
 

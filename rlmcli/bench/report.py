@@ -1,7 +1,9 @@
 """`rlm bench report`: methods side by side from one or more RESULTS files, as tables and a plot.
 
 Per group (overall, task family, context length, family × length) and method: mean score with a
-seeded percentile-bootstrap 95% CI, mean cost and tokens per query, median latency, error count.
+seeded percentile-bootstrap 95% CI, citation precision and recall (citations.py; "-" where a method
+cites nothing or a family has no gold locations), mean cost and tokens per query, median latency,
+error count.
 The plot is mean score against context length, one panel per family and one line per method: PNG
 through matplotlib when it is installed (the optional `plot` extra), else an SVG written here
 without dependencies.
@@ -21,7 +23,7 @@ from xml.sax.saxutils import escape
 
 from ..errors import ExitReason, InputError
 
-METHOD_ORDER = ("rlm", "rlm-no-subcalls", "direct")
+METHOD_ORDER = ("rlm", "rlm-no-subcalls", "direct", "rlm-d0", "rlm-d1", "rlm-d2", "rlm-d3")
 RESAMPLES = 1000
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 GROUPINGS = {
@@ -128,9 +130,25 @@ def aggregate(
                 "latency_median_s": statistics.median(float(r.get("latency_s") or 0.0) for r in members),
                 "errors": sum(is_error(r) for r in members),
                 "truncated": sum(bool(r.get("truncated")) for r in members),
+                **citation_summary(members),
             }
         )
     return sorted(out, key=lambda g: (*(_sort_key(g.get(f)) for f in by), _method_rank(g["method"])))
+
+
+def citation_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Precision over all markers of the group (verified / cited), and mean recall over its rows
+    with gold locations; None where there is nothing to measure (no marker, no gold, --cite off)."""
+    cited = sum(int(r.get("cited") or 0) for r in rows)
+    verified = sum(int(r.get("verified") or 0) for r in rows)
+    recalls = [float(r["citation_recall"]) for r in rows if r.get("citation_recall") is not None]
+    return {
+        "cited": cited,
+        "verified": verified,
+        "citation_precision": verified / cited if cited else None,
+        "citation_recall": statistics.fmean(recalls) if recalls else None,
+        "citation_recall_n": len(recalls),
+    }
 
 
 def _sort_key(value: Any) -> tuple:
@@ -162,11 +180,17 @@ def _cells(group: dict[str, Any], by: tuple[str, ...]) -> list[str]:
         str(group["n"]),
         f"{group['score']:.3f}",
         f"[{group['ci_low']:.3f}, {group['ci_high']:.3f}]",
+        _fraction(group.get("citation_precision")),
+        _fraction(group.get("citation_recall")),
         cost,
         f"{group['tokens_per_query']:,.0f}",
         f"{group['latency_median_s']:.1f}s",
         str(group["errors"]),
     ]
+
+
+def _fraction(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _fmt_group(field: str, value: Any) -> str:
@@ -177,7 +201,8 @@ def print_report(report: dict[str, Any], file: TextIO | None = None, sections: t
     """Tables of `report`: Rich on a terminal, aligned plain text otherwise (pipes, files, CI logs)."""
     file = file or sys.stdout
     names = sections or ("overall", "by_family", "by_length")
-    headers = ["method", "n", "score", "95% CI", "$/query", "tokens/query", "latency p50", "errors"]
+    headers = ["method", "n", "score", "95% CI", "cite prec", "cite rec", "$/query", "tokens/query",
+               "latency p50", "errors"]  # fmt: skip
     titles = {"overall": "All rows", "by_family": "By task family", "by_length": "By context length (tokens)",
               "by_family_length": "By family and context length"}  # fmt: skip
     tty = file.isatty()

@@ -3,6 +3,9 @@
 Methods (the columns of the RLM paper's Table 1 that this tool can run):
 - `rlm`: the full loop, `rlmcli.run.ask` on the row's context, with `llm_query` sub-calls;
 - `rlm-no-subcalls`: the paper's ablation, the same REPL without `llm_query`;
+- `rlm-d0` ... `rlm-d3`: the paper's depth study (v3, Table 1): d0 is `rlm-no-subcalls`, d1 is
+  `rlm`, d2 and d3 let `rlm_query` start child RLMs (--max-depth 2 and 3), so a user sees whether
+  depth helps their model;
 - `direct`: the paper's base model, one completion holding the whole context and the question. A
   context over the model's input window is cut to fit, and the result row says so and by how much.
 
@@ -31,10 +34,12 @@ from ..budget import Budget
 from ..errors import ExitReason, RlmError
 from ..settings import Settings
 from . import CHARS_PER_TOKEN, estimate_tokens, score
+from .citations import citation_fields
 from .parallel import run_parallel
 from .report import is_error, read_results, result_key
 
-METHODS = ("rlm", "rlm-no-subcalls", "direct")
+METHODS = ("rlm", "rlm-no-subcalls", "direct", "rlm-d0", "rlm-d1", "rlm-d2", "rlm-d3")
+SUBCALL_METHODS = ("rlm", "rlm-d1", "rlm-d2", "rlm-d3")  # those that call the sub model
 FALLBACK_WINDOW = 128_000  # input tokens assumed for a model litellm has no window for
 # Tokens kept free in a `direct` prompt beyond the question: chat template, truncation note, and
 # slack for the chars/4 estimate, which undercounts some texts.
@@ -44,6 +49,16 @@ DIRECT_SYSTEM = (
     "Answer the question from the context."
 )
 TRUNCATION_NOTE = "[... the rest of the context ({chars:,} characters) was cut to fit the model's window ...]"
+
+
+def method_settings(settings: Settings, method: str) -> Settings:
+    """The settings an rlm method runs with: sub-calls off (rlm-no-subcalls, rlm-d0), or the
+    depth of recursion a depth method names (rlm-d2: --max-depth 2)."""
+    if method in ("rlm-no-subcalls", "rlm-d0"):
+        return replace(settings, no_subcalls=True, max_depth=1)
+    if method.startswith("rlm-d"):
+        return replace(settings, max_depth=int(method.removeprefix("rlm-d")))
+    return settings
 
 
 @dataclass
@@ -169,7 +184,7 @@ def run_one(
         if method == "direct":
             fields.update(run_direct(row, settings, window or FALLBACK_WINDOW, emit))
         else:
-            fields.update(_run_rlm(row, replace(settings, no_subcalls=method == "rlm-no-subcalls"), emit))
+            fields.update(_run_rlm(row, method_settings(settings, method), emit))
     except RlmError as exc:
         fields.update(exit_reason=exc.reason.value, error=str(exc))
     except Exception as exc:  # a bug in one row must not sink a bench of hundreds; it is recorded
@@ -193,7 +208,7 @@ def run_one(
         "context_tokens": row.get("context_tokens", estimate_tokens(str(row.get("context", "")))),
         "method": method,
         "model": settings.model,
-        "sub_model": settings.effective_sub_model if method == "rlm" else None,
+        "sub_model": settings.effective_sub_model if method in SUBCALL_METHODS else None,
         "score": value,
         "iterations": 0,
         "subcalls": 0,
@@ -235,6 +250,7 @@ def _run_rlm(row: dict[str, Any], settings: Settings, emit: ev.Emit) -> dict[str
         "completion_tokens": usage.completion_tokens,
         "cost_usd": usage.cost_usd,
         "cost_known": usage.cost_known,
+        **citation_fields(row, result.evidence),  # cited / verified / precision / recall (citations.py)
     }
 
 

@@ -18,6 +18,9 @@ ships with every CPython; it is part of the Python documentation, under the PSF 
 It is ~465k characters (~116k tokens), so haystacks longer than that repeat it; a repeated haystack
 does not weaken a single-needle test because the needle sentence occurs exactly once.
 Scorer: RULER's string_match_all, the fraction of gold strings found in the output, case-insensitive.
+`--profile paper` sizes the haystack so that haystack + question are within `length` real tokens
+(common.fit_tokens) instead of characters / 4. Every row records its gold location: the line of
+the context that holds the needle (`meta.gold_lines`; a prose haystack is one line).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import functools
 import re
 from typing import Any
 
-from .common import char_budget, check_args, make_row, random_uuid, rng, sha256_text
+from .common import char_budget, check_args, fit_tokens, make_row, random_uuid, rng, sha256_text
 
 TASK = "sniah"
 NEEDLE = "One of the special magic {type_needle_v} for {key} is: {value}."
@@ -121,8 +124,8 @@ def _haystack(kind: str, budget: int, depth: int, needle: str) -> str:
     return " ".join(sentences)
 
 
-def generate(n: int, length: int, seed: int) -> list[dict[str, Any]]:
-    check_args(n, length)
+def generate(n: int, length: int, seed: int, profile: str = "cli") -> list[dict[str, Any]]:
+    check_args(n, length, profile)
     head, prefix = singular_template()
     rows = []
     for index in range(n):
@@ -134,7 +137,17 @@ def generate(n: int, length: int, seed: int) -> list[dict[str, Any]]:
         singular = value_type[:-1]
         question = f"What is the special magic {singular} for {key} mentioned in the provided text?"
         depth = _depth_for(index, n)
-        context = _haystack(kind, char_budget(length) - len(question) - 1, depth, needle)
+        if profile == "paper":
+            context = fit_tokens(
+                lambda chars, kind=kind, depth=depth, needle=needle, q=question: _haystack(
+                    kind, chars - len(q) - 1, depth, needle
+                ),
+                lambda text, q=question: f"{text}\n{q}",
+                length,
+            )
+        else:
+            context = _haystack(kind, char_budget(length) - len(question) - 1, depth, needle)
+        needle_line = context[: context.index(needle)].count("\n") + 1
         meta = {
             "ruler_task": ruler_task,
             "haystack": kind,
@@ -146,11 +159,12 @@ def generate(n: int, length: int, seed: int) -> list[dict[str, Any]]:
             + "{context}\n"
             + prefix.format(type_needle_v=singular, query=key),
             "scorer": "ruler_string_match_all",
+            "gold_lines": [[needle_line, needle_line]],  # where a citation should point
         }
         if kind == "prose":
             meta["haystack_source"] = "CPython pydoc_data.topics (PSF License)"
             meta["haystack_sha256"] = prose_sha256()
-        rows.append(make_row(TASK, index, seed, length, context, question, [value], meta))
+        rows.append(make_row(TASK, index, seed, length, context, question, [value], meta, profile))
     return rows
 
 

@@ -12,6 +12,7 @@ in the released README. Rows cycle over four variants:
 Scorer (their README's rule): the output, less leading whitespace, quotes, brackets and a leading
 "... value:" label, must start with the gold value; for multiple needles, the fraction of the gold
 values the output contains (our rule, as the output is a list).
+`--profile paper` sizes the object so that it and the question are within `length` real tokens.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import json
 import re
 from typing import Any
 
-from .common import char_budget, check_args, make_row, random_uuid, rng
+from .common import char_budget, check_args, fit_tokens, make_row, random_uuid, rng
 
 TASK = "needle-threading"
 VARIANTS = ("single_needle", "multiple_needles", "thread_forward", "thread_backward")
@@ -45,37 +46,47 @@ def _sweep(index: int, n: int) -> float:
     return index / (n - 1) if n > 1 else 0.5
 
 
-def generate(n: int, length: int, seed: int) -> list[dict[str, Any]]:
-    check_args(n, length)
-    rows = []
-    for index in range(n):
-        r = rng(TASK, seed, length, index)
-        variant = VARIANTS[index % len(VARIANTS)]
-        count = max(10, (char_budget(length) - 600) // PAIR_CHARS)  # 600: room for the question
-        pairs = [[random_uuid(r), random_uuid(r)] for _ in range(count)]
-        meta: dict[str, Any] = {"variant": variant, "num_kv_pairs": count, "scorer": "starts_with"}
-        if variant == "single_needle":
-            position = round(_sweep(index // len(VARIANTS), -(-n // len(VARIANTS))) * (count - 1))
-            key, value = pairs[position]
-            question, answer = SINGLE.format(key=key), [value]
-            meta["needle_depth_percent"] = round(100 * position / max(count - 1, 1))
-        elif variant == "multiple_needles":
-            positions = r.sample(range(count), 2 + (index // len(VARIANTS)) % 4)
-            keys = [pairs[p][0] for p in positions]
-            question = MULTIPLE.format(keys=json.dumps(keys))
-            answer = [pairs[p][1] for p in positions]
-            meta["scorer"] = "fraction_found"
-        else:
-            hops = THREAD_HOPS[(index // len(VARIANTS)) % len(THREAD_HOPS)]
-            positions = sorted(r.sample(range(count), hops), reverse=variant == "thread_backward")
-            chain = [random_uuid(r) for _ in range(hops + 1)]
-            for hop, position in enumerate(positions):
-                pairs[position] = [chain[hop], chain[hop + 1]]
-            question, answer = THREAD.format(key=chain[0]), [chain[-1]]
-            meta.update(hops=hops, direction=variant.split("_")[1])
-        context = json.dumps(dict(pairs))
-        rows.append(make_row(TASK, index, seed, length, context, question, answer, meta))
-    return rows
+def generate(n: int, length: int, seed: int, profile: str = "cli") -> list[dict[str, Any]]:
+    check_args(n, length, profile)
+    if profile == "paper":
+        return [
+            fit_tokens(
+                lambda chars, i=index: _row(i, n, length, seed, chars, profile),
+                lambda row: f"{row['context']}\n{row['question']}",
+                length,
+            )
+            for index in range(n)
+        ]
+    return [_row(index, n, length, seed, char_budget(length), profile) for index in range(n)]
+
+
+def _row(index: int, n: int, length: int, seed: int, chars: int, profile: str) -> dict[str, Any]:
+    r = rng(TASK, seed, length, index)
+    variant = VARIANTS[index % len(VARIANTS)]
+    count = max(10, (chars - 600) // PAIR_CHARS)  # 600: room for the question
+    pairs = [[random_uuid(r), random_uuid(r)] for _ in range(count)]
+    meta: dict[str, Any] = {"variant": variant, "num_kv_pairs": count, "scorer": "starts_with"}
+    if variant == "single_needle":
+        position = round(_sweep(index // len(VARIANTS), -(-n // len(VARIANTS))) * (count - 1))
+        key, value = pairs[position]
+        question, answer = SINGLE.format(key=key), [value]
+        meta["needle_depth_percent"] = round(100 * position / max(count - 1, 1))
+    elif variant == "multiple_needles":
+        positions = r.sample(range(count), 2 + (index // len(VARIANTS)) % 4)
+        keys = [pairs[p][0] for p in positions]
+        question = MULTIPLE.format(keys=json.dumps(keys))
+        answer = [pairs[p][1] for p in positions]
+        meta["scorer"] = "fraction_found"
+    else:
+        hops = THREAD_HOPS[(index // len(VARIANTS)) % len(THREAD_HOPS)]
+        positions = sorted(r.sample(range(count), hops), reverse=variant == "thread_backward")
+        chain = [random_uuid(r) for _ in range(hops + 1)]
+        for hop, position in enumerate(positions):
+            pairs[position] = [chain[hop], chain[hop + 1]]
+        question, answer = THREAD.format(key=chain[0]), [chain[-1]]
+        meta.update(hops=hops, direction=variant.split("_")[1])
+    context = json.dumps(dict(pairs))
+    return make_row(TASK, index, seed, length, context, question, answer, meta, profile)
 
 
 _LABEL = re.compile(r"^\s*(?:[a-z ]*value|answer)\s*:\s*", re.IGNORECASE)

@@ -15,12 +15,20 @@ prompt - 250 question tokens, / 39) and draws exact per-label counts, while we d
 from the same distribution and add lines while header + lines + footer stay within the length minus
 a 250-token question reserve (chars / 4). The same (seed, length, window) gives the same window to
 `oolong` and `oolong-pairs`, as the RLM paper builds OOLONG-Pairs over OOLONG's trec_coarse contexts.
+
+`--profile paper` (build_paper_window) follows OOLONG's example_constructor.construct_context
+instead: the validated pool (shared/data/oolong/trec_coarse_validated.jsonl, 4,151 questions), N =
+floor((0.95 L - 168 - 250) / 39) lines (datasets_loader.get_examples_in_context with TREC_Coarse's
+PROMPT_TOKENS and PER_EXAMPLE_TOKENS), exact per-label counts round(softmax(...) * N) with the
+rounding error taken off the first label, each label's questions drawn without replacement from
+enough copies of its pool, and users and dates assigned over the N lines as utils.py does.
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
+import json
 import math
 from dataclasses import dataclass
 
@@ -44,6 +52,7 @@ LABELS = (
     "numeric value",
 )
 QUESTION_RESERVE_TOKENS = 250  # EvalDataset.QUESTION_TOKENS
+PROMPT_TOKENS, PER_EXAMPLE_TOKENS = 168, 39  # datasets_loader.TREC_Coarse (GPT-4 tokenizer averages)
 DATE_START = datetime.date(2022, 2, 16)
 DATE_END = datetime.date(2025, 6, 21)
 MIN_USER, MAX_USER = 10000, 99999
@@ -66,6 +75,7 @@ class Window:
     labels: tuple[str, ...]  # in the order the header lists them
     instances: tuple[Instance, ...]
     text: str
+    distribution: tuple[float, ...] = ()  # paper profile: the softmax the per-label counts come from
 
 
 def format_date(day: datetime.date) -> str:
@@ -85,6 +95,35 @@ def load_trec() -> tuple[tuple[str, str], ...]:
             label, question = line.split(" ", 1)
             rows.append((question.strip(), COARSE_TO_LABEL[label.split(":", 1)[0]]))
     return tuple(rows)
+
+
+@functools.cache
+def load_validated() -> tuple[tuple[str, str], ...]:
+    """(question text, OOLONG label) for every line of OOLONG's validated trec_coarse pool, in file
+    order; OOLONG's loader keeps `input` and `label` and uses every row."""
+    rows = []
+    with open(data_path("oolong", "trec_coarse_validated.jsonl"), encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                item = json.loads(line)
+                rows.append((str(item["input"]).replace("\n", " "), str(item["label"])))
+    return tuple(rows)
+
+
+def paper_line_count(length: int) -> int:
+    """OOLONG's lines per window: int((0.95 L - PROMPT_TOKENS - QUESTION_TOKENS) // 39)."""
+    return int((length * 0.95 - PROMPT_TOKENS - QUESTION_RESERVE_TOKENS) // PER_EXAMPLE_TOKENS)
+
+
+def paper_label_counts(distribution: tuple[float, ...], n: int) -> list[int]:
+    """construct_context: counts = round(distribution * n), then counts[0] -= sum(counts) - n.
+    (torch rounds half to even, as Python's round does.) Should that take the first label below
+    zero, which OOLONG does not guard against, the correction goes to the largest label instead."""
+    counts = [round(p * n) for p in distribution]
+    excess = sum(counts) - n
+    first = 0 if counts[0] - excess >= 0 else counts.index(max(counts))
+    counts[first] -= excess
+    return counts
 
 
 def describe(n: int, labels: tuple[str, ...], intro: bool) -> str:
@@ -162,3 +201,52 @@ def build_window(seed: int, length: int, index: int) -> Window:
     count, order = len(instances), tuple(labels)
     text = describe(count, order, True) + body + describe(count, order, False)
     return Window(index, tuple(labels), tuple(instances), text)
+
+
+@functools.lru_cache(maxsize=8)
+def build_paper_window(seed: int, length: int, index: int) -> Window:
+    """An OOLONG trec_coarse window as OOLONG's construct_context builds it (module docstring)."""
+    r = rng("oolong-paper-window", seed, length, index)
+    n = paper_line_count(length)
+    if n < 1:
+        raise ValueError(f"length {length} is too small for one OOLONG line")
+    labels = r.sample(list(LABELS), len(LABELS))  # random.sample(labels, num_label_classes)
+    r.shuffle(labels)
+    temperature = r.randint(2, 6)  # generate_dataset.py draws it per window
+    distribution = tuple(_softmax([r.randint(1, 30) ** (1 / temperature) for _ in labels]))
+    counts = paper_label_counts(distribution, n)
+    by_label: dict[str, list[str]] = {label: [] for label in labels}
+    for text, label in load_validated():
+        by_label[label].append(text)
+    drawn: list[tuple[str, str]] = []
+    for label, count in zip(labels, counts, strict=True):
+        pool = by_label[label] * math.ceil(count / len(by_label[label]))  # "using duplicate examples"
+        order = list(range(len(pool)))
+        r.shuffle(order)
+        drawn += [(pool[i], label) for i in order[:count]]
+    r.shuffle(drawn)  # final_data.shuffle()
+    # utils.generate_skewed_user_ids(n) and sample_random_dates(n), in that order.
+    common = r.sample(range(MIN_USER, MAX_USER + 1), max(int(n * 0.1), 1))
+    common_set = set(common)
+    users = []
+    for _ in range(n):
+        if r.random() < 0.8:
+            users.append(r.choice(common))
+        else:
+            while (candidate := r.randint(MIN_USER, MAX_USER)) in common_set:
+                pass
+            users.append(candidate)
+    days = (DATE_END - DATE_START).days
+    dates = [DATE_START + datetime.timedelta(days=r.randint(0, days)) for _ in range(n)]
+    instances = [Instance(d, u, text, label) for (text, label), u, d in zip(drawn, users, dates, strict=True)]
+    r.shuffle(instances)  # get_prompt lists the lines in a shuffled order of their own
+    order = tuple(labels)
+    body = "".join(inst.line() + "\n" for inst in instances)
+    text = describe(n, order, True) + body + describe(n, order, False)
+    return Window(index, order, tuple(instances), text, distribution)
+
+
+def window(seed: int, length: int, index: int, profile: str = "cli") -> Window:
+    return (
+        build_paper_window(seed, length, index) if profile == "paper" else build_window(seed, length, index)
+    )
