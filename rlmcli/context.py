@@ -16,17 +16,23 @@ import os
 import stat
 import sys
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from . import tokens
 from .errors import InputError
+from .secrets_scan import Scanner
+from .secrets_scan import warning as secrets_warning
 from .settings import parse_size as parse_size  # re-exported: it was defined here
 from .text import plural
 from .walk import IGNORE_FILES as IGNORE_FILES  # re-exported: it was defined here
 from .walk import LoadOptions, Walker, display_name
 
+# Told of the loading as it goes: (files loaded so far, bytes read so far); called per chunk read,
+# so it must be cheap (the CLI's renderer throttles itself: cli/files.py).
+Progress = Callable[[int, int], None]
 CHUNK = 1024 * 1024
 BINARY_SNIFF = 8192  # a NUL byte in this many leading bytes marks a file as binary
 PREFIX_CHARS = 500  # of the context, shown to the model in its first message (prompts.py)
@@ -59,6 +65,7 @@ class FileEntry:
     lines: int
     bytes: int
     sha256: str = ""  # of the raw bytes read: traces name inputs by digest, never copy them
+    redacted: list[tuple[int, int]] = field(default_factory=list)  # line ranges with a secret replaced
 
 
 @dataclass
@@ -71,6 +78,9 @@ class ContextStats:
     invalid_utf8_files: int
     skipped: dict[str, list[str]]  # reason -> display paths (directories end in "/"); non-empty only
     tokens_sampled: bool = False  # est_tokens was scaled from a sample of the text
+    secrets: int = 0  # possible secrets found (secrets_scan.py)
+    secrets_redacted: bool = False  # ... and replaced in the context (--redact-secrets)
+    char_width: int = 1  # bytes per character of the context as a Python str: 1, 2 or 4 (str_width)
 
     @property
     def chars_per_token(self) -> float:
@@ -84,6 +94,7 @@ class Context:
     files: list[FileEntry]
     stats: ContextStats
     prefix: str  # first PREFIX_CHARS characters of the context
+    secrets_warning: str | None = None  # counts and path:line of possible secrets, never one of them
 
     def spans(self) -> dict[str, tuple[int, int]]:
         return {f.path: (f.start, f.end) for f in self.files}
@@ -111,6 +122,19 @@ class Context:
             text += f", {s.invalid_utf8_files} with invalid UTF-8"
         total, detail = _skip_counts(s.skipped)
         return f"{text}; skipped {total} ({detail})" if total else text
+
+
+def str_width(text: str) -> int:
+    """Bytes per character CPython stores `text` with (PEP 393): 1 up to U+00FF, 2 up to U+FFFF,
+    else 4. One character beyond the BMP (an emoji) makes a whole str four bytes a character."""
+    top = ord(max(text)) if text else 0
+    return 1 if top < 0x100 else 2 if top < 0x10000 else 4
+
+
+def str_bytes(stats: ContextStats) -> int:
+    """The memory the REPL's `context` str takes: characters x width, not the bytes on disk (a
+    177 MB tree with one emoji is a ~710 MB str). What a --memory hint should be sized by."""
+    return stats.chars * stats.char_width
 
 
 def human_bytes(n: int) -> str:
@@ -151,8 +175,12 @@ class _Discard(contextlib.nullcontext):
 class _Writer:
     """Appends decoded text to the context file, tracking character offsets and the prefix."""
 
-    def __init__(self, out: TextIO | _Discard, headers: bool):
+    def __init__(self, out: TextIO | _Discard, headers: bool, scanner: Scanner, progress: Progress | None):
         self.out = out
+        self.progress = progress
+        self.bytes_read = 0
+        self.width = 1  # the widest character so far, as str_width
+        self.scanner = scanner  # sees the raw bytes first; hands back what is decoded (redacted)
         self.headers = headers
         self.offset = 0
         self.prefix = ""
@@ -162,6 +190,8 @@ class _Writer:
     def _write(self, text: str) -> None:
         self.out.write(text)
         self.offset += len(text)
+        if self.width < 4 and not text.isascii():  # isascii is O(1) on a str; max() only when not
+            self.width = max(self.width, str_width(text))
         if len(self.prefix) < PREFIX_CHARS:
             self.prefix += text[: PREFIX_CHARS - len(self.prefix)]
 
@@ -175,22 +205,28 @@ class _Writer:
         nbytes = newlines = 0
         last = b""
         digest = hashlib.sha256()
+        scanner = self.scanner
+        scanner.start(display)
         chunk = head
         while chunk:
             digest.update(chunk)
             nbytes += len(chunk)
             newlines += chunk.count(b"\n")
             last = chunk[-1:]
-            self._write(decoder.decode(chunk))
+            self._write(decoder.decode(scanner.feed(chunk)))
+            self.bytes_read += len(chunk)
+            if self.progress is not None:
+                self.progress(len(self.files), self.bytes_read)
             chunk = _read(stream, display)
-        self._write(decoder.decode(b"", final=True))  # flushes a truncated trailing sequence
+        self._write(decoder.decode(scanner.finish(), final=True))  # and a truncated trailing sequence
         end = self.offset
         if _decode_state.invalid:
             self.invalid_files += 1
         if self.headers and last != b"\n":
             self._write("\n")
         lines = newlines + (1 if nbytes and last != b"\n" else 0)
-        self.files.append(FileEntry(display, start, end, lines, nbytes, digest.hexdigest()))
+        redacted = list(scanner.redacted_lines)
+        self.files.append(FileEntry(display, start, end, lines, nbytes, digest.hexdigest(), redacted))
 
 
 # Why a write fails when the disk is the problem, as the error line says it.
@@ -324,7 +360,11 @@ def _load_directory(writer: _Writer, walker: Walker, seen: set[tuple[int, int]])
 
 
 def load_context(
-    paths: list[str], workdir: Path, options: LoadOptions, stdin: BinaryIO | None = None
+    paths: list[str],
+    workdir: Path,
+    options: LoadOptions,
+    stdin: BinaryIO | None = None,
+    progress: Progress | None = None,
 ) -> Context:
     """Read `paths` into `workdir`/context.txt. Raises InputError for every user mistake."""
     stdin = _check_paths(paths, stdin)
@@ -339,14 +379,52 @@ def load_context(
     # A single named file is its own context (the REPL decodes it the same way): it is scanned for
     # offsets and stats but never copied, so a 2 GB log costs no second 2 GB on disk. Unless its
     # path is not UTF-8: the sandbox is told paths in UTF-8 frames, so that file is copied instead.
+    # Or it holds a secret to redact: the sandbox then reads a redacted copy.
     named = Path(paths[0]).resolve()
     in_place = kind == "file" and display_name(str(named)) == str(named)
     out_path = named if in_place else workdir / CONTEXT_FILENAME
+    writer, skipped = _load(paths, kind, out_path, in_place, options, stdin, progress)
+    if in_place and options.redact_secrets and writer.scanner.count:
+        out_path = workdir / CONTEXT_FILENAME
+        writer, skipped = _load(paths, kind, out_path, False, options, stdin, progress)
+    files = writer.files
+    counted = tokens.count_file(out_path, writer.offset)
+    scanner = writer.scanner
+    stats = ContextStats(
+        files=len(files),
+        bytes=sum(f.bytes for f in files),
+        chars=writer.offset,
+        lines=sum(f.lines for f in files),
+        est_tokens=counted.tokens,
+        invalid_utf8_files=writer.invalid_files,
+        skipped={r: skipped[r] for r in SKIP_REASONS if r in skipped},
+        tokens_sampled=counted.estimated,
+        secrets=scanner.count,
+        secrets_redacted=scanner.redact and scanner.count > 0,
+        char_width=writer.width,
+    )
+    warning = secrets_warning(scanner, redacted=scanner.redact)
+    return Context(out_path, kind, files, stats, writer.prefix, warning)
+
+
+def _load(
+    paths: list[str],
+    kind: str,
+    out_path: Path,
+    in_place: bool,
+    options: LoadOptions,
+    stdin: BinaryIO | None,
+    progress: Progress | None,
+) -> tuple[_Writer, dict[str, list[str]]]:
+    """One pass over the inputs: the context written to `out_path` (unless `in_place`), scanned."""
     skipped: dict[str, list[str]] = {}
     seen: set[tuple[int, int]] = set()
+    scanner = Scanner(redact=options.redact_secrets and not in_place)
     try:
         with _Discard() if in_place else open(out_path, "w", encoding="utf-8", newline="") as out:
-            writer = _Writer(out, headers=kind in ("directory", "multiple"))
+            writer = _Writer(
+                out, headers=kind in ("directory", "multiple"), scanner=scanner, progress=progress
+            )
             if not in_place:  # workdir inside a directory being read: never read the context into itself
                 st = os.fstat(out.fileno())
                 seen.add((st.st_dev, st.st_ino))
@@ -372,16 +450,4 @@ def load_context(
         if isinstance(exc, OSError):  # every read raises InputError: this is a write of the copy
             raise write_error(out_path, exc) from exc
         raise
-    files = writer.files
-    counted = tokens.count_file(out_path, writer.offset)
-    stats = ContextStats(
-        files=len(files),
-        bytes=sum(f.bytes for f in files),
-        chars=writer.offset,
-        lines=sum(f.lines for f in files),
-        est_tokens=counted.tokens,
-        invalid_utf8_files=writer.invalid_files,
-        skipped={r: skipped[r] for r in SKIP_REASONS if r in skipped},
-        tokens_sampled=counted.estimated,
-    )
-    return Context(out_path, kind, files, stats, writer.prefix)
+    return writer, skipped

@@ -31,6 +31,7 @@ class LoadOptions:
     no_ignore: bool = False  # apply no ignore file (ignore_rules.py)
     hidden: bool = False  # include dot entries (".git" is always skipped)
     max_file_size: int = 10 * 1024 * 1024  # applies to files found in directories only
+    redact_secrets: bool = False  # replace possible secrets in the context (secrets_scan.py)
 
 
 def display_name(name: str) -> str:

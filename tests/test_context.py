@@ -675,3 +675,21 @@ def test_real_tree_loghub(tmp_path: Path) -> None:
     assert len(text) == ctx.stats.chars
     for f in ctx.files[:2] + ctx.files[-1:]:
         assert text[f.start : f.end] == Path(f.path).read_bytes().decode("utf-8", errors="replace")
+
+
+@pytest.mark.parametrize(
+    ("texts", "width"),
+    [(["ascii\n", "b\n"], 1), (["café\n", "b\n"], 1), (["ascii\n", "€ 5\n"], 2), (["a\n", "ok 😀\n"], 4)],
+)
+def test_the_str_width_is_that_of_the_widest_character_in_any_file(tmp_path: Path, texts: list[str], width):
+    """The REPL's `context` is one str: one character beyond the BMP in any file makes the whole
+    of it four bytes a character (PEP 393), which is what --memory must hold."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for i, text in enumerate(texts):
+        (tree / f"f{i}.txt").write_text(text, encoding="utf-8")
+    ctx = load([str(tree)], tmp_path)
+    assert ctx.stats.char_width == width
+    text = ctx.path.read_text(encoding="utf-8")
+    assert ctx.stats.char_width == ctxmod.str_width(text)
+    assert ctxmod.str_bytes(ctx.stats) == len(text) * width
