@@ -71,7 +71,8 @@ def test_creates_the_schema_at_the_current_version(rlm_home: Path):
     assert columns == [
         "id", "started_at", "cwd", "inputs", "question", "model", "sub_model", "sandbox", "answer",
         "exit_reason", "partial", "iterations", "subcalls", "prompt_tokens", "completion_tokens",
-        "cost_usd", "cost_known", "elapsed_s", "trace_path",
+        "cost_usd", "cost_known", "elapsed_s", "trace_path", "parent_run", "cache_hits", "cache_saved_tokens",
+        "cache_saved_cost_usd",
     ]  # fmt: skip
 
 

@@ -54,6 +54,12 @@ MIGRATIONS: list[tuple[str, ...]] = [
         )""",
         "CREATE INDEX runs_started_at ON runs (started_at)",
     ),
+    (  # 2: follow-up chains (`rlm ask -c`) and the cache of model calls
+        "ALTER TABLE runs ADD COLUMN parent_run TEXT",
+        "ALTER TABLE runs ADD COLUMN cache_hits INTEGER",
+        "ALTER TABLE runs ADD COLUMN cache_saved_tokens INTEGER",
+        "ALTER TABLE runs ADD COLUMN cache_saved_cost_usd REAL",
+    ),
 ]
 
 
@@ -85,6 +91,10 @@ class RunRecord:
     cost_known: bool | None = None
     elapsed_s: float | None = None
     trace_path: str | None = None
+    parent_run: str | None = None  # the run this one follows up (`rlm ask -c`)
+    cache_hits: int | None = None  # calls the cache of model calls served, and what they saved
+    cache_saved_tokens: int | None = None
+    cache_saved_cost_usd: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -280,6 +290,7 @@ class Recorder:
                 sub_model=event.sub_model,
                 sandbox=event.sandbox,
                 trace_path=self.trace_path,
+                parent_run=event.parent_run,
             )
             self._save()
         elif isinstance(event, SandboxChosen) and self.record is not None and event.parent == self.record.id:
@@ -294,6 +305,8 @@ class Recorder:
             r.subcalls, r.prompt_tokens = event.subcalls, event.prompt_tokens
             r.completion_tokens, r.cost_usd = event.completion_tokens, event.cost_usd
             r.cost_known, r.elapsed_s = event.cost_known, event.elapsed_s
+            r.cache_hits, r.cache_saved_tokens = event.cache_hits, event.cache_saved_tokens
+            r.cache_saved_cost_usd = event.cache_saved_cost_usd
             self._save()
 
     def _save(self) -> None:
