@@ -1,9 +1,10 @@
 """Context windows: how many tokens each model of a run reads, and what that means for its prompts.
 
-A window comes from --root-window / --sub-window, else litellm's model info (`max_input_tokens`),
-else DEFAULT_WINDOW. It decides three things: the sub-call capacity the system prompt states, the
-largest sub-call prompt that is sent at all (a bigger one gets an error string in the cell, before
-any request), and when the root history is compacted (compact.py).
+A window comes from --root-window / --sub-window, else what the model's server said about itself
+(model/probe.py: a llama.cpp slot's n_ctx, vLLM's max_model_len), else litellm's model info
+(`max_input_tokens`), else DEFAULT_WINDOW. It decides three things: the sub-call capacity the
+system prompt states, the largest sub-call prompt that is sent at all (a bigger one gets an error
+string in the cell, before any request), and when the root history is compacted (compact.py).
 
 litellm takes seconds to import; when it has not been imported yet, its table is read from the JSON
 file it ships (the same table litellm loads with LITELLM_LOCAL_MODEL_COST_MAP, see
@@ -12,14 +13,12 @@ model/providers.load_litellm), without importing it.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-import json
+import re
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .budget import CHARS_PER_TOKEN, estimate_prompt_tokens
+from .model import prices
 
 # A model litellm does not know is most often a local server (vLLM, llama.cpp, Ollama): those run
 # with 8K-32K windows far more often than with the 128K+ of hosted models, which litellm does know.
@@ -27,7 +26,6 @@ from .budget import CHARS_PER_TOKEN, estimate_prompt_tokens
 # failed requests or prompts the server silently cuts. So: 32K, and --sub-window/--root-window say
 # otherwise.
 DEFAULT_WINDOW = 32_768
-LITELLM_TABLE = "model_prices_and_context_window_backup.json"
 
 # Room kept in a window for the model's reply: a quarter of the window, at most 8K tokens (answers
 # to sub-calls and root turns are far shorter than their prompts; reasoning models need some room).
@@ -42,7 +40,7 @@ SCAFFOLD_TOKENS = 512
 @dataclass(frozen=True)
 class Window:
     tokens: int  # the model's input window
-    source: str  # "flag", "litellm" or "default": where the number came from
+    source: str  # "flag", "server", "litellm" or "default": where the number came from
 
     @property
     def prompt_limit(self) -> int:
@@ -83,18 +81,23 @@ def resolve(
     root_override: int | None = None,
     sub_override: int | None = None,
     others: tuple[str, ...] | list[str] = (),
+    root_server: int | None = None,
+    sub_server: int | None = None,
 ) -> Windows:
-    """The run's windows: the overrides for the root and sub models, litellm's table for the rest."""
-    root = window_of(root_model, root_override)
-    sub = window_of(sub_model, sub_override)
+    """The run's windows: the overrides for the root and sub models, else the windows their servers
+    reported (`*_server`), else litellm's table; litellm's table for the rest."""
+    root = window_of(root_model, root_override, root_server)
+    sub = window_of(sub_model, sub_override, sub_server)
     named = {model: window_of(model) for model in others}
     named.update({root_model: root, sub_model: sub})  # the sub model's flag wins if they are one
     return Windows(root, sub, named)
 
 
-def window_of(model: str, override: int | None = None) -> Window:
+def window_of(model: str, override: int | None = None, server: int | None = None) -> Window:
     if override is not None:
         return Window(override, "flag")
+    if server is not None:  # the server serving it knows better than a table of model names
+        return Window(server, "server")
     known = litellm_window(model)
     return Window(known, "litellm") if known else Window(DEFAULT_WINDOW, "default")
 
@@ -111,30 +114,9 @@ def litellm_window(model: str) -> int | None:
 
 
 def _table_window(model: str) -> int | None:
-    """The lookup in litellm's JSON table: the model string as a key, else the name without its
-    provider prefix when the table lists it under that provider (openai/gpt-4o-mini -> gpt-4o-mini)."""
-    table = _table()
-    entry = table.get(model)
-    if entry is None and "/" in model:
-        provider, name = model.split("/", 1)
-        candidate = table.get(name)
-        if isinstance(candidate, dict) and candidate.get("litellm_provider") == provider:
-            entry = candidate
-    return _tokens(entry.get("max_input_tokens")) if isinstance(entry, dict) else None
-
-
-@functools.cache
-def _table() -> dict:
-    """litellm's table as its package ships it (~3 MB of JSON, ~40 ms); {} if not found."""
-    try:
-        spec = importlib.util.find_spec("litellm")  # finds the package without importing it
-        locations = list(spec.submodule_search_locations or []) if spec else []
-        if not locations:
-            return {}
-        data = json.loads((Path(locations[0]) / LITELLM_TABLE).read_text(encoding="utf-8"))
-    except (OSError, ValueError, ImportError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    """The lookup in litellm's JSON table, read without importing litellm (model/prices.py)."""
+    entry = prices.entry(model)
+    return _tokens(entry.get("max_input_tokens")) if entry is not None else None
 
 
 def _tokens(value: object) -> int | None:
@@ -156,4 +138,53 @@ def subcall_too_large(prompt: str, window: Window) -> str | None:
         f"sub-model's limit of {window.prompt_limit:,} tokens per prompt (its window: {window.tokens:,} "
         f"tokens, less room for the reply); nothing was sent. Split text like this into pieces of at "
         f"most ~{max(1_000, fits // 1_000 * 1_000):,} characters]"
+    )
+
+
+MIN_REPLY_TOKENS = 256  # a reply cap never goes below this, however full the window
+
+
+def reply_cap(limit: int | None, window: int | None, prompt_tokens: int) -> int | None:
+    """The max_tokens of one call: `limit`, less where the window known for sure (a server's or a
+    flag's; None: not known) leaves less room after the prompt. The prompt's size is an estimate
+    (characters / 4), and some servers (vLLM) refuse a prompt plus max_tokens beyond the window, so
+    the prompt counts a quarter more here."""
+    if limit is None:
+        return None
+    if window is None:
+        return limit
+    return max(MIN_REPLY_TOKENS, min(limit, window - prompt_tokens * 5 // 4))
+
+
+# How servers word a prompt beyond their window: llama.cpp ("request (9031 tokens) exceeds the
+# available context size (8192 tokens)"), vLLM and OpenAI ("maximum context length is 4096 tokens.
+# However, you requested 5000 tokens (...)" / "your request has 5000 input tokens" / "your messages
+# resulted in 5000 tokens").
+_WINDOW_SAID = re.compile(
+    r"(?:available context size|maximum context length is|context window of|context length of)"
+    r"\D{0,20}?([\d,]+)\s*tokens",
+    re.IGNORECASE,
+)
+_SENT_SAID = re.compile(
+    r"(?:request \(|requested |resulted in |has |prompt (?:is|has|of) )([\d,]+)\s*(?:input )?tokens",
+    re.IGNORECASE,
+)
+
+
+def over_window(message: str) -> str | None:
+    """For a server's refusal of a prompt beyond its window (a 400), what happened and what to
+    change, in words; None for any other message."""
+    said = _WINDOW_SAID.search(message)
+    if said is None and "context" not in message.lower():
+        return None
+    if said is None and not re.search(r"exceed|too long|maximum|overflow", message, re.IGNORECASE):
+        return None
+    window = int(said.group(1).replace(",", "")) if said else None
+    sent = _SENT_SAID.search(message)
+    size = f" ({int(sent.group(1).replace(',', '')):,} tokens)" if sent else ""
+    where = f"the server's context window ({window:,} tokens)" if window else "the server's context window"
+    flag = str(window) if window else "N"
+    return (
+        f"the request{size} exceeds {where}; let rlm size its prompts to it with --sub-window {flag} "
+        f"(sub-calls: then smaller chunks) or --root-window {flag}, or give the server a larger window"
     )

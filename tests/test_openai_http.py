@@ -1,7 +1,8 @@
-"""Sub-calls on the direct OpenAI-protocol path (rlmcli/model/openai_http.py), over real HTTP to FakeLLM.
+"""Calls on the direct OpenAI-protocol path (rlmcli/model/openai_http.py), over real HTTP to FakeLLM.
 
-litellm.acompletion is replaced by a function that fails the test, so every sub-call below proves
-it did not go through litellm; root calls still must, and do.
+litellm.acompletion is replaced by a function that fails the test, so every call below proves it did
+not go through litellm: sub-calls and root calls alike. The request timeout bounds the time without
+progress, not the time a request waits behind others at a busy server.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +21,7 @@ from fake_llm import FakeLLM, Fault
 
 from rlmcli.budget import Budget, Limits
 from rlmcli.errors import LimitReached, ProviderError
+from rlmcli.model import openai_http
 from rlmcli.model.client import ModelClient, ModelConfig, load_litellm
 
 SECRET = "sk-test-secret-0123456789"
@@ -34,15 +38,13 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def litellm_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
-    """litellm.acompletion, counted: root calls pass through, a sub-call fails the test."""
+    """litellm.acompletion, counted: any call through it fails the test."""
     litellm = load_litellm()
-    original, calls = litellm.acompletion, []
+    calls: list[dict] = []
 
     async def acompletion(**kwargs: Any) -> Any:
         calls.append(kwargs)
-        if kwargs["messages"][0].get("role") != "system":
-            raise AssertionError("a sub-call went through litellm")
-        return await original(**kwargs)
+        raise AssertionError("a call went through litellm")
 
     monkeypatch.setattr(litellm, "acompletion", acompletion)
     return calls
@@ -207,7 +209,7 @@ def test_subcall_limit_is_exact(fake: FakeLLM, concurrency: int) -> None:
     assert len(fake.requests) == 5
 
 
-def test_root_calls_still_go_through_litellm(fake: FakeLLM, litellm_calls: list[dict]) -> None:
+def test_root_calls_take_the_direct_path_too(fake: FakeLLM, litellm_calls: list[dict]) -> None:
     fake.add_root("root answer")
     client, _ = make_client(fake)
 
@@ -218,8 +220,9 @@ def test_root_calls_still_go_through_litellm(fake: FakeLLM, litellm_calls: list[
             await client.aclose()
 
     assert asyncio.run(go()) == ("root answer", "sub: sub prompt")
-    assert [c["messages"] for c in litellm_calls] == [ROOT_MESSAGES]
+    assert litellm_calls == []
     assert [r["kind"] for r in fake.requests] == ["root", "sub"]
+    assert fake.requests[0]["body"] == {"model": "gpt-4o-mini", "messages": ROOT_MESSAGES}
 
 
 def test_hosted_vllm_takes_the_direct_path(fake: FakeLLM) -> None:
@@ -258,3 +261,67 @@ def test_sessions_are_closed(fake: FakeLLM, caplog: pytest.LogCaptureFixture) ->
         gc.collect()
     unclosed = [str(w.message) for w in caught if "nclosed" in str(w.message)]
     assert unclosed == [] and "nclosed" not in caplog.text
+
+
+# -- the request timeout counts time without progress, not time waiting in a server's queue -------
+
+
+def one_slot_server(service_s: float) -> tuple[FakeLLM, list[tuple[float, float]]]:
+    """A server with one slot, like llama.cpp -np 1: it accepts every connection at once and
+    answers requests one at a time, `service_s` each, the rest waiting in its queue without a byte
+    sent. Returns the server and the (start, end) of each request's service."""
+    slot = threading.Lock()
+    served: list[tuple[float, float]] = []
+
+    def sub(prompt: str) -> str:
+        with slot:
+            start = time.monotonic()
+            time.sleep(service_s)
+            served.append((start, time.monotonic()))
+        return f"done {prompt}"
+
+    return FakeLLM(sub=sub), served
+
+
+def test_a_request_queued_at_a_busy_server_does_not_time_out() -> None:
+    """Six requests at once to a one-slot server serving each in 0.4 s: the last waits ~2 s, twice
+    its 1 s timeout, but the server answers the others meanwhile: no timeout, no retry."""
+    server, served = one_slot_server(0.4)
+    with server as fake:
+        client, delays = make_client(fake, request_timeout=1.0)
+        prompts = [f"p{i}" for i in range(6)]
+        assert run_batch(client, prompts) == [f"done p{i}" for i in range(6)]
+        assert len(fake.requests) == 6 and delays == []
+    waits = sorted(end for _, end in served)
+    assert waits[-1] - waits[0] > 1.5  # the last one really waited longer than its timeout
+
+
+def test_a_server_that_answers_nothing_times_out_by_its_silence() -> None:
+    """The same queue, but the slot is held 3 s: nothing comes back for 1 s, so both requests time
+    out after 1 s of silence (the one in service and the one queued), not after 3 s."""
+    server, _ = one_slot_server(3.0)
+    with server as fake:
+        client, _ = make_client(fake, request_timeout=1.0, max_retries=0)
+        started = time.monotonic()
+        results = run_batch(client, ["a", "b"])
+        elapsed = time.monotonic() - started
+    assert all(r.startswith(ERROR) and "nothing received for 1 s" in r for r in results), results
+    assert elapsed < 2.9  # ended by the silence, before the server's first answer
+
+
+def test_a_trickling_server_ends_at_the_total_deadline() -> None:
+    """A byte every 0.2 s is progress, so the 1 s timeout never trips; the total deadline does."""
+    with FakeLLM(sub=lambda p: Fault(trickle=0.2, text="slow " * 100)) as fake:
+
+        async def go() -> str:
+            http = openai_http.ChatClient()
+            try:
+                messages = [{"role": "user", "content": "x"}]
+                await http.chat(fake.url + "/chat/completions", {}, "m", messages, 1.0, total=1.5)
+            except openai_http.RequestTimeout as e:
+                return str(e)
+            finally:
+                await http.aclose()
+            return "no timeout"
+
+        assert asyncio.run(go()) == "no complete response within 1.5 s"

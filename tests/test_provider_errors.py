@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from fake_llm import Fault, reply
+from fake_llm import Fault, LocalServer, default_usage, reply
 
 MODEL = "openai/local-model"  # no price, no provider key needed beyond the planted one
 
@@ -107,7 +107,7 @@ def test_tls_to_a_plain_http_server_one_line(fake_llm, run_cli, data):
 def test_no_response_in_time_names_the_timeout_and_the_flag(fake_llm, run_cli, data):
     fake_llm.add_root(Fault(delay=5, text="FINAL(late)"))
     line = one_error_line(run_cli(ask(fake_llm.url, data, "--request-timeout", "0.5", "--max-retries", "0")))
-    assert f"{fake_llm.url}: no complete response within 0.5 s" in line
+    assert f"{fake_llm.url}: nothing received for 0.5 s" in line
     assert "raise --request-timeout" in line and "Request Timeout" not in line  # ours, not an HTTP 408
 
 
@@ -130,3 +130,55 @@ def test_a_sub_call_to_a_refused_server_is_the_same_line_in_the_cell(fake_llm, r
     seen = fake_llm.root_requests[1]["body"]["messages"][-1]["content"]
     expected = f"openai/local-sub: {sub_base}: connection refused after 2 attempts; check that the server"
     assert expected in seen and "ssl:" not in seen, seen
+
+
+# -- a prompt beyond the server's window, an Ollama model string against an OpenAI server ------
+
+
+@pytest.mark.parametrize("server", ["llama.cpp", "vllm"])
+def test_a_root_prompt_over_the_server_window_says_the_window_the_size_and_the_flag(
+    fake_llm, run_cli, data, server
+):
+    """The first root prompt (the system prompt alone is ~2K tokens) exceeds a 1,000-token window:
+    the server's 400 (in its own words) becomes one line with both sizes and what to change."""
+    fake_llm.local = LocalServer(server, window=1000)
+    fake_llm.add_root("FINAL(never)")
+    line = one_error_line(run_cli(ask(fake_llm.url, data)))
+    sent = default_usage(fake_llm.root_requests[0]["body"], "")[0]
+    assert (
+        f"{MODEL}: {fake_llm.url}: the request ({sent:,} tokens) exceeds the server's context window " in line
+    )
+    assert "(1,000 tokens)" in line and "--root-window 1000" in line and "--sub-window 1000" in line
+    assert "BadRequestError" not in line and "exceed_context_size_error" not in line
+    assert len(fake_llm.root_requests) == 1  # a 400 is not retried
+
+
+def test_a_sub_call_over_the_server_window_is_an_error_string_with_the_fix(fake_llm, run_cli, data):
+    """The server's window is larger than --sub-window says: the prompt is sent, refused by the
+    server, and the cell gets the same words; the run goes on."""
+    fake_llm.local = LocalServer("llama.cpp", window=6000)
+    fake_llm.add_root(reply("", "print(llm_query('word ' * 6000))"), "FINAL(done)")
+    proc = run_cli(ask(fake_llm.url, data, "--sub-window", "65536", "--json"))
+    assert proc.returncode == 0, proc.stderr.decode()
+    seen = fake_llm.root_requests[1]["body"]["messages"][-1]["content"]
+    assert "[llm_query error: model provider error: " in seen
+    assert "exceeds the server's context window (6,000 tokens)" in seen and "--sub-window 6000" in seen
+
+
+def test_an_ollama_model_against_an_openai_server_suggests_openai_and_v1(fake_llm, run_cli, data):
+    base = fake_llm.url.removesuffix("/v1")  # as an Ollama base is written
+    args = [
+        "ask",
+        str(data),
+        "What is there?",
+        "-m",
+        "ollama/qwen2.5",
+        "--api-base",
+        base,
+        "--sandbox",
+        "local",
+    ]
+    line = one_error_line(run_cli(args))
+    assert f"ollama/qwen2.5: {base}: 404 Not Found: not Ollama's API" in line
+    assert line.endswith(f"(for an OpenAI-compatible server use --model openai/qwen2.5 --api-base {base}/v1)")
+    assert [s["path"] for s in fake_llm.stray] == ["/api/generate"]  # litellm's Ollama route: not retried

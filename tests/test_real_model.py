@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from conftest import clean_env
 from fake_llm import FakeLLM, reply
-from llama_server import ALIAS, model_path
+from llama_server import ALIAS, SLOT_TOKENS, SLOTS, model_path
 
 HERE = Path(__file__).resolve().parent
 STARTUP_S = 180  # model load is ~2 s; a loaded CI machine gets a wide margin
@@ -134,6 +134,9 @@ def test_real_sub_calls_reach_the_next_root_request_intact(llama, rlm_bin, tmp_p
     out = json.loads(proc.stdout)
     assert out["answer"] == "done" and out["subcalls"] == len(PROMPTS)
     assert out["cost_usd"] is None and out["cost_known"] is False  # nobody charges for this model
+    # The server was asked what it is (model/probe.py): sub-calls run no more at once than its slots.
+    learned = f"llama.cpp server at {llama}, {SLOTS} slots, a window of {SLOT_TOKENS:,} tokens per slot"
+    assert f"{learned}; sub-calls run {SLOTS} at once" in stderr, stderr
 
     # What the host received from the real server, in the order the calls finished (the trace
     # keeps sub replies whole up to 2,000 characters; the server stops each reply at 96 tokens).
@@ -166,3 +169,56 @@ def test_real_model_as_root_ends_cleanly(llama, rlm_bin, tmp_path):
     out = json.loads(proc.stdout)
     assert out["iterations"] <= 3 and out["exit_reason"] in ("final", "max_iterations"), out
     assert out["cost_usd"] is None
+
+
+def _scripted(rlm_bin: str, llama: str, tmp_path: Path, code: str, *extra: str):
+    """`rlm ask` with a scripted root (the fake) whose one cell runs `code` against the real
+    sub-model; (the process, the cell's output as the next root request showed it, the trace)."""
+    data = tmp_path / "notes.txt"
+    data.write_text("Paris is the capital of France.\n")
+    trace = tmp_path / "run.jsonl"
+    with FakeLLM(root=[reply("", code), "FINAL(done)"]) as root:
+        args = ["ask", str(data), "Ask the sub-model.", "--json", "--trace", str(trace),
+                "--model", "openai/scripted-root", "--api-base", root.url, "--sub-model", SUB_MODEL,
+                "--sub-api-base", llama, "--sandbox", "local", *extra]  # fmt: skip
+        proc = _rlm(rlm_bin, args, tmp_path)
+        seen = _last_user_text(root.root_requests[-1]["body"]) if len(root.root_requests) > 1 else ""
+    return proc, seen, trace
+
+
+@pytest.mark.timeout(600)
+def test_concurrency_above_the_slot_count_causes_no_timeout(llama, rlm_bin, tmp_path):
+    """24 sub-calls sent at once to 2 slots: 22 wait in the server's queue, together far longer
+    than --request-timeout (15 s; one reply takes ~1-2 s). The timeout bounds time without
+    progress, so none of them times out, and none is retried."""
+    prompts = [f"Say the number {i} in words." for i in range(24)]
+    code = f"r = llm_query_batched({prompts!r})\nprint('ERRORS', sum('[llm_query error' in x for x in r))"
+    proc, seen, trace = _scripted(
+        rlm_bin, llama, tmp_path, code, "--concurrency", "24", "--request-timeout", "15"
+    )
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 0, stderr
+    assert "ERRORS 0" in seen, seen
+    assert "sub-calls run 24 at once" in stderr  # --concurrency wins over the slots
+    assert _events(trace, "ModelRetry") == []
+    progress = _events(trace, "SubcallProgress")
+    assert progress[-1]["done"] == 24 and progress[-1]["failed"] == 0
+    assert len([e for e in _events(trace, "ModelCall") if e["role"] == "sub"]) == 24
+
+
+@pytest.mark.timeout(600)
+def test_an_over_window_sub_call_is_an_error_string_in_the_cell(llama, rlm_bin, tmp_path):
+    """A prompt beyond a slot's window: refused in the cell before any request, as the probe
+    taught rlm the window; with --sub-window claiming more, sent, and the server's 400 is the
+    cell's error string, saying the window and what to change. Either way the run answers."""
+    code = "r = llm_query('word ' * 12000)\nprint('REPLY', r)"
+    proc, seen, _ = _scripted(rlm_bin, llama, tmp_path, code)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert "REPLY [llm_query error: the prompt is ~" in seen and "nothing was sent" in seen, seen
+    assert f"its window: {SLOT_TOKENS:,} tokens" in seen
+
+    proc, seen, _ = _scripted(rlm_bin, llama, tmp_path, code, "--sub-window", "65536")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert f"REPLY [llm_query error: model provider error: {SUB_MODEL}: {llama}: the request (" in seen, seen
+    assert f"exceeds the server's context window ({SLOT_TOKENS:,} tokens)" in seen
+    assert f"--sub-window {SLOT_TOKENS}" in seen and "Traceback" not in proc.stderr.decode()

@@ -1,13 +1,15 @@
 """The model client: calls for the root model and sub-calls, with retries, usage and cost.
 
-Root calls, and sub-calls to providers that do not speak plain OpenAI chat completions, go through
-litellm. Sub-calls to OpenAI-compatible servers take a direct aiohttp path (openai_http.py): litellm
-costs ~4 ms of CPU per call, which a 64-prompt batch pays serially on the event loop.
+Calls to OpenAI-compatible servers (`openai/...`, `hosted_vllm/...`, a server behind --api-base: see
+providers.Router.direct_route), root calls and sub-calls alike, take a direct aiohttp path
+(openai_http.py); the rest go through litellm. litellm takes seconds to import and costs ~4 ms of CPU
+per call, which a 64-prompt batch pays serially on the event loop.
 
-litellm is imported lazily (providers.load_litellm), so `import rlmcli.model.client` stays cheap for
-`rlm --help` and for tests that never call a model. Which model a sub-call may name, and where its
-request and key go, is decided by providers.Router. Every call goes through the shared Budget:
-estimated and reserved right before dispatch, its usage validated and recorded when it ends.
+litellm is imported only for a call that needs it (providers.load_litellm), so a run against an
+OpenAI-compatible server never imports it; prices come from its table read as JSON (prices.py).
+Which model a sub-call may name, and where its request and key go, is decided by providers.Router.
+Every call goes through the shared Budget: estimated and reserved right before dispatch, its usage
+validated and recorded when it ends.
 """
 
 from __future__ import annotations
@@ -17,20 +19,25 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..budget import Budget, checked_usage, estimate_prompt_tokens, valid_cost
 from ..errors import RlmError, redact
-from . import openai_http, retry
+from ..events import ModelRetry
+from . import openai_http, prices, retry, timeouts
 from .providers import (  # noqa: F401 - re-exported: callers import these from here
     PLACEHOLDER_API_KEY,
     ModelConfig,
     ModelNotAllowed,
     Router,
-    cost_parts,
     load_litellm,
+    priced,
+    reply_params,
+    unit_prices,
 )
+
+if TYPE_CHECKING:
+    from .cache import CallCache
 
 
 @dataclass
@@ -42,10 +49,14 @@ class Completion:
     latency_s: float  # wall time of the whole call, retries included
     usage_estimated: bool = False  # the provider's usage was missing or bogus: tokens are estimates
     model: str = ""  # the model that answered, as configured (e.g. openai/gpt-5-mini)
+    cached: bool = False  # served from the cache of model calls (model/cache.py): nothing was paid
+    truncated: bool = False  # finish_reason "length": the reply was cut at its max_tokens
 
 
 # Called as each sub-call of a batch ends: its Completion, or None when it failed (for events).
 CallDone = Callable[[Completion | None], None]
+# Called when an attempt failed and the call will be tried again (the event has no parent yet).
+OnRetry = Callable[[ModelRetry], None]
 
 
 class ModelClient:
@@ -72,13 +83,19 @@ class ModelClient:
         self._gates_loop: asyncio.AbstractEventLoop | None = None
         self._prices: dict[str, tuple[float, float] | None] = {}  # model -> USD per prompt/completion token
         self._http = openai_http.ChatClient()  # holds an aiohttp session per event loop
-        self._ssl: Any = None  # litellm's TLS settings, resolved on the first direct call
+        self.cache: CallCache | None = None  # the cache of model calls (run.make_client sets it)
 
     # -- public API ------------------------------------------------------------------------------
 
     def check_credentials(self) -> None:
         """Fail early, naming the variable to set, when a model's provider key is missing."""
         self.router.check_credentials()
+
+    def warm_up(self) -> None:
+        """Load the direct path's HTTP client in the background when the run's calls take it (call
+        after check_credentials)."""
+        if any(self.router.direct_route(cfg) is not None for cfg in (self.root_config, self.sub_config)):
+            openai_http.warm_up()
 
     def cost_limit_warnings(self) -> list[str]:
         """Under --max-cost, one warning per model of the run (root, sub, --allow-model) that has no
@@ -87,14 +104,20 @@ class ModelClient:
             return []
         models = dict.fromkeys([self.root_config.model, self.sub_config.model, *self.router.allow_models])
         return [
-            f"--max-cost cannot limit the cost of {model}: it has no price in litellm's table "
+            f"--max-cost cannot limit the cost of {model}: {self._why_unpriced(model)} "
             "(--max-tokens can bound its usage)"
             for model in models
             if self._unit_prices(model) is None
         ]
 
-    async def root(self, messages: list[dict]) -> Completion:
-        return await self._call(self.root_config, messages, kind="root")
+    def _why_unpriced(self, model: str) -> str:
+        cfg = self._config_of(model)
+        if cfg.table_priced:
+            return "it has no price in litellm's table"
+        return f"served from {cfg.api_base}, it is priced as unknown unless --price IN,OUT gives its price"
+
+    async def root(self, messages: list[dict], on_retry: OnRetry | None = None) -> Completion:
+        return await self._call(self.root_config, messages, kind="root", on_retry=on_retry)
 
     async def sub(self, prompt: str, model: str | None = None) -> str:
         cfg = self.router.config_for(model)
@@ -102,14 +125,18 @@ class ModelClient:
         return completion.text
 
     async def batch(
-        self, prompts: list[str], model: str | None = None, on_done: CallDone | None = None
+        self,
+        prompts: list[str],
+        model: str | None = None,
+        on_done: CallDone | None = None,
+        on_retry: OnRetry | None = None,
     ) -> list[str]:
         """Run sub-calls concurrently; a failed prompt yields an error string in its slot.
 
         `concurrency` workers take the prompts in order, so a huge batch costs no coroutine per
         prompt. Once a limit is reached they take no more: the slots never dispatched get the
         limit's error. `on_done` gets each dispatched call's Completion (None if it failed) as it
-        ends: the caller's events and progress.
+        ends, `on_retry` each retry: the caller's events and progress.
         """
         try:
             cfg = self.router.config_for(model)
@@ -121,7 +148,8 @@ class ModelClient:
         async def one(prompt: str) -> str:
             completion = None
             try:
-                completion = await self._call(cfg, [{"role": "user", "content": prompt}], kind="sub")
+                messages = [{"role": "user", "content": prompt}]
+                completion = await self._call(cfg, messages, kind="sub", on_retry=on_retry)
                 return completion.text
             except RlmError as e:  # incl. LimitReached: the budget stays breached, the loop notices
                 return f"[llm_query error: {e}]"
@@ -138,23 +166,14 @@ class ModelClient:
                 results[slot] = await one(prompts[slot])
 
         await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(prompts)))))
+        if self.cache is not None and self.cache.missed is not None:  # --cache-only: a miss ends the run
+            raise self.cache.missed
         refused = f"[llm_query error: {self.budget.breached}]"
         return [refused if r is None else r for r in results]
 
     async def aclose(self) -> None:
-        """Close the HTTP session the direct sub-call path opened in the running event loop."""
+        """Close the HTTP session the direct path opened in the running event loop."""
         await self._http.aclose()
-
-    def _ssl_setting(self) -> Any:
-        """litellm's TLS configuration (SSL_VERIFY, SSL_CERT_FILE, certifi), so both paths agree."""
-        if self._ssl is None:
-            try:
-                from litellm.llms.custom_httpx.http_handler import get_ssl_configuration
-
-                self._ssl = get_ssl_configuration()
-            except Exception:  # moved in some litellm version: aiohttp's default verification
-                self._ssl = True
-        return self._ssl
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -181,13 +200,23 @@ class ModelClient:
         return prompt_tokens + completion, cost
 
     def _unit_prices(self, model: str) -> tuple[float, float] | None:
-        """USD per prompt and per completion token from litellm's table (cached: ~0.1 ms a lookup)."""
+        """USD per prompt and per completion token from litellm's table (cached: ~0.1 ms a lookup),
+        or --price, or None for a model served from a server its provider does not run."""
         if model not in self._prices:
-            per_thousand = cost_parts(load_litellm(), model, 1000, 1000)
+            per_thousand = prices.cost_parts(model, 1000, 1000)
             self._prices[model] = (
                 None if per_thousand is None else (per_thousand[0] / 1000, per_thousand[1] / 1000)
             )
-        return self._prices[model]
+        return unit_prices(self._config_of(model), self._prices[model])
+
+    def _config_of(self, model: str) -> ModelConfig:
+        """The config calls to `model` go out with (for its pricing)."""
+        if model == self.root_config.model:
+            return self.root_config
+        try:
+            return self.router.config_for(model)
+        except ModelNotAllowed:
+            return ModelConfig(model)
 
     @contextlib.asynccontextmanager
     async def _first_call(self, kind: str, model: str) -> AsyncIterator[None]:
@@ -218,26 +247,40 @@ class ModelClient:
             if held:
                 gate.release()
 
-    async def _call(self, cfg: ModelConfig, messages: list[dict], kind: str) -> Completion:
+    async def _call(
+        self, cfg: ModelConfig, messages: list[dict], kind: str, on_retry: OnRetry | None = None
+    ) -> Completion:
         """One logical call: each attempt admitted by the budget, its usage recorded."""
+        if self.cache is not None:  # a reply already paid for is served free (model/cache.py)
+            hit = await self.cache.lookup(kind, cfg, messages, self.budget)
+            if hit is not None:
+                return hit
         prompt_tokens = estimate_prompt_tokens(messages)
         async with self._first_call(kind, cfg.model):
             async with self._semaphore() if kind == "sub" else contextlib.nullcontext():
-                return await self._complete(cfg, messages, kind, prompt_tokens)
+                completion = await self._complete(cfg, messages, kind, prompt_tokens, on_retry)
+        if self.cache is not None:
+            await self.cache.store(kind, cfg, messages, completion)
+        return completion
 
     # -- one logical call, with retries ----------------------------------------------------------
 
     async def _complete(
-        self, cfg: ModelConfig, messages: list[dict], kind: str, prompt_estimate: int
+        self,
+        cfg: ModelConfig,
+        messages: list[dict],
+        kind: str,
+        prompt_estimate: int,
+        on_retry: OnRetry | None = None,
     ) -> Completion:
         """Make the request, retrying what may succeed on a second try; never past --timeout.
 
         Every attempt is a dispatch: admitted by the budget right before it is sent, and counted
         when it ends, a failed one too when the provider may have billed it (see may_be_billed).
         """
-        litellm = load_litellm()
         api_key = self.router.api_key(cfg)
-        route = self.router.direct_route(cfg) if kind == "sub" else None
+        route = self.router.direct_route(cfg)
+        litellm = load_litellm() if route is None else None  # seconds to import: only when needed
         subcall = kind == "sub"
         attempts = max(0, cfg.max_retries) + 1
         # Where the request goes, for messages: the base URL as the user gave it, where they did.
@@ -245,24 +288,29 @@ class ModelClient:
         started = time.monotonic()
         for attempt in range(1, attempts + 1):
             self.budget.check_clock()
-            timeout = cfg.request_timeout
+            # `timeout` bounds the time without progress, `total` the whole request (timeouts.py).
+            timeout, total = cfg.request_timeout, timeouts.total_for(cfg.request_timeout)
             remaining = self.budget.remaining_time()
             if remaining is not None:  # don't let one request outlive the run's wall-time limit
-                timeout = max(0.05, min(timeout, remaining))
+                total = max(0.05, min(total, remaining))
+                timeout = min(timeout, total)
             # Reserved inside the semaphore, right before dispatch, with no await in between; a
             # retry must pass the limits again (earlier attempts and other calls may have used them up).
             tokens, cost = self._estimate(kind, cfg.model, prompt_estimate)
             reservation = self.budget.reserve(tokens, cost, subcall=subcall, retry=attempt > 1)
             try:
                 try:
-                    # A total deadline, reading the body included: the HTTP layers' own timeouts
-                    # bound each read, which a server trickling a byte a second never trips.
-                    async with asyncio.timeout(timeout):
-                        if route is not None:
-                            reply = await self._http.chat(
-                                route.url, route.headers, route.model, messages, timeout, self._ssl_setting()
-                            )
-                        else:
+                    if route is not None:
+                        reply = await self._http.chat(
+                            route.url, route.headers, route.model, messages, timeout,
+                            total=total, reasoning=subcall,
+                            params=reply_params(cfg, route.url, prompt_estimate),
+                        )  # fmt: skip
+                    else:
+                        # httpx's timeouts (connect, each read) bound the time without progress;
+                        # this, the whole request, reading the body included.
+                        async with asyncio.timeout(total):
+                            assert litellm is not None
                             response = await litellm.acompletion(
                                 model=cfg.model,
                                 messages=messages,
@@ -274,12 +322,13 @@ class ModelClient:
                                 # openai SDK's.
                                 num_retries=0,
                                 max_retries=0,
+                                **reply_params(cfg, None, prompt_estimate),
                             )
                 finally:
                     self.budget.settle(reservation)
             except Exception as e:
-                if isinstance(e, TimeoutError):
-                    e = TimeoutError(f"no complete response within {timeout:g} s")
+                if type(e) is TimeoutError:  # asyncio.timeout(total) above
+                    e = openai_http.RequestTimeout(f"no complete response within {total:g} s")
                 if may_be_billed(e):  # in the same step as the release: the limits never miss it
                     self._record_failed_attempt(cfg.model, prompt_estimate, subcall)
                 self.budget.check_clock()  # cut short by the run's wall-time limit: that is the reason
@@ -295,17 +344,25 @@ class ModelClient:
                 if remaining is not None and delay >= remaining:
                     stop = "; stopped retrying at the wall-time limit"
                     raise retry.provider_error(cfg.model, e, attempt, stop, url, timeout) from None
+                if on_retry is not None:
+                    on_retry(ModelRetry(kind, cfg.model, attempt, retry.reason(e, timeout), round(delay, 3)))
                 await self.sleep(delay)
                 continue
             latency = time.monotonic() - started
+            cached = 0
             if route is not None:
                 usage, reported_cost = (reply.prompt_tokens, reply.completion_tokens), None
-                text = reply.text
+                text, cached = reply.text, reply.cached_tokens
             else:
                 text, usage, reported_cost = _read_response(response, reasoning=subcall)
             completion = _to_completion(
-                litellm, cfg.model, text, usage, reported_cost, prompt_estimate, latency
+                cfg.model, text, usage, reported_cost, prompt_estimate, latency, cached
             )
+            finish = reply.finish_reason if route is not None else _finish_reason(response)
+            completion.truncated = finish == "length"
+            # A local server under a known name is not billed at its price: --price, else unknown.
+            completion.cost_usd = priced(cfg, completion.cost_usd, completion.prompt_tokens,
+                                         completion.completion_tokens)  # fmt: skip
             # Recorded in the same step as the release, and before the gate opens for the calls
             # that wait for this completion's size (_first_call).
             self.budget.record(
@@ -319,8 +376,8 @@ class ModelClient:
     def _record_failed_attempt(self, model: str, prompt_tokens: int, subcall: bool) -> None:
         """Count a failed attempt the provider may have billed: its prompt, as estimated, at the
         table price (no completion: none came back), marked estimated."""
-        prices = self._unit_prices(model)
-        cost = None if prices is None else prices[0] * prompt_tokens
+        unit = self._unit_prices(model)
+        cost = None if unit is None else unit[0] * prompt_tokens
         self.budget.record(prompt_tokens, 0, cost, subcall=subcall, estimated=True)
 
 
@@ -354,6 +411,13 @@ def may_be_billed(e: BaseException) -> bool:
     return retry.is_retryable(e)
 
 
+def _finish_reason(response: Any) -> str | None:
+    """Why a litellm response ended: "stop", "length" (cut at max_tokens), ..."""
+    choices = getattr(response, "choices", None) or [None]
+    reason = getattr(choices[0], "finish_reason", None)
+    return reason if isinstance(reason, str) else None
+
+
 def _read_response(response: Any, reasoning: bool = False) -> tuple[str, tuple[Any, Any], Any]:
     """(text, (prompt_tokens, completion_tokens) as reported, litellm's cost) of a litellm response.
 
@@ -375,13 +439,13 @@ def _read_response(response: Any, reasoning: bool = False) -> tuple[str, tuple[A
 
 
 def _to_completion(
-    litellm: ModuleType,
     model: str,
     text: str,
     usage: tuple[Any, Any],
     reported_cost: Any,
     prompt_estimate: int,
     latency: float,
+    cached_tokens: int = 0,
 ) -> Completion:
     """A Completion with usage a limit can rely on (see budget.checked_usage) and a cost to match.
 
@@ -392,6 +456,7 @@ def _to_completion(
     prompt_tokens, completion_tokens, estimated = checked_usage(usage[0], usage[1], prompt_estimate, text)
     cost = None if estimated else valid_cost(reported_cost)
     if cost is None or cost == 0:
-        parts = cost_parts(litellm, model, prompt_tokens, completion_tokens)
+        cached = cached_tokens if not estimated else 0  # of the prompt: at the cache-read price
+        parts = prices.cost_parts(model, prompt_tokens, completion_tokens, cached)
         cost = sum(parts) if parts is not None else cost
     return Completion(text, prompt_tokens, completion_tokens, cost, latency, estimated, model)

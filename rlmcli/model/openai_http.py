@@ -1,18 +1,32 @@
-"""A minimal OpenAI chat-completions client on aiohttp, used by ModelClient for sub-calls.
+"""A minimal OpenAI chat-completions client on aiohttp: ModelClient's path for root calls and
+sub-calls to OpenAI-protocol servers (providers.Router.direct_route).
 
-litellm costs ~4 ms of CPU per call, and a batch of 64 sub-calls pays that one call after another
-on the event loop; a plain POST with a JSON parse costs ~0.3 ms. This module only sends `model` and
-`messages` and parses the reply: retries, budgets, pricing and error wording stay in model/client.py.
-aiohttp is imported on first use, not at import time (`rlm --help` must stay fast).
+litellm takes seconds to import and costs ~4 ms of CPU per call (a batch of 64 sub-calls pays that
+one call after another on the event loop); a plain POST with a JSON parse costs ~0.3 ms. This module
+only sends `model`, `messages` (and the parameters it is given) and parses the reply: retries,
+budgets, pricing and error wording stay in model/client.py. aiohttp is imported on first use, not at
+import time (`rlm --help` must stay fast).
+
+Timeouts measure service, not waiting: a request times out after `timeout` seconds without
+progress, where progress is any byte from the server, for this request or for any other request to
+the same server. A request queued behind others at a busy server (llama.cpp with 4 slots and 64
+requests) thus waits as long as the server keeps answering the others; a server that stops
+answering anything fails them all after `timeout`. A total deadline (`total`) still bounds each
+request, so a server trickling a byte at a time cannot hold one forever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
+import sys
+import threading
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 ERROR_BODY_CHARS = 500
 
@@ -32,6 +46,11 @@ class ResponseFormatError(Exception):
     """A 2xx answer that is not a chat completion (e.g. an HTML page from a proxy): retryable."""
 
 
+class RequestTimeout(TimeoutError):
+    """No progress for `timeout` seconds, or no complete response by the total deadline; the message
+    says which (retry.failure shows it as it is)."""
+
+
 @dataclass
 class ChatReply:
     text: str  # message content, or the reasoning when the content is empty (sub-calls only)
@@ -39,6 +58,20 @@ class ChatReply:
     # estimates (budget.checked_usage) before anything counts them.
     prompt_tokens: Any
     completion_tokens: Any
+    cached_tokens: int = 0  # of the prompt, read from the provider's prompt cache (priced lower)
+    finish_reason: str | None = None  # "stop", "length" (cut at max_tokens), ... as the server sent it
+
+
+def warm_up() -> None:
+    """Import aiohttp (~0.2 s) in a background thread, while the run does other things (the sandbox
+    starts: mostly waiting on another process), so the first request does not wait for it. Not a
+    daemon: a run that ends early waits for the import rather than dying inside it."""
+    if "aiohttp" not in sys.modules:
+        threading.Thread(target=_import_aiohttp, name="rlm-warm-up").start()
+
+
+def _import_aiohttp() -> None:
+    import aiohttp  # noqa: F401
 
 
 class ChatClient:
@@ -54,6 +87,8 @@ class ChatClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closer: AsyncGenerator[None, None] | None = None
         self._proxies: dict[str, dict[str, Any]] = {}  # url -> proxy arguments of session.post()
+        # scheme://host:port -> loop time of the last byte any request received from that server
+        self._progress: dict[str, float] = {}
 
     async def _session_for_loop(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -62,7 +97,9 @@ class ChatClient:
 
             # No connection limit of our own: ModelClient's semaphore bounds the calls in flight.
             connector = aiohttp.TCPConnector(limit=0)
-            self._session = aiohttp.ClientSession(connector=connector)
+            # No timeouts of aiohttp's own: chat() bounds each request by its progress.
+            no_timeout = aiohttp.ClientTimeout(total=None)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=no_timeout)
             self._loop = loop
             self._closer = _close_at_shutdown(self._session)
             await anext(self._closer)  # started, so the loop's shutdown will close it
@@ -101,30 +138,65 @@ class ChatClient:
         model: str,
         messages: list[dict],
         timeout: float,
-        ssl: Any = True,
+        *,
+        total: float | None = None,
+        reasoning: bool = True,
+        params: Mapping[str, Any] | None = None,
     ) -> ChatReply:
-        """POST one chat completion to `url` (the full .../chat/completions address)."""
-        import aiohttp
+        """POST one chat completion to `url` (the full .../chat/completions address).
 
-        session = await self._session_for_loop()
-        body = json.dumps({"model": model, "messages": messages}).encode()
+        `timeout`: seconds without progress (see the module's docstring); `total`: the most the
+        request may take in all. `reasoning`: an empty content falls back to the reasoning (for
+        sub-calls, never for root calls). `params` go into the body as they are (max_tokens, ...).
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        origin = _origin(url)
+        mine = [started]  # the loop time of this request's last progress
+        exchange = asyncio.ensure_future(self._exchange(url, headers, model, messages, params, origin, mine))
         try:
-            async with session.post(
-                url,
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-                ssl=ssl,
-                **self._proxy(url),
-            ) as response:
-                raw = await response.read()
-                status, response_headers = response.status, response.headers
-        except TimeoutError:  # aiohttp's total timeout (asyncio.TimeoutError is TimeoutError)
-            raise TimeoutError(f"no response within {timeout:g} s") from None
+            while not exchange.done():
+                deadline = max(mine[0], self._progress.get(origin, started)) + timeout
+                if total is not None:
+                    deadline = min(deadline, started + total)
+                wait = deadline - loop.time()
+                if wait <= 0:
+                    if total is not None and loop.time() >= started + total:
+                        raise RequestTimeout(f"no complete response within {total:g} s")
+                    raise RequestTimeout(f"nothing received for {timeout:g} s")
+                await asyncio.wait((exchange,), timeout=wait)
+        finally:
+            if not exchange.done():  # timed out, or the caller was cancelled
+                exchange.cancel()
+        status, response_headers, raw = exchange.result()
         if status >= 400:
             body = raw[:ERROR_BODY_CHARS].decode("utf-8", "replace")
             raise HTTPStatusError(status, _error_message(raw, status), response_headers, body)
-        return _parse_reply(raw)
+        return _parse_reply(raw, reasoning)
+
+    async def _exchange(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        model: str,
+        messages: list[dict],
+        params: Mapping[str, Any] | None,
+        origin: str,
+        mine: list[float],
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """Send the request and read the whole response, noting progress as bytes arrive."""
+        session = await self._session_for_loop()
+        body = json.dumps({"model": model, "messages": messages, **(params or {})}).encode()
+        loop = asyncio.get_running_loop()
+        async with session.post(
+            url, data=body, headers=headers, ssl=tls_setting(url), **self._proxy(url)
+        ) as response:
+            mine[0] = self._progress[origin] = loop.time()  # the status line and headers are in
+            chunks = []
+            while chunk := await response.content.readany():
+                chunks.append(chunk)
+                mine[0] = self._progress[origin] = loop.time()
+            return response.status, response.headers, b"".join(chunks)
 
 
 async def _close_at_shutdown(session: Any) -> AsyncGenerator[None, None]:
@@ -135,7 +207,41 @@ async def _close_at_shutdown(session: Any) -> AsyncGenerator[None, None]:
             await session.close()
 
 
-def _parse_reply(raw: bytes) -> ChatReply:
+def _origin(url: str) -> str:
+    """scheme://host:port: requests to one server share its progress."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+@functools.cache
+def _tls() -> Any:
+    """TLS settings as litellm resolves them (SSL_VERIFY, SSL_CERT_FILE, certifi's bundle), so both
+    paths agree: False (no verification), or a context with the CA bundle to trust."""
+    import ssl
+
+    verify = os.environ.get("SSL_VERIFY", "")
+    if verify.strip().lower() in ("false", "0", "no", "off"):
+        return False
+    cafile = verify if verify and os.path.exists(verify) else None
+    cert_file = os.environ.get("SSL_CERT_FILE")
+    if cafile is None and cert_file and os.path.exists(cert_file):
+        cafile = cert_file
+    if cafile is None:
+        try:
+            import certifi
+
+            cafile = certifi.where()
+        except ImportError:  # the system's bundle
+            cafile = None
+    return ssl.create_default_context(cafile=cafile)
+
+
+def tls_setting(url: str) -> Any:
+    """aiohttp's `ssl` argument for a URL: nothing to set up for plain http (local servers)."""
+    return _tls() if url.startswith("https:") else True
+
+
+def _parse_reply(raw: bytes, reasoning: bool = True) -> ChatReply:
     try:
         data = json.loads(raw)
     except ValueError:
@@ -147,16 +253,25 @@ def _parse_reply(raw: bytes) -> ChatReply:
     choices = data.get("choices") or [{}]
     message = choices[0].get("message") if isinstance(choices[0], dict) else None
     message = message if isinstance(message, dict) else {}
-    # This path serves sub-calls only: their reply is text for a cell, never code that runs, so an
-    # empty content falls back to the reasoning (vLLM & co. sometimes put the whole answer there).
+    # A sub-call's reply is text for a cell, never code that runs, so an empty content falls back to
+    # the reasoning (vLLM & co. sometimes put the whole answer there). A root reply is the content
+    # only: a reasoning model's draft must never run code or end the run.
     text = message.get("content")
-    if not text:
+    if not text and reasoning:
         text = message.get("reasoning_content") or message.get("reasoning")
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    cached = cached if isinstance(cached, int) and not isinstance(cached, bool) and cached > 0 else 0
+    finish = choices[0].get("finish_reason") if isinstance(choices[0], dict) else None
     return ChatReply(
         text=text if isinstance(text, str) else "",
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
+        cached_tokens=cached
+        if isinstance(cached, int) and not isinstance(cached, bool) and cached > 0
+        else 0,
+        finish_reason=finish if isinstance(finish, str) else None,
     )
 
 

@@ -17,8 +17,10 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from types import ModuleType
+from urllib.parse import urlsplit
 
 from ..errors import ProviderError, UsageError
+from . import openai_models, prices
 
 # Some OpenAI-compatible servers (vLLM, llama.cpp) need no key, but the openai SDK refuses to send
 # a request without one.
@@ -64,6 +66,15 @@ class ModelConfig:
     request_timeout: float = 120.0
     max_retries: int = 4
     backoff_base: float = 1.0  # seconds; exponential with jitter, capped at BACKOFF_CAP_S
+    # Pricing (see unit_prices): False when the model is served from a base URL that is not its
+    # provider's own (a local server under a known name is not billed at that name's price)...
+    table_priced: bool = True
+    # ...and --price, USD per prompt and per completion token, for a model the table does not price.
+    price: tuple[float, float] | None = None
+    # The most tokens a reply may take (sent as max_tokens; None: send none), and the model's window
+    # where it is known for sure (a server's or a flag's): the reply is capped by what it leaves.
+    max_reply_tokens: int | None = None
+    window: int | None = None
 
 
 class ModelNotAllowed(UsageError):
@@ -107,28 +118,32 @@ class Router:
                 "(the user can add --allow-model MODEL)"
             )
         same_provider = provider_of(model) is not None and provider_of(model) == provider_of(self.sub.model)
-        return replace(self.sub, model=model, api_base=self.sub.api_base if same_provider else None)
+        base = self.sub.api_base if same_provider else None
+        priced = self.sub.table_priced or table_priced(model, base)
+        return replace(self.sub, model=model, api_base=base, table_priced=priced)
 
     def api_key(self, cfg: ModelConfig) -> str | None:
         """The api_key to pass: None lets litellm read the provider's variable from the environment."""
         cache_key = (cfg.model, cfg.api_base)
         if cache_key in self._api_keys:
             return self._api_keys[cache_key]
-        litellm = load_litellm()
-        try:
-            litellm.get_llm_provider(model=cfg.model)
-        except Exception as e:
-            raise UsageError(
-                f"unknown model provider in {cfg.model!r}",
-                hint="use a litellm model string such as openai/gpt-5-mini "
-                "(openai/NAME also works for any OpenAI-compatible server with --api-base)",
-            ) from e
         # litellm counts a variable that is set but empty as present; an empty key is no key.
         for name in [k for k, v in os.environ.items() if k.endswith("_KEY") and not v.strip()]:
             del os.environ[name]
-        env = litellm.validate_environment(model=cfg.model)
-        # litellm lists OLLAMA_API_BASE as "missing" although it defaults to localhost:11434.
-        missing = [k for k in env.get("missing_keys", []) if k != "OLLAMA_API_BASE"]
+        missing = openai_models.missing_keys(cfg.model)  # OpenAI-protocol models: no litellm import
+        if missing is None:
+            litellm = load_litellm()
+            try:
+                litellm.get_llm_provider(model=cfg.model)
+            except Exception as e:
+                raise UsageError(
+                    f"unknown model provider in {cfg.model!r}",
+                    hint="use a litellm model string such as openai/gpt-5-mini "
+                    "(openai/NAME also works for any OpenAI-compatible server with --api-base)",
+                ) from e
+            env = litellm.validate_environment(model=cfg.model)
+            # litellm lists OLLAMA_API_BASE as "missing" although it defaults to localhost:11434.
+            missing = [k for k in env.get("missing_keys", []) if k != "OLLAMA_API_BASE"]
         key: str | None = None
         if missing:
             if cfg.api_base is None:
@@ -150,8 +165,12 @@ class Router:
         cache_key = (cfg.model, cfg.api_base)
         if cache_key in self._routes:
             return self._routes[cache_key]
-        litellm = load_litellm()
         api_key = self.api_key(cfg)  # raises the usual UsageError / ProviderError first
+        known = openai_models.resolve(cfg.model)
+        if known is not None:  # resolved as litellm would, without importing it
+            self._routes[cache_key] = _known_route(known, cfg.api_base, api_key)
+            return self._routes[cache_key]
+        litellm = load_litellm()
         route: DirectRoute | None = None
         model, provider, dynamic_key, dynamic_base = litellm.get_llm_provider(
             model=cfg.model, api_base=cfg.api_base
@@ -199,8 +218,24 @@ def direct_headers(provider: str, key: str | None) -> dict[str, str]:
     return headers
 
 
+def _known_route(
+    known: openai_models.OpenAIModel, api_base: str | None, api_key: str | None
+) -> DirectRoute | None:
+    """direct_route for a model openai_models knows: the same answer, without litellm."""
+    base = api_base or known.default_base
+    if not base or known.mode not in (None, "chat"):
+        return None
+    key = api_key or known.fallback_key or openai_models.env_value(known.key_variable)
+    base = base.rstrip("/")
+    url = base if base.endswith("/chat/completions") else base + "/chat/completions"
+    return DirectRoute(url=url, model=known.name, headers=direct_headers(known.provider, key))
+
+
 def provider_of(model: str) -> str | None:
     """litellm's provider of a model string ("openai", "anthropic", ...), None when it knows none."""
+    known = openai_models.resolve(model)
+    if known is not None:
+        return known.provider
     try:
         return load_litellm().get_llm_provider(model=model)[1]
     except Exception:
@@ -216,3 +251,102 @@ def cost_parts(litellm: ModuleType, model: str, prompt: int, completion: int) ->
         return float(prompt_cost), float(completion_cost)
     except Exception:  # a model missing from litellm's price table: unknown, not an error
         return None
+
+
+# The API hosts of providers whose models litellm's table prices: a base URL elsewhere serves some
+# other copy of the model (a local server, a proxy), whose price the table does not know.
+OWN_HOSTS = {
+    "openai": ("api.openai.com",),
+    "anthropic": ("api.anthropic.com",),
+    "gemini": ("generativelanguage.googleapis.com",),
+    "mistral": ("api.mistral.ai",),
+    "groq": ("api.groq.com",),
+    "deepseek": ("api.deepseek.com",),
+    "xai": ("api.x.ai",),
+    "together_ai": ("api.together.xyz", "api.together.ai"),
+    "fireworks_ai": ("api.fireworks.ai",),
+    "openrouter": ("openrouter.ai",),
+    "deepinfra": ("api.deepinfra.com",),
+    "perplexity": ("api.perplexity.ai",),
+    "cohere": ("api.cohere.ai", "api.cohere.com"),
+    "cerebras": ("api.cerebras.ai",),
+}
+# Providers whose endpoint is always the user's own deployment (given as the base URL), priced by
+# the table all the same.
+DEPLOYMENT_PROVIDERS = {"azure", "azure_ai", "bedrock", "vertex_ai", "sagemaker", "databricks", "watsonx"}
+
+
+def table_priced(model: str, api_base: str | None) -> bool:
+    """Whether litellm's table prices `model` served from `api_base`: with no base URL (the
+    provider's own endpoint), with its provider's own API host, or for a provider whose endpoints
+    are deployments. A model under a known name from any other server (a local llama.cpp serving
+    `openai/gpt-4o-mini`) is priced as unknown. No litellm import: the prefix names the provider."""
+    if not api_base:
+        return True
+    provider = model.split("/", 1)[0] if "/" in model else "openai"
+    if provider in DEPLOYMENT_PROVIDERS:
+        return True
+    try:
+        host = (urlsplit(api_base if "//" in api_base else "//" + api_base).hostname or "").lower()
+    except ValueError:
+        return False
+    return host in OWN_HOSTS.get(provider, ())
+
+
+def unit_prices(cfg: ModelConfig, table: tuple[float, float] | None) -> tuple[float, float] | None:
+    """USD per prompt and per completion token of a call to `cfg`, given the table's (None: not in
+    it): the table's where it applies (table_priced) and has one, else --price, else unknown."""
+    if cfg.table_priced and table is not None:
+        return table
+    return cfg.price
+
+
+def priced(cfg: ModelConfig, cost: float | None, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """The cost of a finished call to `cfg` whose table (or litellm) cost is `cost`: that cost where
+    the table applies and knows one, else at --price, else None (unknown)."""
+    if cfg.table_priced and cost is not None:
+        return cost
+    if cfg.price is None:
+        return None
+    return cfg.price[0] * prompt_tokens + cfg.price[1] * completion_tokens
+
+
+# Replies of root calls (code and reasoning) and of sub-calls (answers about one chunk), in tokens:
+# enough for any reply a turn needs, short of a small local model looping until its window is full.
+DEFAULT_MAX_REPLY_TOKENS = {"root": 8192, "sub": 4096}
+
+
+def max_reply_tokens(kind: str, setting: int | None, model: str, api_base: str | None) -> int | None:
+    """The max_tokens of a model's calls: --max-reply-tokens / --max-sub-reply-tokens, else the
+    default; none for a reasoning model at its provider's own endpoint (its reasoning counts in
+    max_tokens, and the provider caps the reply itself)."""
+    if setting is not None:
+        return setting
+    if table_priced(model, api_base) and (prices.entry(model) or {}).get("supports_reasoning"):
+        return None
+    return DEFAULT_MAX_REPLY_TOKENS[kind]
+
+
+def reply_params(cfg: ModelConfig, url: str | None, prompt_tokens: int) -> dict[str, int]:
+    """The request parameter that caps a reply ({} for none): cfg.max_reply_tokens, less where the
+    window known for sure leaves less room (windows.reply_cap). OpenAI's own API takes it as
+    max_completion_tokens (its reasoning models refuse max_tokens); other servers as max_tokens,
+    which litellm maps per provider (`url` None: the litellm path)."""
+    from ..windows import reply_cap
+
+    cap = reply_cap(cfg.max_reply_tokens, cfg.window, prompt_tokens)
+    if cap is None:
+        return {}
+    own_openai = url is not None and (urlsplit(url).hostname or "") in OWN_HOSTS["openai"]
+    return {"max_completion_tokens" if own_openai else "max_tokens": cap}
+
+
+def ollama_hint(model: str, url: str | None) -> str | None:
+    """For an `ollama/NAME` model whose server answered 404: most often an OpenAI-compatible server
+    (llama.cpp, vLLM, LM Studio, Ollama's own /v1), which litellm's Ollama route does not speak."""
+    provider, _, name = model.partition("/")
+    if provider not in ("ollama", "ollama_chat") or not name:
+        return None
+    base = (url or "http://127.0.0.1:11434").rstrip("/")
+    base = base if base.endswith("/v1") else base + "/v1"
+    return f"for an OpenAI-compatible server use --model openai/{name} --api-base {base}"

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ProviderError, redact
+from ..windows import over_window
+from .providers import ollama_hint
 
 BACKOFF_CAP_S = 30.0
 RETRY_AFTER_CAP_S = 120.0  # a server asking for longer than this is effectively down
@@ -105,11 +107,14 @@ def failure(e: BaseException, timeout: float | None = None) -> Failure | None:
         what = "the TLS handshake failed" + (f" ({reason.lower().replace('_', ' ')})" if reason else "")
         return Failure("tls", what, "check http:// or https:// in the URL, or SSL_CERT_FILE for a private CA")
     if names & TIMEOUT_NAMES:
-        within = f" within {timeout:g} s" if timeout else " in time"
+        # openai_http's RequestTimeout says what ran out (no progress, or the total deadline); any
+        # other layer's timeout (httpx's, under litellm) is the request timeout: no progress.
+        ours = [str(link) for link in links if "RequestTimeout" in _names(link) and str(link)]
+        idle = f"nothing received for {timeout:g} s" if timeout else "no response in time"
+        what = ours[0] if ours else idle
         return Failure(
-            "timeout", f"no complete response{within}",
-            "check that the server is up and not overloaded, or raise --request-timeout",
-        )  # fmt: skip
+            "timeout", what, "check that the server is up and not overloaded, or raise --request-timeout"
+        )
     status = status_of(e)
     body = _body(e) if status in NOT_OPENAI_STATUS else None
     if body is not None and not _is_json(body):
@@ -209,12 +214,29 @@ def detail(e: BaseException) -> str:
     return text[:ERROR_DETAIL_CHARS] + ("..." if len(text) > ERROR_DETAIL_CHARS else "")
 
 
+def reason(e: BaseException, timeout: float | None = None) -> str:
+    """Why an attempt failed, in a few words for a retry event: "429 Too Many Requests",
+    "connection refused", "nothing received for 120 s", or the provider's message."""
+    found = failure(e, timeout)
+    if found is not None:
+        return found.what
+    status = status_of(e)
+    if status is not None:
+        phrase = http.HTTPStatus(status).phrase if status in http.HTTPStatus._value2member_map_ else ""
+        return f"{status} {phrase}".strip()
+    return redact(detail(e))
+
+
 def provider_error(
     model: str, e: BaseException, attempts: int, suffix: str = "", url: str | None = None,
     timeout: float | None = None,
 ) -> ProviderError:  # fmt: skip
     """The one line a failed call ends with: what happened, where (`url`), and what to check."""
     tries = f" after {attempts} attempts" if attempts > 1 else ""
+    if status_of(e) == 404 and (ollama := ollama_hint(model, url)) is not None:  # providers.py's words
+        where = url or "the provider's API"
+        return ProviderError(redact(f"model provider error: {model}: {where}: 404 Not Found{tries}: not "
+                                    f"Ollama's API ({ollama})"))  # fmt: skip
     found = failure(e, timeout)
     if found is not None:
         where = url or "the provider's API"
@@ -229,6 +251,8 @@ def provider_error(
     else:
         what = type(e).__name__
     hint = None
+    if status == 400 and (too_big := over_window(detail(e))) is not None:  # windows.py's words
+        return ProviderError(redact(f"model provider error: {model}: {url or 'the provider'}: {too_big}"))
     if status in (401, 403):
         provider = model.split("/", 1)[0].upper() if "/" in model else "the provider's"
         hint = f"check the API key ({provider}_API_KEY or --api-base for a local server)"
