@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import dataclasses
 import functools
 import os
 import shutil
@@ -32,12 +34,15 @@ from .confine import (
     INPUTS,
     MOUNT,
     STOP_WAIT,
+    Family,
     SandboxLimits,
     close_pipes,
     confine,
     describe_exit,
+    gone,
     reap,
     server_path,
+    tree,
     visible_path,
 )
 
@@ -157,15 +162,32 @@ class BwrapSandbox:
         except OSError as exc:  # a full disk is the user's to fix (exit 2), not a bug
             raise write_error(share_dir / "repl_server.py", exc) from exc
         self.inputs: dict[Path, str] = {}  # host files outside share_dir -> where the sandbox sees them
+        # The servers of this run (a child RLM's too: spawn()), whose processes share --pids-limit.
+        self.family = Family(limits.pids)
+        self.child = False
         self.proc: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task | None = None
         self._stderr = bytearray()
         self._last_exit: int | None = None
 
+    def spawn(self, memory: int) -> BwrapSandbox:
+        """A child RLM's server: a second bwrap with the same binds and limits, but `memory` bytes
+        of address space. It has its own namespaces (and /tmp): killing it ends all it started."""
+        child = copy.copy(self)
+        child.limits = dataclasses.replace(self.limits, memory=memory)
+        child.inputs = dict(self.inputs)
+        child.child, child.proc, child._stderr_task = True, None, None
+        child._stderr, child._last_exit = bytearray(), None
+        return child
+
     async def start(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         await self.stop()
+        if self.child:
+            self.family.check()
         binds = {str(self.share_dir): MOUNT, **{str(host): seen for host, seen in self.inputs.items()}}
-        argv = command(TMP_SIZE, binds, ["-I", f"{MOUNT}/repl_server.py"])
+        argv = command(
+            TMP_SIZE, binds, ["-I", f"{MOUNT}/repl_server.py", *(["--child"] if self.child else [])]
+        )
         self._stderr = bytearray()
         try:
             self.proc = await asyncio.create_subprocess_exec(
@@ -176,6 +198,7 @@ class BwrapSandbox:
         except OSError as exc:
             raise SandboxError(f"could not start bubblewrap: {exc}", hint=FIXES) from exc
         assert self.proc.stdout is not None and self.proc.stdin is not None and self.proc.stderr
+        self.family.roots.add(self.proc.pid)
         self._stderr_task = asyncio.create_task(_keep_tail(self.proc.stderr, self._stderr))
         return self.proc.stdout, self.proc.stdin
 
@@ -189,6 +212,8 @@ class BwrapSandbox:
     async def stop(self) -> None:
         proc, self.proc = self.proc, None
         if proc is not None:
+            self.family.roots.discard(proc.pid)
+            doomed = tree({proc.pid})
             if proc.returncode is None:
                 # bwrap and its namespace's init die together (--die-with-parent), and with the
                 # init every process of the namespace: daemons a cell left behind included.
@@ -198,6 +223,7 @@ class BwrapSandbox:
             # (the server's last words) is read for at most STOP_WAIT seconds.
             close_pipes(proc, (0, 1))
             code = await reap(proc)
+            await gone(doomed)  # a child's processes are gone when its stop returns
             # bwrap reports a server killed by signal N as status 128 + N.
             self._last_exit = -(code - 128) if code is not None and code > 128 else code
         task, self._stderr_task = self._stderr_task, None

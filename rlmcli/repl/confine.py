@@ -132,3 +132,67 @@ def visible_path(host_path: Path, inputs: dict[Path, str], share_dir: Path) -> s
     if host_path.parent != share_dir:
         raise SandboxError(f"internal error: {host_path} is not shared with the sandbox")
     return f"{MOUNT}/{host_path.name}"
+
+
+# A child is refused while the sandbox's processes are within this many of --pids-limit: the
+# servers already running must keep room to work (and to be stopped).
+PIDS_HEADROOM = 8
+
+
+def _stat(pid: str) -> tuple[int, bytes] | None:
+    """(parent pid, state) of a process from /proc, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        return int(fields[1]), fields[0]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def tree(roots: set[int] | list[int]) -> set[int]:
+    """The pids of `roots` and of all their descendants, from /proc (none off Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+        if entry.name.isdigit() and (found := _stat(entry.name)) is not None:
+            children.setdefault(found[0], []).append(int(entry.name))
+    seen: set[int] = set()
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in seen:
+            seen.add(pid)
+            todo.extend(children.get(pid, ()))
+    return seen
+
+
+async def gone(pids: set[int], wait: float = STOP_WAIT) -> None:
+    """Wait (at most `wait` seconds) until the killed processes `pids` are gone: SIGKILL reaches a
+    PID namespace's members, or a group's, a moment after the call that sends it returns."""
+    deadline = asyncio.get_running_loop().time() + wait
+    while asyncio.get_running_loop().time() < deadline:
+        if all((found := _stat(str(pid))) is None or found[1] in (b"Z", b"X") for pid in pids):
+            return
+        await asyncio.sleep(0.02)
+
+
+class Family:
+    """The server processes of one sandbox on this host (the run's and its children's): how many
+    processes their trees hold together, counted from /proc, against the sandbox's pids cap."""
+
+    def __init__(self, pids_limit: int):
+        self.pids_limit = pids_limit
+        self.roots: set[int] = set()
+
+    def processes(self) -> int:
+        """Processes (threads not counted) in the trees of the live servers."""
+        return len(tree(self.roots))
+
+    def check(self) -> None:
+        """SandboxError when another server may not start: the process budget is nearly spent."""
+        used = self.processes()
+        if used >= self.pids_limit - PIDS_HEADROOM:
+            raise SandboxError(
+                f"the sandbox's process budget is nearly spent ({used} of --pids-limit {self.pids_limit} "
+                "processes): no child started"
+            )

@@ -309,6 +309,12 @@ class DockerSandbox:
             },
         )
 
+    def spawn(self, memory: int) -> Any:
+        """A child RLM's server: `docker exec` into this container (docker_exec.DockerChild)."""
+        from .docker_exec import DockerChild
+
+        return DockerChild(self, memory)
+
     def add_input(self, host_path: Path) -> None:
         """Make a host file outside the share directory (a named input used in place) visible,
         read-only. The container user must be able to read it: world-readable files are mounted

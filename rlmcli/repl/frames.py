@@ -19,6 +19,7 @@ MAX_FRAME = 64 * 1024 * 1024
 MAX_FINAL_CHARS = 10_000_000  # an answer (FINAL, FINAL_VAR): long lists fit, a runaway does not
 MAX_PROMPTS = 100_000  # prompts in one llm_query_batched call
 MAX_PROMPT_CHARS = 8_000_000  # one prompt: about 2M tokens, the largest context windows offered
+MAX_CONTEXT_CHARS = MAX_FRAME  # a child's context (rlm_query): the frame's own cap bounds it
 MAX_NAMES = 100  # entries in a result's `restored` list (the reserved names), each a short name
 MARKER_SLACK = 200  # room for the server's own truncation markers (under 100 characters) beyond a cap
 MAX_CITATIONS = 1000  # spans cite() registers in one run (the server keeps to it)
@@ -88,6 +89,15 @@ def _is_prompts(value: object) -> bool:
     )
 
 
+def _is_contexts(value: object) -> bool:
+    """rlm_query's contexts: one per query, each null (the parent's input) or a text."""
+    return (
+        isinstance(value, list)
+        and len(value) <= MAX_PROMPTS
+        and all(c is None or (isinstance(c, str) and len(c) <= MAX_CONTEXT_CHARS) for c in value)
+    )
+
+
 def _is_spans(value: object) -> bool:
     """cite()'s spans: each a path and whole numbers (line and byte positions are >= 0)."""
     return (
@@ -124,6 +134,15 @@ FRAMES: dict[str, dict[str, Check]] = {
             _is_prompts,
             f"a list of at most {MAX_PROMPTS:,} strings of at most {MAX_PROMPT_CHARS:,} characters each",
         ),
+        "model": (_is_opt_str, "null or a string"),
+    },
+    "rlm_query": {
+        "id": (_is_int, "an integer"),
+        "queries": (
+            _is_prompts,
+            f"a list of at most {MAX_PROMPTS:,} strings of at most {MAX_PROMPT_CHARS:,} characters each",
+        ),
+        "contexts": (_is_contexts, "a list of null or strings"),
         "model": (_is_opt_str, "null or a string"),
     },
 }

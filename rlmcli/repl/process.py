@@ -12,6 +12,7 @@ terminal Ctrl-C reaches only the host), and death with its parent (PR_SET_PDEATH
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import signal
@@ -21,22 +22,32 @@ from pathlib import Path
 
 from ..context import write_error
 from ..errors import SandboxError
-from .confine import SandboxLimits, close_pipes, confine, describe_exit, reap, server_path
+from .confine import Family, SandboxLimits, close_pipes, confine, describe_exit, gone, reap, server_path, tree
 
 
 class ProcessSandbox:
     name = "process"
+    share_dir = None  # same filesystem: a child's context file may live anywhere
 
-    def __init__(self, limits: SandboxLimits, python: str = sys.executable):
+    def __init__(self, limits: SandboxLimits, python: str = sys.executable, family: Family | None = None):
         self.limits = limits
         self.python = python
+        # The servers of this run (a child RLM's too: spawn()), whose processes share --pids-limit.
+        self.family = family or Family(limits.pids)
+        self.child = family is not None
         self.proc: asyncio.subprocess.Process | None = None
         self.workdir: Path | None = None
         self._last_exit: int | None = None
         self._last_stderr = ""
 
+    def spawn(self, memory: int) -> ProcessSandbox:
+        """A child RLM's server: a second process like this one, capped at `memory` bytes."""
+        return ProcessSandbox(dataclasses.replace(self.limits, memory=memory), self.python, self.family)
+
     async def start(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         await self.stop()
+        if self.child:
+            self.family.check()
         try:
             self.workdir = Path(tempfile.mkdtemp(prefix="rlm-cell-"))
             stderr = open(self.workdir / ".server-stderr", "wb")
@@ -51,7 +62,7 @@ class ProcessSandbox:
         }
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                self.python, "-I", str(server_path()),
+                self.python, "-I", str(server_path()), *(["--child"] if self.child else []),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
                 cwd=self.workdir, env=env, preexec_fn=confine(self.limits, drop_capabilities=True),
                 start_new_session=True, limit=2**20,
@@ -61,6 +72,7 @@ class ProcessSandbox:
         finally:
             stderr.close()
         assert self.proc.stdout is not None and self.proc.stdin is not None
+        self.family.roots.add(self.proc.pid)
         return self.proc.stdout, self.proc.stdin
 
     def add_input(self, host_path: Path) -> None:
@@ -72,6 +84,8 @@ class ProcessSandbox:
     async def stop(self) -> None:
         proc, self.proc = self.proc, None
         if proc is not None:
+            self.family.roots.discard(proc.pid)
+            doomed = tree({proc.pid})
             if proc.returncode is None:
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)  # the server and anything a cell started
@@ -80,6 +94,7 @@ class ProcessSandbox:
             # A daemon a cell left (in its own session: killpg misses it) keeps the pipes open.
             close_pipes(proc, (0, 1))
             self._last_exit = await reap(proc)
+            await gone(doomed)
         if self.workdir is not None:
             try:
                 tail = (self.workdir / ".server-stderr").read_bytes()[-400:]

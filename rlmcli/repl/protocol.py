@@ -2,14 +2,16 @@
 
 One protocol, many transports: a sandbox only has to hand over an asyncio (reader, writer) pair
 connected to the server's stdin/stdout. `Repl` loads the context once, runs cells, brokers the
-server's `llm_query` requests to the handler the caller passes with each cell, and restarts a dead
-server once.
+server's `llm_query` and `rlm_query` requests to the handlers the caller passes with each cell, and
+restarts a dead server once. `Repl.child` starts a child RLM's REPL: one more server in the same
+sandbox (Sandbox.spawn), on the parent's context file or on a text the host writes for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -18,10 +20,12 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import LimitReached, SandboxError
+from .context_memory import memory_hint
 from .frames import MAX_FRAME, ProtocolError, ServerDied, cell_text, clean, parse, validate
 
 __all__ = [
-    "CellResult", "Channel", "CitedSpan", "ProtocolError", "Repl", "Sandbox", "ServerDied", "SubcallHandler",
+    "CellResult", "Channel", "ChildHandler", "CitedSpan", "ProtocolError", "Repl", "Sandbox", "ServerDied",
+    "SubcallHandler",
 ]  # fmt: skip
 
 FRAME = struct.Struct(">I")
@@ -31,6 +35,14 @@ BACKSTOP_GRACE = 3.0
 # (prompts, model) -> one reply per prompt: how a cell's llm_query reaches the host's model client.
 SubcallHandler = Callable[[list[str], str | None], Awaitable[list[str]]]
 NO_SUBCALLS = "[llm_query error: sub-calls are not available here]"
+# (queries, contexts, model) -> one answer per query: how a cell's rlm_query reaches the host.
+# A context is the child's text, or None for the parent's whole input.
+ChildHandler = Callable[[list[str], list[str | None], str | None], Awaitable[list[str]]]
+
+
+def fallback_prompt(query: str, context: str | None) -> str:
+    """What rlm_query asks as a plain llm_query where no child may start (past --max-depth)."""
+    return query if context is None else f"{query}\n\n{context}"
 
 
 @dataclass
@@ -59,6 +71,7 @@ class Sandbox(Protocol):
     """Where the REPL server runs. Implementations: DockerSandbox, BwrapSandbox, ProcessSandbox."""
 
     name: str
+    share_dir: Path | None  # where the host may write a file every server here can read (None: anywhere)
 
     async def start(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Start a fresh REPL server; return streams to its stdin/stdout."""
@@ -74,6 +87,12 @@ class Sandbox(Protocol):
 
     async def stop(self) -> None:
         """Kill the server and everything it started; safe to call twice."""
+        ...
+
+    def spawn(self, memory: int) -> Sandbox:
+        """One more server in this sandbox (a child RLM's), capped at `memory` bytes of address
+        space; not started. Its start() raises SandboxError when the sandbox's processes are
+        nearly all used; its stop() ends it and all it started, and nothing else."""
         ...
 
     def exit_description(self) -> str:
@@ -127,13 +146,14 @@ class Repl:
         self,
         sandbox: Sandbox,
         context_path: Path,
-        index_path: Path,
+        index_path: Path | None,
         cell_timeout: float = 120.0,
         max_output_chars: int = 20000,
         max_restarts: int = 1,
     ):
         self.sandbox = sandbox
         self.context_path, self.index_path = context_path, index_path
+        self.owned: Path | None = None  # a child's context file the host wrote: removed on close
         self.cell_timeout = cell_timeout
         self.max_output_chars = max_output_chars
         self.max_restarts = max_restarts
@@ -147,12 +167,13 @@ class Repl:
             reader, writer = await self.sandbox.start()
             self.channel = Channel(reader, writer)
             ready = validate(await asyncio.wait_for(self.channel.recv(), 60), ("ready",))
+            index = None if self.index_path is None else self.sandbox.visible_path(self.index_path)
             self.python = clean(ready["python"][:100])
             loaded = await self._call(
                 {
                     "op": "load",
                     "context_path": self.sandbox.visible_path(self.context_path),
-                    "index_path": self.sandbox.visible_path(self.index_path),
+                    "index_path": index,
                     "max_output_chars": self.max_output_chars,
                 },
                 ("loaded", "error"),
@@ -168,8 +189,7 @@ class Repl:
                 size = self.context_path.stat().st_size
                 raise SandboxError(
                     f"the context ({size:,} bytes) does not fit in the sandbox's memory limit",
-                    hint=f"raise --memory to about {max(1, 3 * size // 2**30 + 1)}g "
-                    "(the REPL holds the file mapped and the whole text as one string)",
+                    hint=memory_hint(self.context_path),  # context_memory.py: the measured need
                 )
             error = clean(loaded["error"][:2000])
             raise SandboxError(f"the REPL could not load the context: {error}")
@@ -180,16 +200,18 @@ class Repl:
         timeout: float | None = None,
         deadline: float | None = None,
         on_subcalls: SubcallHandler | None = None,
+        on_children: ChildHandler | None = None,
     ) -> CellResult:
         """Run one cell. `timeout` bounds the server's own time (sub-call waits excluded);
         `deadline` (time.monotonic()) is the run's wall-clock end, counting everything: past it the
         server is killed and LimitReached("timeout") raised. The cell's llm_query calls go to
-        `on_subcalls` (none: each gets an error string); its exceptions (a breached budget)
-        propagate as they are."""
+        `on_subcalls` (none: each gets an error string), its rlm_query calls to `on_children` (none:
+        each is an llm_query, as past --max-depth); their exceptions (a breached budget) propagate
+        as they are."""
         timeout = self.cell_timeout if timeout is None else timeout
         exec_cell = {"op": "exec", "code": code, "timeout": timeout}
         try:
-            msg = await self._call(exec_cell, ("result",), timeout, deadline, on_subcalls)
+            msg = await self._call(exec_cell, ("result",), timeout, deadline, on_subcalls, on_children)
         except ServerDied as died:
             return await self._restart(died)
         output, error = cell_text(msg["output"], msg["error"], self.max_output_chars)
@@ -240,6 +262,36 @@ class Repl:
             except (ServerDied, TimeoutError):
                 pass
         await self._kill()
+        if self.owned is not None:
+            self.owned.unlink(missing_ok=True)
+            self.owned = None
+
+    async def child(self, text: str | None, memory: int) -> Repl:
+        """A started REPL for a child RLM: one more server in this sandbox, capped at `memory`
+        bytes, whose `context` is this REPL's input (text None: the same file, no copy) or `text`
+        (written once by the host where the sandbox reads it). Never restarted: a child that dies
+        fails. SandboxError when it cannot start; close() it when done."""
+        sandbox = self.sandbox.spawn(memory)
+        path, index = self.context_path, self.index_path
+        owned = None
+        if text is not None:
+            folder = self.sandbox.share_dir or (self.index_path or self.context_path).parent
+            path = owned = folder / f"child-{secrets.token_hex(6)}.txt"
+            try:
+                path.write_text(text, encoding="utf-8", errors="replace", newline="")
+                path.chmod(0o644)  # the sandbox's user (Docker: nobody) reads it
+            except OSError as exc:
+                path.unlink(missing_ok=True)
+                raise SandboxError(f"cannot write a child's context: {exc}") from exc
+            index = None
+        repl = Repl(sandbox, path, index, self.cell_timeout, self.max_output_chars, max_restarts=0)
+        repl.owned = owned
+        try:
+            await repl.start()
+        except BaseException:
+            await repl.close()
+            raise
+        return repl
 
     async def _call(
         self,
@@ -248,6 +300,7 @@ class Repl:
         timeout: float | None,
         deadline: float | None = None,
         on_subcalls: SubcallHandler | None = None,
+        on_children: ChildHandler | None = None,
     ) -> dict:
         """Send one command and return the server's answer, a frame of an `expected` type.
 
@@ -258,7 +311,7 @@ class Repl:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             async with asyncio.timeout(left) as run_clock:
-                return await self._exchange(msg, expected, timeout, on_subcalls)
+                return await self._exchange(msg, expected, timeout, on_subcalls, on_children)
         except TimeoutError:
             if not run_clock.expired():
                 raise
@@ -268,7 +321,12 @@ class Repl:
             ) from None
 
     async def _exchange(
-        self, msg: dict, expected: tuple[str, ...], timeout: float | None, on_subcalls: SubcallHandler | None
+        self,
+        msg: dict,
+        expected: tuple[str, ...],
+        timeout: float | None,
+        on_subcalls: SubcallHandler | None,
+        on_children: ChildHandler | None = None,
     ) -> dict:
         """Send `msg`; serve the server's sub-call requests until its answer arrives.
 
@@ -289,16 +347,37 @@ class Repl:
                 ) from None
             if left is not None:
                 left -= time.monotonic() - started
-            frame = validate(frame, ("llm_query", *expected))
-            if frame["type"] != "llm_query":
+            frame = validate(frame, ("llm_query", "rlm_query", *expected))
+            if frame["type"] not in ("llm_query", "rlm_query"):
                 return frame
-            prompts = [clean(p) for p in frame["prompts"]]
             model = None if frame["model"] is None else clean(frame["model"])
-            if on_subcalls is None:
-                replies = [NO_SUBCALLS] * len(prompts)
-            else:  # may raise (a breached budget): that ends the run, which closes the sandbox
-                replies = await on_subcalls(prompts, model)
+            # Either handler may raise (a breached budget): that ends the run, which closes the sandbox.
+            if frame["type"] == "rlm_query":
+                replies = await self._children(frame, model, on_subcalls, on_children)
+            elif on_subcalls is None:
+                replies = [NO_SUBCALLS] * len(frame["prompts"])
+            else:
+                replies = await on_subcalls([clean(p) for p in frame["prompts"]], model)
             await channel.send({"type": "llm_reply", "id": frame["id"], "replies": replies})
+
+    async def _children(
+        self,
+        frame: dict,
+        model: str | None,
+        on_subcalls: SubcallHandler | None,
+        on_children: ChildHandler | None,
+    ) -> list[str]:
+        """The answers to an rlm_query frame: from `on_children`, else as llm_query calls."""
+        queries = [clean(q) for q in frame["queries"]]
+        contexts = [None if c is None else clean(c) for c in frame["contexts"]]
+        if len(contexts) != len(queries):
+            raise ProtocolError("the REPL server broke the protocol (rlm_query: one context per query)")
+        if on_children is not None:
+            return await on_children(queries, contexts, model)
+        if on_subcalls is None:
+            return [NO_SUBCALLS] * len(queries)
+        prompts = [fallback_prompt(q, c) for q, c in zip(queries, contexts, strict=True)]
+        return await on_subcalls(prompts, model)
 
     async def _kill(self) -> None:
         """Stop the sandbox, reading and dropping what the server still sends meanwhile: a stream

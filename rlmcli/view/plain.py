@@ -9,6 +9,7 @@ from ..errors import ExitReason
 from ..reply import strip_code
 from ..text import plural
 from .state import Batch, RunState, batch_key, clean, clip, seconds, totals
+from .tree import finished_line
 
 PLAIN_INTERVAL_S = 0.5  # plain mode: a batch's progress line at most this often...
 PLAIN_STEP = 0.10  # ...or whenever this fraction of the batch has finished since the last line
@@ -27,7 +28,11 @@ class PlainOutput:
 
     def show(self, event: ev.Event) -> None:
         s = self.state
-        if isinstance(event, ev.RunStarted):
+        if isinstance(event, (ev.ChildStarted, ev.ChildFinished)):
+            self.child(event)
+        elif event.depth > 0:
+            return  # inside a child RLM: its line when it ends, and the tree, say what it did
+        elif isinstance(event, ev.RunStarted):
             sub = "" if event.sub_model == event.model else f", sub-calls {event.sub_model}"
             self.line(f"model {event.model}{sub}, sandbox {event.sandbox}")
             if self.verbose:
@@ -43,6 +48,8 @@ class PlainOutput:
             )
             if self.verbose and event.reply:
                 self.block(strip_code(event.reply))
+        elif isinstance(event, ev.ModelRetry) and event.role == "root":  # sub-calls': the trace
+            self.line(clean(f"model turn failed ({event.reason}); retrying in {seconds(event.wait_s)}"))
         elif isinstance(event, ev.CellStarted) and self.verbose:
             self.line(f"cell {s.cells.get(event.id, '?')}:")
             self.block(event.code)
@@ -53,9 +60,33 @@ class PlainOutput:
         elif isinstance(event, ev.FinalAnswer):
             self.line(f"answer: {plural(len(event.answer), 'character')}")
         elif isinstance(event, ev.RunFinished):
+            if s.tree.grown:
+                self.tree()
             how = "done" if event.exit_reason == ExitReason.FINAL else f"stopped ({event.exit_reason})"
             partial = ", partial answer" if event.partial and event.answer else ""
             self.line(f"{how}: {totals(event)}{partial}")
+
+    def child(self, event: ev.ChildStarted | ev.ChildFinished) -> None:
+        """A line when a child RLM starts and when it ends; the tree once none is running."""
+        tree = self.state.tree
+        if isinstance(event, ev.ChildStarted):
+            node = tree.by_start.get(event.id)
+            if node is None:
+                return
+            cell = self.state.cells.get(event.parent or "")
+            where = f"in cell {cell}" if cell else "by its parent"
+            self.line(f"{node.label} (depth {node.depth}) started {where}: {last_line(event.query)}")
+            return
+        node = tree.by_start.get(event.parent or "")
+        if node is not None:
+            self.line(finished_line(node, event))
+            if tree.running == 0:
+                self.tree()
+
+    def tree(self) -> None:
+        self.line("tree:")
+        for text in self.state.tree.lines():
+            self.line("  " + text)
 
     def cell(self, event: ev.CellFinished) -> None:
         label = self.state.cells.get(event.parent or "", "?")

@@ -11,6 +11,7 @@ from .. import events as ev
 from ..errors import redact
 from ..text import plural
 from .escape import safe
+from .tree import Tree
 
 LINE_CHARS = 300  # a shown line longer than this is cut
 
@@ -76,12 +77,21 @@ class RunState:
         self.cost, self.cost_known = 0.0, True
         self.batches: dict[str, Batch] = {}  # by batch id (the id of its first progress event)
         self.finished: ev.RunFinished | None = None
+        self.tree = Tree()  # the root run and its rlm_query children (the Live thread reads it too)
         self.lock = threading.Lock()  # the Live thread reads batches while events arrive
 
     def update(self, event: ev.Event) -> None:
         if self.start_ts is None:  # RunStarted
             self.start_ts = event.ts
         self.last_ts, self.last_seen = max(self.last_ts, event.ts), time.monotonic()
+        with self.lock:
+            self.tree.update(event)
+        if event.depth > 0:  # a child's event: the tree has it; only the run's totals count it here
+            if isinstance(event, ev.ModelCall) and not event.cached:
+                self._count(event)
+            elif isinstance(event, ev.SubcallProgress):
+                self._progress(event)
+            return
         if isinstance(event, ev.RunStarted):
             self.asked_sandbox = event.sandbox
         elif isinstance(event, ev.IterationStarted):
@@ -92,11 +102,8 @@ class RunState:
             self.running_cell = event.id
         elif isinstance(event, ev.CellFinished):
             self.running_cell = None
-        elif isinstance(event, ev.ModelCall):
-            self.tokens_in += event.prompt_tokens
-            self.tokens_out += event.completion_tokens
-            self.cost += event.cost_usd or 0.0
-            self.cost_known = self.cost_known and event.cost_usd is not None
+        elif isinstance(event, ev.ModelCall) and not event.cached:  # a cached reply was not paid for
+            self._count(event)
             if event.role == "sub":
                 key = event.parent or ""
                 self.cell_subcalls[key] = self.cell_subcalls.get(key, 0) + 1
@@ -104,6 +111,13 @@ class RunState:
             self._progress(event)
         elif isinstance(event, ev.RunFinished):
             self.finished = event
+            self.tree.root.state = "done" if event.exit_reason == "final" else event.exit_reason
+
+    def _count(self, event: ev.ModelCall) -> None:
+        self.tokens_in += event.prompt_tokens
+        self.tokens_out += event.completion_tokens
+        self.cost += event.cost_usd or 0.0
+        self.cost_known = self.cost_known and event.cost_usd is not None
 
     def _progress(self, event: ev.SubcallProgress) -> None:
         with self.lock:
@@ -136,4 +150,13 @@ def totals(done: ev.RunFinished) -> str:
     return (
         f"{plural(done.iterations, 'iteration')}, {plural(done.subcalls, 'sub-call')}, {tokens:,} tokens "
         f"({done.prompt_tokens:,} in, {done.completion_tokens:,} out), {cost}, {seconds(done.elapsed_s)}"
-    )
+    ) + cache_line(done)
+
+
+def cache_line(done: ev.RunFinished) -> str:
+    """What the cache of model calls saved (model/cache.py), when it served any call."""
+    if not done.cache_hits:
+        return ""
+    hits = plural(done.cache_hits, "call")
+    saved = f"{done.cache_saved_tokens:,} tokens and ${done.cache_saved_cost_usd:.4f}"
+    return f"; cache: {hits} served, {saved} saved"

@@ -20,6 +20,7 @@ from ..errors import ExitReason
 from ..reply import strip_code
 from ..text import plural
 from .state import RunState, batch_key, clean, clip, seconds, totals
+from .tree import finished_line
 
 OUTPUT_LINES = 30  # lines of a cell's output shown (all with verbose)
 REASONING_LINES = 60  # lines of the root model's prose shown (all with verbose)
@@ -53,6 +54,10 @@ class RichOutput:
 
     def prints(self, event: ev.Event) -> bool:
         """Whether `event` prints a line (sub-calls and batch progress only move the footer)."""
+        if isinstance(event, (ev.ChildStarted, ev.ChildFinished)):
+            return True
+        if event.depth > 0:  # inside a child RLM: the footer's tree shows it
+            return False
         if isinstance(event, ev.ModelCall):
             return event.role == "root"
         if isinstance(event, ev.SubcallProgress):
@@ -61,7 +66,11 @@ class RichOutput:
 
     def show(self, event: ev.Event) -> None:
         print_ = self.console.print
-        if isinstance(event, ev.RunStarted):
+        if isinstance(event, (ev.ChildStarted, ev.ChildFinished)):
+            self.child(event)
+        elif event.depth > 0:
+            return
+        elif isinstance(event, ev.RunStarted):
             sub = "" if event.sub_model == event.model else f" · sub-calls {event.sub_model}"
             print_(Text.assemble(("rlm ", "bold"), clean(f"{event.model}{sub} · sandbox {event.sandbox}")))
             print_(Text(clean(event.question), style="bold cyan"))
@@ -72,6 +81,9 @@ class RichOutput:
             self.console.rule(Text(f"iteration {event.iteration}", style="bold"), style="blue")
         elif isinstance(event, ev.ModelCall) and event.role == "root":
             self.reasoning(event)
+        elif isinstance(event, ev.ModelRetry) and event.role == "root":  # sub-calls': the trace
+            text = clean(f"model turn failed ({event.reason}); retrying in {seconds(event.wait_s)}")
+            print_(Text(text, style="yellow dim"))
         elif isinstance(event, ev.CellStarted):
             code, more = clip(clean(event.code), None if self.verbose else 80)
             title = f"cell {self.state.cells.get(event.id, '?')}" + (f" ({more} more lines)" if more else "")
@@ -126,8 +138,37 @@ class RichOutput:
     def panel(self, text: str, title: str, style: str) -> None:
         self.console.print(Panel(Text(clean(text)), title=title, title_align="left", border_style=style))
 
+    def child(self, event: ev.ChildStarted | ev.ChildFinished) -> None:
+        tree = self.state.tree
+        if isinstance(event, ev.ChildStarted):
+            node = tree.by_start.get(event.id)
+            if node is not None:
+                text = f"  ↳ {node.label} (depth {node.depth}): {clip(clean(event.query), 1)[0]}"
+                self.console.print(Text(text, style="magenta"))
+            return
+        node = tree.by_start.get(event.parent or "")
+        if node is not None:
+            style = "green dim" if event.exit_reason == ExitReason.FINAL else "yellow"
+            self.console.print(Text(clean(f"  ✓ {finished_line(node, event)}"), style=style))
+
+    def tree(self) -> Table:
+        """The tree of the run and its children: node, depth, turns, tokens, cost, state."""
+        table = Table.grid(padding=(0, 2))
+        with self.state.lock:
+            rows = self.state.tree.rows()
+            for name, node in rows:
+                style = "cyan" if node.state == "running" else ("green" if node.state == "done" else "yellow")
+                table.add_row(
+                    Text(name, style="" if node.depth else "bold"), Text(f"depth {node.depth}", style="dim"),
+                    Text(plural(node.iterations, "iteration")), Text(node.usage(), style="dim"),
+                    Text(node.state, style=style),
+                )  # fmt: skip
+        return table
+
     def finished(self, event: ev.RunFinished) -> None:
         self.close()
+        if self.state.tree.grown:
+            self.console.print(Panel(self.tree(), title="tree", title_align="left", border_style="magenta"))
         if event.partial and event.answer:
             self.panel(event.answer, "partial answer", "yellow")
         answered = event.exit_reason == ExitReason.FINAL
@@ -150,7 +191,10 @@ class RichOutput:
         status = f"iteration {s.iteration} · {doing} · {s.usage()} · {seconds(s.elapsed())}"
         line = Table.grid(padding=(0, 1))
         line.add_row(self.spinner, Text(status, style="dim"))
-        return Group(bars, line) if bars.row_count else line
+        parts: list[RenderableType] = [bars] if bars.row_count else []
+        if s.tree.running:
+            parts.append(self.tree())
+        return Group(*parts, line) if parts else line
 
     def line(self, text: str, style: str = "") -> None:
         self.console.print(Text(clean(text), style=style))
