@@ -6,22 +6,27 @@
 _rlm_node() {
     # The words of one command: its subcommands, options, options taking a value, file args.
     case $1 in
-        'rlm') subs='ask replay completion logs bench sandbox' opts='--version --help -h' valopts='' files=0 ;;
-        'rlm ask') subs='' opts='--model -m --sub-model --api-base --sub-api-base --allow-model --concurrency --request-timeout --no-subcalls --max-retries --instructions -s --cite --root-window --sub-window --max-iterations --max-subcalls --max-cost --max-tokens --timeout --sandbox --image --cpus --pids-limit --memory --cell-timeout --max-output-chars --include -g --exclude -x --no-ignore --hidden --max-file-size --trace --no-log --schema --json --quiet -q --verbose -v --help -h' valopts='--model -m --sub-model --api-base --sub-api-base --allow-model --concurrency --request-timeout --max-retries --instructions -s --cite --root-window --sub-window --max-iterations --max-subcalls --max-cost --max-tokens --timeout --sandbox --image --cpus --pids-limit --memory --cell-timeout --max-output-chars --include -g --exclude -x --max-file-size --trace --schema' files=1 ;;
-        'rlm replay') subs='' opts='--quiet -q --verbose -v --help -h' valopts='' files=1 ;;
+        'rlm') subs='ask replay completion files logs bench sandbox cache' opts='--version --help -h' valopts='' files=0 ;;
+        'rlm ask') subs='' opts='--continue-last -c --continue --force --no-cache --cache-only --model -m --sub-model --api-base --sub-api-base --allow-model --concurrency --request-timeout --no-subcalls --max-retries --instructions -s --cite --root-window --sub-window --max-reply-tokens --max-sub-reply-tokens --price --max-iterations --max-subcalls --max-cost --max-tokens --max-depth --max-children --child-iterations --timeout --sandbox --image --cpus --pids-limit --memory --cell-timeout --max-output-chars --include -g --exclude -x --no-ignore --hidden --redact-secrets --max-file-size --trace --no-log --schema --json --quiet -q --verbose -v --dry-run --top -n --yes -y --help -h' valopts='--continue --model -m --sub-model --api-base --sub-api-base --allow-model --concurrency --request-timeout --max-retries --instructions -s --cite --root-window --sub-window --max-reply-tokens --max-sub-reply-tokens --price --max-iterations --max-subcalls --max-cost --max-tokens --max-depth --max-children --child-iterations --timeout --sandbox --image --cpus --pids-limit --memory --cell-timeout --max-output-chars --include -g --exclude -x --max-file-size --trace --schema --top -n' files=1 ;;
+        'rlm replay') subs='' opts='--quiet -q --verbose -v --rerun --help -h' valopts='' files=1 ;;
         'rlm completion') subs='bash zsh fish' opts='--help -h' valopts='' files=0 ;;
+        'rlm files') subs='' opts='--model -m --sub-model --root-window --sub-window --max-iterations --include -g --exclude -x --no-ignore --hidden --max-file-size --top -n --json --verbose -v --quiet -q --help -h' valopts='--model -m --sub-model --root-window --sub-window --max-iterations --include -g --exclude -x --max-file-size --top -n' files=1 ;;
         'rlm logs') subs='show path' opts='--limit -n --json --help -h' valopts='--limit -n' files=0 ;;
         'rlm logs show') subs='' opts='--json --help -h' valopts='' files=0 ;;
         'rlm logs path') subs='' opts='--help -h' valopts='' files=0 ;;
         'rlm bench') subs='list generate run report' opts='--help -h' valopts='' files=0 ;;
-        'rlm bench list') subs='' opts='--json --help -h' valopts='' files=0 ;;
-        'rlm bench generate') subs='' opts='--out -o --n --length --seed --help -h' valopts='--out -o --n --length --seed' files=0 ;;
-        'rlm bench run') subs='' opts='--out -o --method --n --length --seed --limit --concurrency --retry-errors --model -m --sub-model --api-base --sub-api-base --context-window --request-timeout --max-retries --root-window --sub-window --max-iterations --max-cost --max-tokens --timeout --sandbox --image --json --quiet -q --help -h' valopts='--out -o --method --n --length --seed --limit --concurrency --model -m --sub-model --api-base --sub-api-base --context-window --request-timeout --max-retries --root-window --sub-window --max-iterations --max-cost --max-tokens --timeout --sandbox --image' files=0 ;;
+        'rlm bench list') subs='' opts='--json --stats --help -h' valopts='--stats' files=0 ;;
+        'rlm bench generate') subs='' opts='--out -o --n --length --seed --profile --sweep --help -h' valopts='--out -o --n --length --seed --profile' files=0 ;;
+        'rlm bench run') subs='' opts='--out -o --method --profile --n --length --seed --limit --concurrency --retry-errors --model -m --sub-model --api-base --sub-api-base --context-window --request-timeout --max-retries --price --root-window --sub-window --max-iterations --max-cost --max-tokens --timeout --sandbox --image --no-cache --cite --json --quiet -q --help -h' valopts='--out -o --method --profile --n --length --seed --limit --concurrency --model -m --sub-model --api-base --sub-api-base --context-window --request-timeout --max-retries --price --root-window --sub-window --max-iterations --max-cost --max-tokens --timeout --sandbox --image --cite' files=0 ;;
         'rlm bench report') subs='' opts='--out -o --no-plot --json --resamples --seed --help -h' valopts='--out -o --resamples --seed' files=0 ;;
         'rlm sandbox') subs='build check prune' opts='--help -h' valopts='' files=0 ;;
         'rlm sandbox build') subs='' opts='--tag --suite --mirror --help -h' valopts='--tag --suite --mirror' files=0 ;;
         'rlm sandbox check') subs='' opts='--image --memory --cpus --pids-limit --help -h' valopts='--image --memory --cpus --pids-limit' files=0 ;;
         'rlm sandbox prune') subs='' opts='--all --help -h' valopts='' files=0 ;;
+        'rlm cache') subs='stats clear path' opts='--help -h' valopts='' files=0 ;;
+        'rlm cache stats') subs='' opts='--help -h' valopts='' files=0 ;;
+        'rlm cache clear') subs='' opts='--help -h' valopts='' files=0 ;;
+        'rlm cache path') subs='' opts='--help -h' valopts='' files=0 ;;
         *) subs='' opts='' valopts='' files=0 ;;
     esac
 }
@@ -74,6 +79,7 @@ _rlm() {
         'rlm ask --sandbox') _rlm_reply < <(compgen -W 'auto docker local process' -- "$cur") ;;
         'rlm ask --trace') _rlm_files ;;
         'rlm ask --schema') _rlm_files ;;
+        'rlm bench list --stats') _rlm_files ;;
         'rlm bench generate --out'|'rlm bench generate -o') _rlm_files ;;
         'rlm bench run --out'|'rlm bench run -o') _rlm_files ;;
         'rlm bench run --sandbox') _rlm_reply < <(compgen -W 'auto docker local process' -- "$cur") ;;

@@ -13,9 +13,9 @@ function __rlm_command --description 'The rlm command being completed, e.g. "rlm
         end
         # Descend into a subcommand, or step over the value of an option that takes one.
         switch "$command $token"
-            case 'rlm ask' 'rlm replay' 'rlm completion' 'rlm logs' 'rlm bench' 'rlm sandbox' 'rlm logs show' 'rlm logs path' 'rlm bench list' 'rlm bench generate' 'rlm bench run' 'rlm bench report' 'rlm sandbox build' 'rlm sandbox check' 'rlm sandbox prune'
+            case 'rlm ask' 'rlm replay' 'rlm completion' 'rlm files' 'rlm logs' 'rlm bench' 'rlm sandbox' 'rlm cache' 'rlm logs show' 'rlm logs path' 'rlm bench list' 'rlm bench generate' 'rlm bench run' 'rlm bench report' 'rlm sandbox build' 'rlm sandbox check' 'rlm sandbox prune' 'rlm cache stats' 'rlm cache clear' 'rlm cache path'
                 set command "$command $token"
-            case 'rlm ask --model' 'rlm ask -m' 'rlm ask --sub-model' 'rlm ask --api-base' 'rlm ask --sub-api-base' 'rlm ask --allow-model' 'rlm ask --concurrency' 'rlm ask --request-timeout' 'rlm ask --max-retries' 'rlm ask --instructions' 'rlm ask -s' 'rlm ask --cite' 'rlm ask --root-window' 'rlm ask --sub-window' 'rlm ask --max-iterations' 'rlm ask --max-subcalls' 'rlm ask --max-cost' 'rlm ask --max-tokens' 'rlm ask --timeout' 'rlm ask --sandbox' 'rlm ask --image' 'rlm ask --cpus' 'rlm ask --pids-limit' 'rlm ask --memory' 'rlm ask --cell-timeout' 'rlm ask --max-output-chars' 'rlm ask --include' 'rlm ask -g' 'rlm ask --exclude' 'rlm ask -x' 'rlm ask --max-file-size' 'rlm ask --trace' 'rlm ask --schema' 'rlm logs --limit' 'rlm logs -n' 'rlm bench generate --out' 'rlm bench generate -o' 'rlm bench generate --n' 'rlm bench generate --length' 'rlm bench generate --seed' 'rlm bench run --out' 'rlm bench run -o' 'rlm bench run --method' 'rlm bench run --n' 'rlm bench run --length' 'rlm bench run --seed' 'rlm bench run --limit' 'rlm bench run --concurrency' 'rlm bench run --model' 'rlm bench run -m' 'rlm bench run --sub-model' 'rlm bench run --api-base' 'rlm bench run --sub-api-base' 'rlm bench run --context-window' 'rlm bench run --request-timeout' 'rlm bench run --max-retries' 'rlm bench run --root-window' 'rlm bench run --sub-window' 'rlm bench run --max-iterations' 'rlm bench run --max-cost' 'rlm bench run --max-tokens' 'rlm bench run --timeout' 'rlm bench run --sandbox' 'rlm bench run --image' 'rlm bench report --out' 'rlm bench report -o' 'rlm bench report --resamples' 'rlm bench report --seed' 'rlm sandbox build --tag' 'rlm sandbox build --suite' 'rlm sandbox build --mirror' 'rlm sandbox check --image' 'rlm sandbox check --memory' 'rlm sandbox check --cpus' 'rlm sandbox check --pids-limit'
+            case 'rlm ask --continue' 'rlm ask --model' 'rlm ask -m' 'rlm ask --sub-model' 'rlm ask --api-base' 'rlm ask --sub-api-base' 'rlm ask --allow-model' 'rlm ask --concurrency' 'rlm ask --request-timeout' 'rlm ask --max-retries' 'rlm ask --instructions' 'rlm ask -s' 'rlm ask --cite' 'rlm ask --root-window' 'rlm ask --sub-window' 'rlm ask --max-reply-tokens' 'rlm ask --max-sub-reply-tokens' 'rlm ask --price' 'rlm ask --max-iterations' 'rlm ask --max-subcalls' 'rlm ask --max-cost' 'rlm ask --max-tokens' 'rlm ask --max-depth' 'rlm ask --max-children' 'rlm ask --child-iterations' 'rlm ask --timeout' 'rlm ask --sandbox' 'rlm ask --image' 'rlm ask --cpus' 'rlm ask --pids-limit' 'rlm ask --memory' 'rlm ask --cell-timeout' 'rlm ask --max-output-chars' 'rlm ask --include' 'rlm ask -g' 'rlm ask --exclude' 'rlm ask -x' 'rlm ask --max-file-size' 'rlm ask --trace' 'rlm ask --schema' 'rlm ask --top' 'rlm ask -n' 'rlm files --model' 'rlm files -m' 'rlm files --sub-model' 'rlm files --root-window' 'rlm files --sub-window' 'rlm files --max-iterations' 'rlm files --include' 'rlm files -g' 'rlm files --exclude' 'rlm files -x' 'rlm files --max-file-size' 'rlm files --top' 'rlm files -n' 'rlm logs --limit' 'rlm logs -n' 'rlm bench list --stats' 'rlm bench generate --out' 'rlm bench generate -o' 'rlm bench generate --n' 'rlm bench generate --length' 'rlm bench generate --seed' 'rlm bench generate --profile' 'rlm bench run --out' 'rlm bench run -o' 'rlm bench run --method' 'rlm bench run --profile' 'rlm bench run --n' 'rlm bench run --length' 'rlm bench run --seed' 'rlm bench run --limit' 'rlm bench run --concurrency' 'rlm bench run --model' 'rlm bench run -m' 'rlm bench run --sub-model' 'rlm bench run --api-base' 'rlm bench run --sub-api-base' 'rlm bench run --context-window' 'rlm bench run --request-timeout' 'rlm bench run --max-retries' 'rlm bench run --price' 'rlm bench run --root-window' 'rlm bench run --sub-window' 'rlm bench run --max-iterations' 'rlm bench run --max-cost' 'rlm bench run --max-tokens' 'rlm bench run --timeout' 'rlm bench run --sandbox' 'rlm bench run --image' 'rlm bench run --cite' 'rlm bench report --out' 'rlm bench report -o' 'rlm bench report --resamples' 'rlm bench report --seed' 'rlm sandbox build --tag' 'rlm sandbox build --suite' 'rlm sandbox build --mirror' 'rlm sandbox check --image' 'rlm sandbox check --memory' 'rlm sandbox check --cpus' 'rlm sandbox check --pids-limit'
                 set skip 1
         end
     end
@@ -31,29 +31,42 @@ complete -c rlm -f  # no file names unless an argument or option takes them
 complete -c rlm -n '__rlm_is "rlm"' -a 'ask' -d 'Answer QUESTION about PATHS (files, directories, or - for stdin).'
 complete -c rlm -n '__rlm_is "rlm"' -a 'replay' -d 'Re-render a recorded run as the live view showed it, and print its answer on...'
 complete -c rlm -n '__rlm_is "rlm"' -a 'completion' -d 'Print the completion script for bash, zsh or fish on stdout.'
+complete -c rlm -n '__rlm_is "rlm"' -a 'files' -d 'Show what `rlm ask PATH...` would load: files with their tokens (largest...'
 complete -c rlm -n '__rlm_is "rlm"' -a 'logs' -d 'Past runs: list them (the default), show one in full, or print where they are...'
 complete -c rlm -n '__rlm_is "rlm"' -a 'bench' -d 'Long-context benchmarks: generate task sets, run rlm / rlm-no-subcalls /...'
 complete -c rlm -n '__rlm_is "rlm"' -a 'sandbox' -d 'Manage the Docker sandbox: build an offline image, check what a cell sees,...'
+complete -c rlm -n '__rlm_is "rlm"' -a 'cache' -d 'The cache of model calls: a call already made is answered from it, at no cost.'
 complete -c rlm -n '__rlm_is "rlm"' -l version -d 'Print the version and exit.'
 complete -c rlm -n '__rlm_is "rlm"' -l help -s h -d 'Show this message and exit.'
 
+complete -c rlm -n '__rlm_is "rlm ask"' -l continue-last -s c -d 'A follow-up question: continue the last run, on the same inputs (give no PATH).'
+complete -c rlm -n '__rlm_is "rlm ask"' -l continue -x -d 'As -c, for the run RUN_ID (an id, a unique prefix, or `last`).'
+complete -c rlm -n '__rlm_is "rlm ask"' -l force -d 'With -c/--continue: continue even though the inputs changed since that run...'
+complete -c rlm -n '__rlm_is "rlm ask"' -l no-cache -d 'Neither read nor write the cache of model calls (by default a call already...'
+complete -c rlm -n '__rlm_is "rlm ask"' -l cache-only -d 'Offline: every model reply from the cache, no request, no key; a call not in...'
 complete -c rlm -n '__rlm_is "rlm ask"' -l model -s m -x -d 'Root model, any litellm model string.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l sub-model -x -d 'Model for llm_query sub-calls.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l api-base -x -d 'Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l sub-api-base -x -d 'Base URL for sub-calls.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l allow-model -x -d 'Another model llm_query(..., model=MODEL) may use (repeatable); by default...'
 complete -c rlm -n '__rlm_is "rlm ask"' -l concurrency -x -d 'Sub-calls in flight at once.'
-complete -c rlm -n '__rlm_is "rlm ask"' -l request-timeout -x -d 'Seconds per model request.'
+complete -c rlm -n '__rlm_is "rlm ask"' -l request-timeout -x -d 'Seconds a model request may go without progress (connecting, waiting, reading).'
 complete -c rlm -n '__rlm_is "rlm ask"' -l no-subcalls -d 'The REPL without llm_query (the paper\'s ablation): the root model works with...'
 complete -c rlm -n '__rlm_is "rlm ask"' -l max-retries -x -d 'Retries on 429/5xx/timeouts, with backoff.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l instructions -s s -x -d 'Extra instructions appended to the root model\'s system prompt, e.g. "answer...'
 complete -c rlm -n '__rlm_is "rlm ask"' -l cite -x -d 'Evidence for the answer: the model cites input lines with cite(), printed...'
 complete -c rlm -n '__rlm_is "rlm ask"' -l root-window -x -d 'The root model\'s context window; older cell outputs are compacted as the...'
 complete -c rlm -n '__rlm_is "rlm ask"' -l sub-window -x -d 'The sub model\'s context window (set it for local servers): the prompt tells...'
+complete -c rlm -n '__rlm_is "rlm ask"' -l max-reply-tokens -x -d 'Most tokens of a root-model reply (sent as max_tokens; less where a known...'
+complete -c rlm -n '__rlm_is "rlm ask"' -l max-sub-reply-tokens -x -d 'Most tokens of a sub-call\'s reply (max_tokens).'
+complete -c rlm -n '__rlm_is "rlm ask"' -l price -x -d 'USD per million prompt and completion tokens of a model served from...'
 complete -c rlm -n '__rlm_is "rlm ask"' -l max-iterations -x -d 'Root-model turns before a last call for the answer.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l max-subcalls -x -d 'Most llm_query sub-calls.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l max-cost -x -d 'Most USD to spend, sub-calls included.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l max-tokens -x -d 'Most tokens (prompt + completion), sub-calls included.'
+complete -c rlm -n '__rlm_is "rlm ask"' -l max-depth -x -d 'Levels of recursion: 1 makes rlm_query an llm_query; 2 or more lets...'
+complete -c rlm -n '__rlm_is "rlm ask"' -l max-children -x -d 'Child RLMs of one rlm_query_batched running at once.'
+complete -c rlm -n '__rlm_is "rlm ask"' -l child-iterations -x -d 'Root-model turns of each child RLM.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l timeout -x -d 'Wall-clock seconds for the run, after start-up.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l sandbox -x -a 'auto docker local process' -d 'Where model-written code runs: docker (a container: no network, no host...'
 complete -c rlm -n '__rlm_is "rlm ask"' -l image -x -d 'Docker image with python3 >= 3.9; offline: `rlm sandbox build`.'
@@ -66,6 +79,7 @@ complete -c rlm -n '__rlm_is "rlm ask"' -l include -s g -x -d 'Only load directo
 complete -c rlm -n '__rlm_is "rlm ask"' -l exclude -s x -x -d 'Skip directory entries matching this glob (repeatable).'
 complete -c rlm -n '__rlm_is "rlm ask"' -l no-ignore -d 'Read no ignore file.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l hidden -d 'Include hidden files and directories (never .git/).'
+complete -c rlm -n '__rlm_is "rlm ask"' -l redact-secrets -d 'Replace possible secrets (private keys, cloud keys, tokens: detect-secrets\'...'
 complete -c rlm -n '__rlm_is "rlm ask"' -l max-file-size -x -d 'Skip directory files over this size (named files: never).'
 complete -c rlm -n '__rlm_is "rlm ask"' -l trace -r -F -d 'Also write the JSONL trace to FILE (every run\'s trace is kept in the...'
 complete -c rlm -n '__rlm_is "rlm ask"' -l no-log -d 'Keep no record of this run in the history (an explicit --trace is still...'
@@ -73,11 +87,15 @@ complete -c rlm -n '__rlm_is "rlm ask"' -l schema -r -F -d 'The answer must be J
 complete -c rlm -n '__rlm_is "rlm ask"' -l json -d 'Print one JSON object, whatever the exit status: answer, exit_reason, error...'
 complete -c rlm -n '__rlm_is "rlm ask"' -l quiet -s q -d 'Nothing on stderr but errors.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l verbose -s v -d 'List skipped files and show more progress detail.'
+complete -c rlm -n '__rlm_is "rlm ask"' -l dry-run -d 'Load nothing into a sandbox and call no model: list the files that would be...'
+complete -c rlm -n '__rlm_is "rlm ask"' -l top -s n -x -d 'With --dry-run: how many files to list.'
+complete -c rlm -n '__rlm_is "rlm ask"' -l yes -s y -d 'Do not ask before loading an input above confirm-tokens (a config setting...'
 complete -c rlm -n '__rlm_is "rlm ask"' -l help -s h -d 'Show this message and exit.'
 complete -c rlm -n '__rlm_is "rlm ask"' -F
 
 complete -c rlm -n '__rlm_is "rlm replay"' -l quiet -s q -d 'Only print the answer.'
 complete -c rlm -n '__rlm_is "rlm replay"' -l verbose -s v -d 'Show full replies, code and outputs.'
+complete -c rlm -n '__rlm_is "rlm replay"' -l rerun -d 'Execute the run again with the current code, every model reply from the...'
 complete -c rlm -n '__rlm_is "rlm replay"' -l help -s h -d 'Show this message and exit.'
 complete -c rlm -n '__rlm_is "rlm replay"' -F
 
@@ -85,6 +103,23 @@ complete -c rlm -n '__rlm_is "rlm completion"' -l help -s h -d 'Show this messag
 complete -c rlm -n '__rlm_is "rlm completion"' -x -a 'bash'
 complete -c rlm -n '__rlm_is "rlm completion"' -x -a 'zsh'
 complete -c rlm -n '__rlm_is "rlm completion"' -x -a 'fish'
+
+complete -c rlm -n '__rlm_is "rlm files"' -l model -s m -x -d 'Root model, any litellm model string.'
+complete -c rlm -n '__rlm_is "rlm files"' -l sub-model -x -d 'Model for llm_query sub-calls.'
+complete -c rlm -n '__rlm_is "rlm files"' -l root-window -x -d 'The root model\'s context window; older cell outputs are compacted as the...'
+complete -c rlm -n '__rlm_is "rlm files"' -l sub-window -x -d 'The sub model\'s context window (set it for local servers): the prompt tells...'
+complete -c rlm -n '__rlm_is "rlm files"' -l max-iterations -x -d 'Root-model turns before a last call for the answer.'
+complete -c rlm -n '__rlm_is "rlm files"' -l include -s g -x -d 'Only load directory files matching this glob; \'!GLOB\' skips matches instead...'
+complete -c rlm -n '__rlm_is "rlm files"' -l exclude -s x -x -d 'Skip directory entries matching this glob (repeatable).'
+complete -c rlm -n '__rlm_is "rlm files"' -l no-ignore -d 'Read no ignore file (see rlm ask --help for the files read).'
+complete -c rlm -n '__rlm_is "rlm files"' -l hidden -d 'Include hidden files and directories (never .git/).'
+complete -c rlm -n '__rlm_is "rlm files"' -l max-file-size -x -d 'Skip directory files over this size.'
+complete -c rlm -n '__rlm_is "rlm files"' -l top -s n -x -d 'How many files to list, largest first (rlm files, --dry-run).'
+complete -c rlm -n '__rlm_is "rlm files"' -l json -d 'Print one JSON object: files (all, largest first), skipped, totals, secrets...'
+complete -c rlm -n '__rlm_is "rlm files"' -l verbose -s v -d 'List every skipped path.'
+complete -c rlm -n '__rlm_is "rlm files"' -l quiet -s q -d 'No progress on stderr.'
+complete -c rlm -n '__rlm_is "rlm files"' -l help -s h -d 'Show this message and exit.'
+complete -c rlm -n '__rlm_is "rlm files"' -F
 
 complete -c rlm -n '__rlm_is "rlm logs"' -a 'show' -d 'Show one run in full: settings, totals, the answer and where its trace is.'
 complete -c rlm -n '__rlm_is "rlm logs"' -a 'path' -d 'Print the directory holding the run history and traces (RLM_HOME overrides it).'
@@ -104,16 +139,20 @@ complete -c rlm -n '__rlm_is "rlm bench"' -a 'report' -d 'Compare methods: mean 
 complete -c rlm -n '__rlm_is "rlm bench"' -l help -s h -d 'Show this message and exit.'
 
 complete -c rlm -n '__rlm_is "rlm bench list"' -l json -d 'Print a JSON array.'
+complete -c rlm -n '__rlm_is "rlm bench list"' -l stats -r -F -d 'Instead, describe a task set: rows, context sizes and, for the OOLONG...'
 complete -c rlm -n '__rlm_is "rlm bench list"' -l help -s h -d 'Show this message and exit.'
 
 complete -c rlm -n '__rlm_is "rlm bench generate"' -l out -s o -r -F -d 'JSONL file to write, or - for stdout.'
-complete -c rlm -n '__rlm_is "rlm bench generate"' -l n -x -d 'Number of rows.'
-complete -c rlm -n '__rlm_is "rlm bench generate"' -l length -x -d 'Target tokens of context + question (chars / 4).'
+complete -c rlm -n '__rlm_is "rlm bench generate"' -l n -x -d 'Number of rows per length.'
+complete -c rlm -n '__rlm_is "rlm bench generate"' -l length -x -d 'Target tokens of context + question (chars / 4; paper: real tokens, OOLONG\'s...'
 complete -c rlm -n '__rlm_is "rlm bench generate"' -l seed -x -d 'Seed; the same arguments give the same bytes.'
+complete -c rlm -n '__rlm_is "rlm bench generate"' -l profile -x -d 'cli: this tool\'s setup (lengths in characters / 4). paper: the RLM paper\'s...'
+complete -c rlm -n '__rlm_is "rlm bench generate"' -l sweep -d 'Every length of the paper\'s sweep for TASK (Figure 1: 2^13..2^20 for sniah...'
 complete -c rlm -n '__rlm_is "rlm bench generate"' -l help -s h -d 'Show this message and exit.'
 
 complete -c rlm -n '__rlm_is "rlm bench run"' -l out -s o -r -F -d 'Results JSONL.'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l method -x -d 'rlm, rlm-no-subcalls (the REPL without llm_query) or direct (the whole...'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l profile -x -d 'cli: this tool\'s setup (lengths in characters / 4). paper: the RLM paper\'s...'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l n -x -d 'Rows to generate for a TASK.'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l length -x -d 'Tokens per row for a TASK.'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l seed -x -d 'Seed for a TASK.'
@@ -125,8 +164,9 @@ complete -c rlm -n '__rlm_is "rlm bench run"' -l sub-model -x -d 'Model for llm_
 complete -c rlm -n '__rlm_is "rlm bench run"' -l api-base -x -d 'Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l sub-api-base -x -d 'Base URL for sub-calls.'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l context-window -x -d 'direct: the model\'s input window in tokens; longer contexts are cut to fit.'
-complete -c rlm -n '__rlm_is "rlm bench run"' -l request-timeout -x -d 'Seconds per model request.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l request-timeout -x -d 'Seconds a model request may go without progress (connecting, waiting, reading).'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l max-retries -x -d 'Retries on 429/5xx/timeouts, with backoff.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l price -x -d 'USD per million prompt and completion tokens of a model served from...'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l root-window -x -d 'The root model\'s context window; older cell outputs are compacted as the...'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l sub-window -x -d 'The sub model\'s context window (set it for local servers): the prompt tells...'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l max-iterations -x -d 'Root-model turns before a last call for the answer.'
@@ -135,6 +175,8 @@ complete -c rlm -n '__rlm_is "rlm bench run"' -l max-tokens -x -d 'Most tokens (
 complete -c rlm -n '__rlm_is "rlm bench run"' -l timeout -x -d 'Wall-clock seconds for the run, after start-up.'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l sandbox -x -a 'auto docker local process' -d 'Where model-written code runs: docker (a container: no network, no host...'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l image -x -d 'Docker image with python3 >= 3.9; offline: `rlm sandbox build`.'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l no-cache -d 'Neither read nor write the cache of model calls (by default a call already...'
+complete -c rlm -n '__rlm_is "rlm bench run"' -l cite -x -d 'rlm methods: off, check or require, as for `rlm ask`; the report shows...'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l json -d 'Print the summary as JSON instead of a table.'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l quiet -s q -d 'No progress lines on stderr.'
 complete -c rlm -n '__rlm_is "rlm bench run"' -l help -s h -d 'Show this message and exit.'
@@ -164,3 +206,14 @@ complete -c rlm -n '__rlm_is "rlm sandbox check"' -l help -s h -d 'Show this mes
 
 complete -c rlm -n '__rlm_is "rlm sandbox prune"' -l all -d 'Also remove containers of runs still alive.'
 complete -c rlm -n '__rlm_is "rlm sandbox prune"' -l help -s h -d 'Show this message and exit.'
+
+complete -c rlm -n '__rlm_is "rlm cache"' -a 'stats' -d 'How many replies the cache holds, its size against its cap (`cache-size` in...'
+complete -c rlm -n '__rlm_is "rlm cache"' -a 'clear' -d 'Delete every cached reply: the next runs pay for their calls again.'
+complete -c rlm -n '__rlm_is "rlm cache"' -a 'path' -d 'Print the cache file\'s path (it follows RLM_HOME).'
+complete -c rlm -n '__rlm_is "rlm cache"' -l help -s h -d 'Show this message and exit.'
+
+complete -c rlm -n '__rlm_is "rlm cache stats"' -l help -s h -d 'Show this message and exit.'
+
+complete -c rlm -n '__rlm_is "rlm cache clear"' -l help -s h -d 'Show this message and exit.'
+
+complete -c rlm -n '__rlm_is "rlm cache path"' -l help -s h -d 'Show this message and exit.'

@@ -29,6 +29,7 @@ from .events import (
     HistoryCompacted,
     IterationStarted,
     ModelCall,
+    ModelRetry,
     Sources,
     SubcallProgress,
     cap,
@@ -36,11 +37,13 @@ from .events import (
 )
 from .model.client import Completion, ModelClient
 from .repl.frames import clip
-from .repl.protocol import CellResult, Repl
+from .repl.protocol import CellResult, Repl, fallback_prompt
 from .reply import Final, is_name, is_placeholder, parse, strip_code
 from .windows import Windows, subcall_too_large
 
 if TYPE_CHECKING:
+    from .followup import FollowUp
+    from .recursion import Recursion
     from .schema import Schema
 
 # Host-side caps on what one reply can put into the next prompt, whatever the sandbox sends: the
@@ -74,6 +77,9 @@ class Task:
     schema: Schema | None = None  # --schema: the answer must be JSON valid against it (exit 6 if not)
     windows: Windows = Windows()  # the models' context windows (windows.resolve; default: unknown)
     cite: str = "off"  # --cite: off | check | require (cite/check.py)
+    depth: int = 0  # in the tree of a recursive run: 0 the root run, 1 an rlm_query child, ...
+    max_depth: int = 1  # --max-depth: rlm_query starts a child only where depth + 1 < max_depth
+    follow: FollowUp | None = None  # `rlm ask -c`: the earlier run this one continues (followup.py)
 
 
 class Agent:
@@ -90,6 +96,7 @@ class Agent:
             instructions=task.instructions,
             answer_format=task.schema.prompt_section() if task.schema else None,
             citations=task.cite != "off",
+            recursion=task.depth + 1 < task.max_depth,
         )
         first = prompts.first_message(task.context, task.question)
         self.messages = [
@@ -97,15 +104,21 @@ class Agent:
             {"role": "user", "content": f"{turns.turn_line(1, budget)}\n\n{first}"},
         ]
         self.partial: str | None = None  # the best answer so far, should the run stop early
+        self.recursion: Recursion | None = None  # rlm_query's children (None: it is an llm_query)
         # The answer protocol's state: cells run so far, and the one-time refusals already spent.
         self.cells_run = 0
+        self.cut = False  # the latest root reply was cut at its max_tokens (finish_reason "length")
         self.refused: set[str] = set()  # "early" (FINAL before any code), "placeholder", "schema"
         # An input shown whole in the first message (its prefix is all of it) may be answered at
         # once; any larger one must be looked at with code before a text FINAL counts.
         self.shown_whole = task.context.stats.chars <= len(task.context.prefix)
+        if task.follow is not None:  # the earlier run's conversation, then the new question
+            self.messages = task.follow.messages(self.messages[0], turns.turn_line(1, budget), task.question)
 
     async def run(self) -> RunResult:
         try:
+            if self.task.follow is not None:  # the earlier run's REPL state, rebuilt from its cells
+                await self.task.follow.rebuild(self)
             return await self._loop()
         except LimitReached as limit:
             return self._stopped(limit)
@@ -148,8 +161,11 @@ class Agent:
         reply = await self._ask(scope)
         self.partial = strip_code(reply) or self.partial
         parsed = parse(reply)  # the blocks before the FINAL line only: an answer's fences never run
-        blocks = parsed.blocks
+        blocks, found = parsed.blocks, parsed.final
         outputs: list[str] = []
+        if self.cut:  # cut at max_tokens: what it was writing when cut is neither run nor an answer
+            blocks, found, note = compact.cut_reply(parsed)
+            outputs.append(note)
         room = max(TURN_OUTPUT_CHARS, 2 * self.task.max_output_chars)
         for n, code in enumerate(blocks, 1):
             if n > MAX_BLOCKS_PER_REPLY:
@@ -168,7 +184,12 @@ class Agent:
             self.emit(cell)
             # The cell's sub-calls, and their events, hang under the cell.
             handler = functools.partial(self.subcalls, parent=cell.id)
-            result = await self.repl.run_cell(code, self._cell_timeout(), self.budget.deadline(), handler)
+            timeout, deadline = self._cell_timeout(), self.budget.deadline()
+            if self.recursion is None:  # rlm_query is an llm_query: the REPL asks `handler`
+                result = await self.repl.run_cell(code, timeout, deadline, handler)
+            else:
+                children = functools.partial(self.children, parent=cell.id)
+                result = await self.repl.run_cell(code, timeout, deadline, handler, children)
             self.cells_run += 1
             self.emit(
                 CellFinished(iteration, cap(result.output), result.error, result.duration, parent=cell.id)
@@ -180,7 +201,6 @@ class Agent:
             outputs.append(text)
             if self.budget.breached:  # a sub-call inside the cell hit a limit
                 raise self.budget.breached
-        found = parsed.final
         if found is not None:
             answer = await self._resolve(found, outputs)
             if answer is not None:
@@ -194,7 +214,7 @@ class Agent:
             outputs.append(prompts.NEXT_TURN.format(question=self.task.question))
             self._tell(iteration, outputs)
         else:
-            self._tell(iteration, outputs + [prompts.NO_CODE_NUDGE])
+            self._tell(iteration, outputs if self.cut else outputs + [prompts.NO_CODE_NUDGE])
         return None
 
     def _tell(self, iteration: int, parts: list[str]) -> None:
@@ -210,14 +230,16 @@ class Agent:
         if not completion.text.strip():
             self.messages.append({"role": "user", "content": prompts.EMPTY_REPLY_NUDGE})
             completion = await self._complete(scope)
-        self.messages.append({"role": "assistant", "content": completion.text})
+        self.cut = completion.truncated
+        # A very long reply is kept shortened: it would crowd out the next turns' outputs.
+        self.messages.append({"role": "assistant", "content": compact.cap_reply(completion.text)})
         return completion.text
 
     async def _complete(self, scope: str | None) -> Completion:
         """One root call, and its ModelCall event (the prompt shown: the newest message)."""
         prompt = self.messages[-1]["content"]
         self._fit_window(scope)
-        completion = await self.client.root(self.messages)
+        completion = await self.client.root(self.messages, on_retry=functools.partial(self._retry, scope))
         self.emit(_model_call("root", completion, cap(prompt), cap(completion.text), scope))
         return completion
 
@@ -251,7 +273,7 @@ class Agent:
         # left, ends the run here: LimitReached goes up through the REPL to the loop, so a cell
         # looping on llm_query cannot spin on error strings, and a huge batch costs nothing.
         self.budget.check_batch(len(prompts_))
-        total, done, failed = len(prompts_), 0, 0
+        total, done, failed, retried = len(prompts_), 0, 0, 0
         first = SubcallProgress(total, 0, 0, min(total, self.client.concurrency), parent=parent)
         self.emit(first)
 
@@ -261,15 +283,35 @@ class Agent:
                 self.emit(_model_call("sub", completion, None, cap(completion.text, SUB_TEXT_CAP), parent))
             done, failed = done + 1, failed + (completion is None)
             in_flight = min(total - done, self.client.concurrency)
-            self.emit(SubcallProgress(total, done, failed, in_flight, batch=first.id, parent=parent))
+            self.emit(SubcallProgress(total, done, failed, in_flight, first.id, retried, parent=parent))
 
-        replies = await self.client.batch(prompts_, model, on_done=call_done)
+        def call_retried(event: ModelRetry) -> None:
+            nonlocal retried
+            retried += event.attempt == 1  # a call counts once, however many times it is retried
+            self._retry(parent, event)
+
+        replies = await self.client.batch(prompts_, model, on_done=call_done, on_retry=call_retried)
         if done < total:  # a limit stopped the batch: one event closes it, not one per slot
             unsent = total - done
-            self.emit(SubcallProgress(total, total, failed + unsent, 0, batch=first.id, parent=parent))
+            self.emit(SubcallProgress(total, total, failed + unsent, 0, first.id, retried, parent=parent))
         if self.budget.breached is not None:
             raise self.budget.breached
         return replies
+
+    def _retry(self, parent: str | None, event: ModelRetry) -> None:
+        """A model call will be tried again: its event, under the call's scope."""
+        event.parent = parent
+        self.emit(event)
+
+    async def children(
+        self, queries: list[str], contexts: list[str | None], model: str | None, parent: str | None = None
+    ) -> list[str]:
+        """The REPL's rlm_query / rlm_query_batched: child RLMs (recursion.py) below --max-depth;
+        at it, llm_query calls of each query (and its context), as the paper does."""
+        if self.recursion is None:
+            prompts_ = [fallback_prompt(q, c) for q, c in zip(queries, contexts, strict=True)]
+            return await self.subcalls(prompts_, model, parent)
+        return await self.recursion.run(queries, contexts, model, parent or self.run_id or "")
 
     async def _resolve(self, found: Final, outputs: list[str] | None = None) -> str | None:
         """The answer a FINAL names: FINAL_VAR(name) reads the REPL; so does FINAL(x) when x is a
@@ -401,5 +443,5 @@ def _model_call(
     """The event of one finished model call; `prompt` and `reply` as the trace keeps them."""
     return ModelCall(
         role, c.model, c.prompt_tokens, c.completion_tokens, c.cost_usd, c.latency_s, prompt, reply,
-        parent=parent,
+        cached=c.cached, parent=parent,
     )  # fmt: skip

@@ -15,6 +15,10 @@ no more prompt tokens than estimated. Otherwise every call in flight (up to --co
 overshoot by its difference from the estimate: a completion longer than any before it is not
 bounded in advance.
 
+A child RLM (rlm_query) reserves a share of what is left before it starts (open_share), and its
+calls are admitted against that share (shares.py), so parallel children cannot each spend the whole
+remainder; every call is counted in `usage` and, by tree depth, in `by_depth`.
+
 Provider usage is validated before it is counted: a missing, negative or absurd count is replaced
 by an estimate from the text, and the run's usage is marked estimated.
 """
@@ -25,7 +29,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from . import tokens
+from . import shares, tokens
 from .errors import LimitReached
 
 # Characters per token where there is no text to count, only a size in tokens to turn into
@@ -58,8 +62,9 @@ def estimate_tokens(text: str) -> int:
     return count
 
 
-# Counts of longer texts, by (length, hash): an estimate may share a count with a colliding text.
-MEMO_MIN_CHARS = 2048
+# Counts of texts, by (length, hash): an estimate may share a count with a colliding text. Short
+# ones too: a history of N short messages is N tokenizer calls (~15 us each) per count, twice a turn.
+MEMO_MIN_CHARS = 64
 MEMO_ENTRIES = 4096
 _memo: dict[tuple[int, int], int] = {}
 
@@ -129,6 +134,11 @@ class Usage:
     estimated: bool = False  # True once any call's usage was estimated (the provider's was missing or bogus)
     root_calls: int = 0
     subcalls: int = 0
+    # Calls served by the cache of model calls (model/cache.py): free, so out of every total above.
+    cache_hits: int = 0
+    cache_misses: int = 0  # calls made while the cache was on
+    saved_tokens: int = 0
+    saved_cost_usd: float = 0.0
 
     @property
     def total_tokens(self) -> int:
@@ -156,6 +166,7 @@ class Reservation:
     tokens: int
     cost: float
     settled: bool = False
+    share: shares.Share | None = None  # a child's call: held in its share (shares.py), not here
 
 
 @dataclass
@@ -175,6 +186,8 @@ class Budget:
     reserved_cost: float = 0.0
     # The largest completion seen per (kind, model): the estimate for the next call's completion.
     largest_completion: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Usage by depth of the tree (0: the root run; 1: its rlm_query children, ...), `usage` split.
+    by_depth: dict[int, Usage] = field(default_factory=dict)
 
     def restart_clock(self) -> None:
         self.started = time.monotonic()
@@ -245,6 +258,12 @@ class Budget:
         No await may come between this and the dispatch.
         """
         self.check(subcall and not retry)
+        share = shares.current.get()
+        if share is not None:  # a child's call: its share was held here when the child started
+            share.admit(tokens, cost or 0.0)
+            if not retry:
+                self.count_dispatch(subcall)
+            return Reservation(tokens, cost or 0.0, share=share)
         lim, use = self.limits, self.usage
         if lim.max_tokens is not None and use.total_tokens + self.reserved_tokens + tokens > lim.max_tokens:
             self.breached = LimitReached(
@@ -271,6 +290,9 @@ class Budget:
         """Release a call's reservation (it finished, or failed); safe to call twice."""
         if not reservation.settled:
             reservation.settled = True
+            if reservation.share is not None:
+                reservation.share.release(reservation.tokens, reservation.cost)
+                return
             self.reserved_tokens -= reservation.tokens
             self.reserved_cost = max(0.0, self.reserved_cost - reservation.cost)
 
@@ -291,6 +313,13 @@ class Budget:
             self.usage.cost_known = False
         else:
             self.usage.cost_usd += counted
+        self._record_in_shares(max(0, prompt_tokens) + max(0, completion_tokens), counted or 0.0)
+        level = self.depth_usage()
+        level.prompt_tokens += max(0, prompt_tokens)
+        level.completion_tokens += max(0, completion_tokens)
+        level.estimated = level.estimated or estimated
+        level.cost_known = level.cost_known and counted is not None
+        level.cost_usd += counted or 0.0
 
     def note_completion(self, kind: str, model: str, completion_tokens: int) -> None:
         # An empty completion is no estimate: were 0 kept, the calls behind it would reserve no
@@ -305,7 +334,68 @@ class Budget:
 
     def count_dispatch(self, subcall: bool) -> None:
         """Count a call as dispatched (sub-call limits count dispatches, not completions)."""
-        if subcall:
-            self.usage.subcalls += 1
+        for usage in (self.usage, self.depth_usage()):
+            if subcall:
+                usage.subcalls += 1
+            else:
+                usage.root_calls += 1
+
+    # -- children's shares (shares.py) -----------------------------------------------------------
+
+    def depth_usage(self) -> Usage:
+        """The usage of the tree level the running task belongs to (see shares.current)."""
+        share = shares.current.get()
+        depth = 0 if share is None else share.depth
+        return self.by_depth.setdefault(depth, Usage())
+
+    def open_share(self, depth: int, parts: int) -> shares.Share:
+        """Reserve a child's share: 1/`parts` of what is left (of the parent child's share, for a
+        grandchild) under each spending limit, held until close_share(). LimitReached, with the
+        budget not breached, when nothing is left to give: the child is refused, the run goes on."""
+        self.check()
+        parent = shares.current.get()
+        lim, use = self.limits, self.usage
+        if parent is None:
+            left_tokens = (
+                None if lim.max_tokens is None else lim.max_tokens - use.total_tokens - self.reserved_tokens
+            )
+            left_cost = None if lim.max_cost is None else lim.max_cost - use.cost_usd - self.reserved_cost
         else:
-            self.usage.root_calls += 1
+            left_tokens, left_cost = parent.left()
+        if (left_tokens is not None and left_tokens <= 0) or (left_cost is not None and left_cost <= 0):
+            raise LimitReached("cost" if left_cost is not None and left_cost <= 0 else "tokens",
+                               "no budget is left for another child")  # fmt: skip
+        share = shares.Share(
+            depth,
+            None if left_tokens is None else left_tokens // parts,
+            None if left_cost is None else left_cost / parts,
+            parent=parent,
+        )
+        self._hold(parent, *share.unspent())
+        return share
+
+    def close_share(self, share: shares.Share) -> None:
+        """Release what a finished child did not spend of its share."""
+        tokens, cost = share.unspent()
+        self._hold(share.parent, -tokens, -cost)
+        share.tokens, share.cost = share.spent_tokens, share.spent_cost  # nothing is held any more
+
+    def _hold(self, pool: shares.Share | None, tokens: int, cost: float) -> None:
+        if pool is None:
+            self.reserved_tokens += tokens
+            self.reserved_cost = max(0.0, self.reserved_cost + cost)
+        else:
+            pool.held_tokens += tokens
+            pool.held_cost = max(0.0, pool.held_cost + cost)
+
+    def _record_in_shares(self, tokens: int, cost: float) -> None:
+        """A child's spending: counted in its share and each share above it, whose holds in their
+        parents' pools shrink by as much (it is usage now, no longer a reservation)."""
+        share = shares.current.get()
+        while share is not None:
+            before = share.unspent()
+            share.spent_tokens += tokens
+            share.spent_cost += cost
+            after = share.unspent()
+            self._hold(share.parent, after[0] - before[0], after[1] - before[1])
+            share = share.parent

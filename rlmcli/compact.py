@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 
 from .budget import estimate_prompt_tokens
+from .reply import Final, Reply, parse
 
 TRIGGER = 0.75  # of the prompt limit: compact once the history passes this...
 TARGET = 0.5  # ...down to this, if cutting older outputs gets there
@@ -118,3 +119,40 @@ def _cut(part: str, head: int) -> str:
 def _marked(kept: str, original: int) -> str:
     marker = f"[output compacted: {original - len(kept):,} of {original:,} chars dropped]"
     return f"{kept}\n{marker}" if kept else marker
+
+
+# A root reply longer than this is kept in the history as its head and tail (it still runs whole):
+# one runaway reply (a small model repeating itself to its max_tokens) must not fill the window.
+REPLY_KEEP_CHARS = 24_000  # ~6K tokens
+REPLY_TAIL_CHARS = 4_000
+
+
+def cap_reply(text: str) -> str:
+    if len(text) <= REPLY_KEEP_CHARS:
+        return text
+    head, tail = text[: REPLY_KEEP_CHARS - REPLY_TAIL_CHARS], text[-REPLY_TAIL_CHARS:]
+    return f"{head}\n[... {len(text) - REPLY_KEEP_CHARS:,} characters of this reply not kept ...]\n{tail}"
+
+
+REPLY_CUT = (
+    "Your last reply was cut off: it reached its length limit (max_tokens){what}. Keep replies short: "
+    "little prose, one focused ```repl``` block; spread long work over several turns."
+)
+
+
+def cut_reply(parsed: Reply) -> tuple[list[str], Final | None, str]:
+    """The blocks to run and the FINAL of a reply cut at its max_tokens, and the note that tells the
+    model: a run block still open at the end (parse runs those) is dropped, and so is a FINAL whose
+    closing parenthesis never came."""
+    text = parsed.text.rstrip("*_`.,;:!'\" \t\n")  # what may follow a FINAL's parenthesis
+    if parsed.final is not None:
+        if parsed.final.kind == "FINAL" and not text.endswith(")"):
+            note = "; the FINAL it ended with was unfinished and does not count"
+            return parsed.blocks, None, REPLY_CUT.format(what=note)
+    elif (
+        parsed.spans and parsed.spans[-1][1] == len(parsed.text) and not parsed.text.rstrip().endswith("```")
+    ):
+        before = parse(parsed.text[: parsed.spans[-1][0]]).blocks  # the blocks closed before it
+        note = "; its last ```repl``` block was unfinished and was not run"
+        return before, None, REPLY_CUT.format(what=note)
+    return parsed.blocks, parsed.final, REPLY_CUT.format(what="")

@@ -134,12 +134,19 @@ _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)",
 
 
 def secret_values() -> list[str]:
-    """Values of environment variables that look like credentials (long enough to matter)."""
-    return sorted(
-        {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 8},
-        key=len,
-        reverse=True,
-    )
+    """Values of environment variables that look like credentials (long enough to matter).
+
+    Every event and error line is redacted, several per iteration: the scan is redone only when the
+    environment changed (a copy of it compares in microseconds; the scan took ~0.3 ms)."""
+    global _scanned
+    environ = dict(os.environ._data if hasattr(os.environ, "_data") else os.environ)  # raw: no decoding
+    if _scanned is None or _scanned[0] != environ:
+        values = {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 8}
+        _scanned = (environ, sorted(values, key=len, reverse=True))
+    return list(_scanned[1])
+
+
+_scanned: tuple[dict, list[str]] | None = None  # (the environment scanned, its secret values)
 
 
 def redact(text: str) -> str:

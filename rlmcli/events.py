@@ -43,13 +43,19 @@ class Event:
     id: str = field(default_factory=new_id, kw_only=True)
     parent: str | None = field(default=None, kw_only=True)
     ts: float = field(default_factory=time.time, kw_only=True)
+    # Depth in the tree of a recursive run: 0 the root run, 1 its rlm_query children, ... (kept
+    # out of the trace at 0, so that a run without children is recorded as before).
+    depth: int = field(default=0, kw_only=True)
 
     @property
     def name(self) -> str:
         return type(self).__name__
 
     def to_dict(self) -> dict:
-        return {"event": self.name, **asdict(self)}
+        data = {"event": self.name, **asdict(self)}
+        if not data["depth"]:
+            del data["depth"]
+        return data
 
 
 @dataclass
@@ -63,6 +69,11 @@ class RunStarted(Event):
     inputs: list[str] = field(default_factory=list)
     cwd: str = ""
     version: str = ""
+    parent_run: str | None = None  # the run this one follows up (`rlm ask -c`): a chain in `rlm logs`
+    # Which servers answer (model/cache.py's endpoint_identity: no credentials, no query), so that
+    # `rlm replay --rerun` finds the run's calls in the cache; "" is the provider's own endpoint.
+    endpoint: str = ""
+    sub_endpoint: str = ""
 
 
 @dataclass
@@ -109,6 +120,7 @@ class ModelCall(Event):
     latency_s: float
     prompt: str | None = None  # root: the newest message only; sub: the prompt (both capped)
     reply: str | None = None  # capped
+    cached: bool = False  # served by the cache of model calls: its tokens and cost were not paid again
 
 
 @dataclass
@@ -135,6 +147,18 @@ class SubcallProgress(Event):
     failed: int
     in_flight: int
     batch: str = ""  # the id of the batch's first progress event ("" on that first event itself)
+    retried: int = 0  # calls that needed more than one attempt so far (ended or not; `failed` apart)
+
+
+@dataclass
+class ModelRetry(Event):
+    """A model call's attempt failed and the call is tried again after `wait_s` (model/retry.py)."""
+
+    role: str  # "root" | "sub"
+    model: str
+    attempt: int  # the attempt that failed: 1 is the first
+    reason: str  # one line, e.g. "429 Too Many Requests" or "nothing received for 120 s"
+    wait_s: float
 
 
 @dataclass
@@ -156,6 +180,29 @@ class HistoryCompacted(Event):
     messages: int  # user messages cut
     chars_dropped: int
     window_tokens: int  # the root model's window that was neared
+
+
+@dataclass
+class ChildStarted(Event):
+    """A child RLM (rlm_query) starts under the cell that called it; its own events descend from
+    this one (its `id` is the child's run id) and carry its depth."""
+
+    query: str  # capped
+    context_chars: int  # of the child's `context`
+    whole_input: bool = False  # its context is the parent's whole input (no copy)
+
+
+@dataclass
+class ChildFinished(Event):
+    """A child RLM ended; `parent` is its ChildStarted. Usage counts its calls and its children's."""
+
+    exit_reason: str  # an errors.ExitReason value, or "error" when the child could not run
+    answer: str | None  # capped; what the parent cell got back
+    iterations: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    elapsed_s: float = 0.0
+    message: str | None = None  # why it stopped early
 
 
 @dataclass
@@ -185,14 +232,18 @@ class RunFinished(Event):
     cost_usd: float = 0.0
     cost_known: bool = True
     elapsed_s: float = 0.0
+    cache_hits: int = 0  # calls the cache of model calls served (not in the totals above)
+    cache_misses: int = 0
+    cache_saved_tokens: int = 0
+    cache_saved_cost_usd: float = 0.0
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
         RunStarted, ContextLoaded, SandboxChosen, Notice, IterationStarted, ModelCall, CellStarted,
-        CellFinished, SubcallProgress, HistoryCompacted, RunStopped, FinalAnswer, Sources,
-        RunFinished,
+        CellFinished, SubcallProgress, ModelRetry, HistoryCompacted, RunStopped, FinalAnswer, Sources,
+        RunFinished, ChildStarted, ChildFinished,
     )
 }  # fmt: skip
 

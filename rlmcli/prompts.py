@@ -184,11 +184,14 @@ def system_prompt(
     instructions: str | None = None,
     answer_format: str | None = None,  # --schema: what the answer must be (schema.Schema.prompt_section)
     citations: bool = False,  # --cite check|require: teach cite() and locate() (CITATIONS)
+    recursion: bool = False,  # --max-depth > 1 (below the last level): teach rlm_query (RECURSION)
 ) -> str:
     if not subcalls:
         prompt = SYSTEM_PROMPT_NO_SUBCALLS.format(max_output=f"{max_output:,}")
     else:
         prompt = SYSTEM_PROMPT.format(max_output=f"{max_output:,}", sub_chars=f"{sub_chars:,}")
+    if recursion and subcalls:
+        prompt = f"{prompt.rstrip()}\n\n{RECURSION}"
     if answer_format:
         prompt = f"{prompt.rstrip()}\n\n{answer_format}\n"
     if citations:
@@ -196,6 +199,26 @@ def system_prompt(
         prompt = f"{prompt.rstrip()}\n\n{CITATIONS.format(subcall_quotes=quotes)}"
     return with_instructions(prompt, instructions)
 
+
+# Appended only when rlm_query starts child RLMs (--max-depth > 1): at depth 1 the prompt is the
+# paper's, unchanged.
+RECURSION = """\
+You can also delegate to a recursive language model: `rlm_query(query, context=None)` starts a \
+child RLM with its own REPL, whose `context` is the string you pass (a slice, a file's text) or, \
+when you pass none, the whole of your context; it sees your query, works with code like you, and \
+returns its final answer as a string. `rlm_query_batched(queries, contexts=None)` runs several \
+children concurrently and returns their answers in order. A child is slower and costs more than \
+an `llm_query`: prefer `llm_query` for a question a sub-LLM can answer by reading a chunk, and use \
+`rlm_query` for a sub-problem that itself needs code over a large slice (searching, counting, \
+chunking it further). A child that fails returns a string starting with "[rlm_query error". For \
+example:
+```repl
+answers = rlm_query_batched(
+    [f"List every user id that appears in an ERROR line of {path}." for path in files],
+    [files[path] for path in files],
+)
+```
+"""
 
 CITATION_QUOTES = (
     " `llm_query(prompt, quotes=True)` also asks the sub-LLM for the passages of its prompt it relied "

@@ -8,14 +8,15 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from . import __version__
+from . import __version__, recursion
 from .agent import Agent, RunResult, Task
 from .budget import Budget
-from .context import Context, load_context, write_error
+from .context import Context, Progress, load_context, write_error
 from .errors import ExitReason, ProviderError, RlmError, SandboxError
 from .events import (
     ContextLoaded,
@@ -27,15 +28,21 @@ from .events import (
     SandboxChosen,
     new_run_id,
 )
+from .model import probe, timeouts
+from .model.cache import endpoint_identity
 from .model.client import ModelClient, ModelConfig
-from .model.providers import provider_of
+from .model.providers import max_reply_tokens, provider_of, table_priced
 from .repl.backends import make_sandbox
 from .repl.protocol import Repl
-from .settings import Settings
+from .settings import DEFAULT_CONCURRENCY, Settings
 from .signals import Signals
 from .walk import display_name
 from .windows import Windows
 from .windows import resolve as resolve_windows
+
+if TYPE_CHECKING:
+    from .followup import FollowUp
+    from .model.cache import CallCache
 
 MAX_TRACED_SOURCES = 1000  # inputs named in the trace (path, size, digest); the count says the rest
 
@@ -51,26 +58,70 @@ class Report:
     sandbox: str
 
 
-def load(settings: Settings, paths: list[str], workdir: Path, stdin: BinaryIO | None) -> Context:
-    return load_context(paths, workdir, settings.load_options(), stdin)
+def load(
+    settings: Settings,
+    paths: list[str],
+    workdir: Path,
+    stdin: BinaryIO | None,
+    progress: Progress | None = None,
+) -> Context:
+    return load_context(paths, workdir, settings.load_options(), stdin, progress)
 
 
-def make_client(settings: Settings, budget: Budget) -> ModelClient:
-    """The model client of a run (`rlm ask`, and each row of `rlm bench run`)."""
-    common = dict(request_timeout=settings.request_timeout, max_retries=settings.max_retries)
-    root = ModelConfig(settings.model, settings.api_base, **common)
-    sub = ModelConfig(settings.effective_sub_model, sub_api_base(settings), **common)
-    return ModelClient(
-        root, sub, budget, concurrency=settings.concurrency, allow_models=settings.allow_models
+def make_client(settings: Settings, budget: Budget, warn: Callable[[str], None] | None = None) -> ModelClient:
+    """The model client of a run (`rlm ask`, and each row of `rlm bench run`), with the cache of
+    model calls unless --no-cache; `warn` hears of a cache that cannot be used."""
+    sub_base = sub_api_base(settings)
+    root = ModelConfig(settings.model, settings.api_base, **request_limits(settings, settings.api_base))
+    sub = ModelConfig(settings.effective_sub_model, sub_base, **request_limits(settings, sub_base))
+    for cfg, kind, reply, window in (
+        (root, "root", settings.max_reply_tokens, settings.root_window),
+        (sub, "sub", settings.max_sub_reply_tokens, settings.sub_window),
+    ):
+        # Priced as unknown (or at --price) when served from a server its provider does not run.
+        cfg.table_priced, cfg.price = table_priced(cfg.model, cfg.api_base), settings.price_per_token
+        cfg.max_reply_tokens = max_reply_tokens(kind, reply, cfg.model, cfg.api_base)
+        cfg.window = window  # --root-window / --sub-window; else the server's (learn_servers)
+    client = ModelClient(
+        root, sub, budget, settings.concurrency or DEFAULT_CONCURRENCY, settings.allow_models
     )
+    if not settings.no_cache:
+        from .model.cache import CallCache
+
+        client.cache = CallCache(max_bytes=settings.cache_size_bytes, only=settings.cache_only, warn=warn)
+    return client
 
 
-def run_windows(settings: Settings) -> Windows:
-    """The context windows of the run's models: --root-window/--sub-window, else litellm's table."""
+def request_limits(settings: Settings, api_base: str | None) -> dict:
+    """--request-timeout, else the default for where the requests go (longer for a local server)."""
+    timeout = settings.request_timeout or timeouts.default_for(api_base)
+    return dict(request_timeout=timeout, max_retries=settings.max_retries)
+
+
+def run_windows(settings: Settings, probes: probe.Probes | None = None) -> Windows:
+    """The context windows of the run's models: --root-window/--sub-window, else what their servers
+    said (model/probe.py), else litellm's table."""
+    root = probes.result(settings.api_base) if probes else None
+    sub = probes.result(sub_api_base(settings)) if probes else None
     return resolve_windows(
         settings.model, settings.effective_sub_model, settings.root_window, settings.sub_window,
-        others=settings.allow_models,
+        others=settings.allow_models, root_server=root.window if root else None,
+        sub_server=sub.window if sub else None,
     )  # fmt: skip
+
+
+def learn_servers(settings: Settings, probes: probe.Probes, client: ModelClient, emit: Emit) -> None:
+    """What the servers at the run's base URLs said, put to use: sub-calls run no more at once than
+    the sub-calls' server has slots (unless --concurrency was given); one line says so per server."""
+    root, sub = probes.result(settings.api_base), probes.result(sub_api_base(settings))
+    if settings.concurrency is None and sub is not None and sub.slots is not None:
+        client.concurrency = sub.slots
+    for cfg, info in ((client.root_config, root), (client.sub_config, sub)):
+        cfg.window = cfg.window or (info.window if info else None)  # replies fit in what is left
+    for url in probes.urls():
+        info = probes.result(url)
+        if info is not None and (info.slots is not None or info.window is not None):
+            emit(Notice(info.describe(client.concurrency if info is sub else None)))
 
 
 def sub_api_base(settings: Settings) -> str | None:
@@ -89,6 +140,10 @@ def ask(
     emit: Emit,
     stdin: BinaryIO | None = None,
     run_id: str | None = None,
+    follow: FollowUp | None = None,
+    cache: CallCache | None = None,
+    progress: Progress | None = None,
+    confirm: Callable[[Context], None] | None = None,
 ) -> Report:
     """Run one question to the end. Input, credential and usage errors raise; everything after
     the loop starts (limits, provider and sandbox failures, interruption) comes back as a result.
@@ -96,12 +151,16 @@ def ask(
 
     Loading and the litellm import happen before the event loop starts, so Ctrl-C during a long
     load is an ordinary KeyboardInterrupt; SIGTERM and SIGHUP are made one too (see Signals).
+    `follow`: the earlier run this one continues (`rlm ask -c`, followup.py); `cache`: where model
+    replies come from instead of the settings' cache (`rlm replay --rerun`: the record's).
+    `progress` hears how the loading goes; `confirm` may stop a large load before any spend.
     """
     question = display_name(question)  # argv bytes that are not UTF-8, as walk.py shows names
     run = RunStarted(
         question, settings.model, settings.effective_sub_model, settings.sandbox,
         inputs=[display_name(p) for p in paths], cwd=display_name(os.getcwd()), version=__version__,
-        id=run_id or new_run_id(),
+        id=run_id or new_run_id(), parent_run=follow.run_id if follow else None,
+        endpoint=endpoint_identity(settings.api_base), sub_endpoint=endpoint_identity(sub_api_base(settings)),
     )  # fmt: skip
     budget = Budget(settings.limits())
     workdir: Path | None = None
@@ -109,17 +168,30 @@ def ask(
         try:
             try:
                 emit(run)
+                # Asked on threads while the input loads: the servers' slots and windows.
+                bases = [(settings.model, settings.api_base), (run.sub_model, sub_api_base(settings))]
+                probes = probe.start(bases)
                 workdir = _make_workdir()
                 share = workdir / f"share-{secrets.token_hex(8)}"  # what the sandbox sees, read-only
-                context = load(settings, paths, share, stdin)
+                context = load(settings, paths, share, stdin, progress)
                 emit(context_event(context, parent=run.id))
+                if context.secrets_warning:  # counts and path:line only, never a secret
+                    emit(Notice(context.secrets_warning, warning=True))
+                if confirm is not None:
+                    confirm(context)
                 index = share / "index.json"
                 context.write_index(index)
-                client = make_client(settings, budget)
-                client.check_credentials()
+                client = make_client(settings, budget, lambda m: emit(Notice(m, warning=True)))
+                client.cache = cache or client.cache
+                if follow is not None:  # the inputs the earlier run read, unchanged (or --force)
+                    follow = follow.checked(context, emit)
+                if not settings.cache_only:  # offline: no key needed
+                    client.check_credentials()
+                    client.warm_up()  # the HTTP client loads while the sandbox starts
                 for warning in client.cost_limit_warnings():  # before any call: --max-cost off for these
                     emit(Notice(warning, warning=True))
                 sandbox = make_sandbox(settings, share, emit)
+                learn_servers(settings, probes, client, emit)
                 emit(SandboxChosen(sandbox.name, parent=run.id))  # RunStarted may say "auto"
                 if context.path.parent != share:  # a named file used in place
                     sandbox.add_input(context.path)
@@ -132,10 +204,12 @@ def ask(
                 )
                 task = Task(
                     question, context, run.id, settings.max_output_chars, subcalls=not settings.no_subcalls,
-                    instructions=settings.instructions, windows=run_windows(settings),
-                    schema=settings.answer_schema, cite=settings.cite,
+                    instructions=settings.instructions, windows=run_windows(settings, probes),
+                    schema=settings.answer_schema, cite=settings.cite, follow=follow,
+                    max_depth=settings.max_depth,
                 )  # fmt: skip
                 agent = Agent(task, client, repl, budget, emit)
+                agent.recursion = recursion.for_run(settings, task, repl, client, budget, emit)
                 result = asyncio.run(_drive(agent, repl, signals))
             finally:
                 signals.hold()  # nothing interrupts the clean-up and the record from here on
@@ -186,7 +260,8 @@ def finished(result: RunResult, budget: Budget, run: RunStarted) -> RunFinished:
     return RunFinished(
         result.exit_reason.value, result.answer, result.partial, result.iterations, usage.subcalls,
         usage.prompt_tokens, usage.completion_tokens, usage.cost_usd, usage.cost_known,
-        time.time() - run.ts, parent=run.id,
+        time.time() - run.ts, usage.cache_hits, usage.cache_misses, usage.saved_tokens, usage.saved_cost_usd,
+        parent=run.id,
     )  # fmt: skip
 
 

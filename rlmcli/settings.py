@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 SANDBOXES = ("auto", "docker", "local", "process")  # local: bubblewrap; process: a plain child
 CITE_MODES = ("off", "check", "require")  # --cite (rlmcli/cite/check.py)
+DEFAULT_CONCURRENCY = 64  # sub-calls in flight at once when neither --concurrency nor a server says
 
 
 @dataclass
@@ -40,8 +41,8 @@ class Settings:
     api_base: str | None = None
     sub_api_base: str | None = None  # default: api_base, for a sub model of the root's provider (run.py)
     allow_models: list[str] = field(default_factory=list)  # more models llm_query(model=...) may name
-    concurrency: int = 64
-    request_timeout: float = 120.0
+    concurrency: int | None = None  # None: DEFAULT_CONCURRENCY, or a probed server's slots (run.py)
+    request_timeout: float | None = None  # None: by the server (model/timeouts.py: 120 s, 600 s local)
     max_retries: int = 4
     max_iterations: int = 30
     max_subcalls: int | None = None
@@ -60,16 +61,29 @@ class Settings:
     exclude: list[str] = field(default_factory=list)
     no_ignore: bool = False
     hidden: bool = False
+    redact_secrets: bool = False  # replace possible secrets in the input before the sandbox (secrets_scan.py)
     no_subcalls: bool = False  # the paper's ablation: the REPL without llm_query
     no_log: bool = False  # keep no record in the history (--no-log, or `no-log = true` in the config)
     instructions: str | None = None  # appended to the root model's system prompt (--instructions)
     schema: str | None = None  # --schema: a JSON Schema file, or the schema as inline JSON
     root_window: int | None = None  # the root model's window in tokens (default: litellm's table)
     sub_window: int | None = None  # the sub model's window in tokens (default: litellm's table)
+    max_reply_tokens: int | None = None  # max_tokens of root calls (None: providers.DEFAULT_MAX_REPLY_TOKENS)
+    max_sub_reply_tokens: int | None = None  # max_tokens of sub-calls (None: the default, likewise)
+    price: str | None = None  # --price IN,OUT: USD per million tokens of a model no table prices
     cite: str = "check"  # evidence for answers: off | check | require (rlmcli/cite/)
+    confirm_tokens: int = 2_000_000  # a larger input asks before the run on a terminal (0: never ask)
+    max_depth: int = 1  # 1: rlm_query is an llm_query; 2+: child RLMs (rlmcli/recursion.py)
+    max_children: int = 4  # child RLMs of one rlm_query_batched running at once
+    child_iterations: int = 10  # a child RLM's root-model turns
+    no_cache: bool = False  # --no-cache: neither read nor write the cache of model calls
+    cache_only: bool = False  # --cache-only: offline, every reply from the cache (a miss is exit 4)
+    cache_size: str = "1G"  # the cache's size cap (`cache-size` in the config); LRU entries go past it
     # Parsed from the sizes above when the Settings is made (and again by dataclasses.replace).
     memory_bytes: int = field(init=False, repr=False, compare=False)
     max_file_size_bytes: int = field(init=False, repr=False, compare=False)
+    cache_size_bytes: int = field(init=False, repr=False, compare=False)
+    price_per_token: tuple[float, float] | None = field(init=False, repr=False, compare=False)
     # `schema`, read and checked: a schema.Schema or None (Any: HINTS evaluates these annotations)
     answer_schema: Any = field(init=False, repr=False, compare=False)
 
@@ -91,6 +105,10 @@ class Settings:
                 raise UsageError(f"{_flag(name)} {problem}, not {getattr(self, name)!r}", hint=SIZE_HINT)
         self.memory_bytes = parse_size(self.memory)
         self.max_file_size_bytes = parse_size(self.max_file_size)
+        self.cache_size_bytes = parse_size(self.cache_size)
+        self.price_per_token = None if self.price is None else parse_price(self.price)
+        if self.no_cache and self.cache_only:
+            raise UsageError("--no-cache and --cache-only contradict each other", hint="give one of them")
         self.answer_schema = None
         if self.schema is not None:  # read now: a bad schema is exit 2 before any input or request
             from .schema import load  # jsonschema only when asked for
@@ -123,6 +141,7 @@ class Settings:
             no_ignore=self.no_ignore,
             hidden=self.hidden,
             max_file_size=self.max_file_size_bytes,
+            redact_secrets=self.redact_secrets,
         )
 
 
@@ -142,11 +161,18 @@ RANGES: dict[str, tuple[str, float]] = {
     "pids_limit": (">=", 1),
     "cell_timeout": (">", 0),
     "max_output_chars": (">=", 1),
+    "max_depth": (">=", 1),
+    "max_children": (">=", 1),
+    "child_iterations": (">=", 1),
     # A window must hold the system prompt (~2K tokens) and a reply: smaller ones are typos.
     "root_window": (">=", 4096),
     "sub_window": (">=", 1024),
+    "max_reply_tokens": (">=", 16),
+    "max_sub_reply_tokens": (">=", 16),
+    "confirm_tokens": (">=", 0),
 }
-SIZES = ("memory", "max_file_size")  # text such as "512m" or "2g" (a whole number of bytes in TOML too)
+# Text such as "512m" or "2g" (a whole number of bytes in TOML too).
+SIZES = ("memory", "max_file_size", "cache_size")
 SIZE_HINT = "use bytes or a K/M/G suffix, e.g. 500K or 10M"
 TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
 # What a config file may set: field name -> declared type, e.g. int | None (not the parsed sizes).
@@ -163,6 +189,21 @@ def parse_size(text: str) -> int:
     if not match:
         raise InputError(f"invalid size: {text!r}", hint=SIZE_HINT)
     return int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower()])
+
+
+def parse_price(text: str) -> tuple[float, float]:
+    """'0.15,0.60' (USD per million prompt and completion tokens) -> USD per token."""
+    parts = str(text).split(",")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 2 or not all(math.isfinite(v) and v >= 0 for v in values):
+        raise UsageError(
+            f"--price must be two numbers >= 0, not {text!r}",
+            hint="USD per million prompt and completion tokens, e.g. --price 0.15,0.60 (0,0: free)",
+        )
+    return values[0] / 1e6, values[1] / 1e6
 
 
 def _flag(name: str) -> str:

@@ -14,6 +14,8 @@ Server -> host: {"type": "ready", "python"}   {"type": "loaded", "chars", "files
                 {"type": "citations", "spans": [{"marker", "path", "start_line", "end_line",
                                                  "byte_start", "byte_end"}, ...]}
                 {"type": "llm_query", "id", "prompts", "model"} (a cell asks the host for sub-calls)
+                {"type": "rlm_query", "id", "queries", "contexts", "model"} (a cell asks for child
+                 RLMs; the host answers with an llm_reply, one text per query)
 
 The host validates every frame it gets (rlmcli/frames.py) and treats a bad one as a dead server.
 So this side keeps to the same caps (MAX_SEND and below): a cell that would break one gets an
@@ -53,6 +55,7 @@ MAX_PATH_CHARS = 4096  # of a cited path: a loaded file's display path, never lo
 RESERVED = (
     "context", "files", "file_spans", "llm_query", "llm_query_batched",
     "FINAL", "FINAL_VAR", "SHOW_VARS", "grep", "count_tokens", "cite", "locate",
+    "rlm_query", "rlm_query_batched",
 )  # fmt: skip
 STDIN_NAMES = ("-", "<stdin>")  # how a cell may name the standard input (its display path is <stdin>)
 
@@ -188,6 +191,22 @@ class Quoted(str):
     def __new__(cls, text, quotes, dropped):
         self = str.__new__(cls, text)
         self.quotes, self.dropped = quotes, dropped
+        return self
+
+
+class ChildAnswer(str):
+    """A child RLM's answer (rlm_query): its text; `.value`, the dict or list it gave with
+    FINAL_VAR (its text is that value as JSON), else None."""
+
+    def __new__(cls, text):
+        self = str.__new__(cls, text)
+        self.value = None
+        if text[:1] in ("{", "["):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = None
+            self.value = value if isinstance(value, (dict, list)) else None
         return self
 
 
@@ -398,6 +417,8 @@ class Server:
             "file_spans": dict(self.spans),
             "llm_query": self.llm_query,
             "llm_query_batched": self.llm_query_batched,
+            "rlm_query": self.rlm_query,
+            "rlm_query_batched": self.rlm_query_batched,
             "FINAL": self.FINAL,
             "FINAL_VAR": self.FINAL_VAR,
             "SHOW_VARS": self.SHOW_VARS,
@@ -499,15 +520,49 @@ class Server:
                 replies[i] = got[k]
         return replies
 
+    def rlm_query(self, query, context=None, model=None):
+        """Ask a child RLM: a fresh root model with its own REPL in this sandbox, whose `context` is
+        `context` (a string, e.g. a slice), or this whole input when None. Returns its final answer
+        as a string (a dict or list it gave with FINAL_VAR also as `.value`); a child that fails
+        returns an error string. Past the run's --max-depth it is an llm_query of the query (and
+        the context, when given)."""
+        return self.rlm_query_batched([query], None if context is None else [context], model)[0]
+
+    def rlm_query_batched(self, queries, contexts=None, model=None):
+        """Many child RLMs, run concurrently on the host (at most --max-children at once); their
+        answers in order. `contexts`: None (each child gets this whole input) or one per query."""
+        queries = [str(q) for q in queries]
+        if contexts is None:
+            contexts = [None] * len(queries)
+        contexts = [None if c is None else str(c) for c in contexts]
+        if len(contexts) != len(queries):
+            raise ValueError("rlm_query_batched: %d queries but %d contexts" % (len(queries), len(contexts)))
+        if len(queries) > MAX_PROMPTS:
+            raise ValueError(
+                "%d queries in one call; at most %d: split the batch" % (len(queries), MAX_PROMPTS)
+            )
+        if not queries:
+            return []
+        frame = {"type": "rlm_query", "queries": queries, "contexts": contexts}
+        try:
+            return [ChildAnswer(answer) for answer in self.exchange(frame, model)]
+        except FrameTooLarge as exc:
+            raise ValueError(
+                "the contexts of one call are too large to send (%s): pass smaller slices" % exc
+            ) from None
+
     def exchange(self, prompts, model):
-        """One llm_query frame to the host, and its reply."""
+        """One llm_query frame (or, given a dict, that rlm_query frame) to the host, and its reply."""
         with self.lock:
             # Time spent waiting for the host's model calls is not the cell's: pause the cell timer.
             remaining = signal.setitimer(signal.ITIMER_REAL, 0)[0]
             try:
                 self.next_id += 1
                 ident = self.next_id
-                self.channel.send({"type": "llm_query", "id": ident, "prompts": prompts, "model": model})
+                if isinstance(prompts, dict):
+                    self.channel.send(dict(prompts, id=ident, model=model))
+                else:
+                    self.channel.send({"type": "llm_query", "id": ident, "prompts": prompts, "model": model})
                 while True:
                     msg = self.channel.recv()
                     if msg.get("type") == "llm_reply" and msg.get("id") == ident:
@@ -825,6 +880,13 @@ def limit_memory(argv):
 
 def main():
     limit_memory(sys.argv[1:])
+    if any(arg == "--child" or arg.startswith("--child=") for arg in sys.argv[1:]):
+        # A child RLM's server: its own session and process group, so the host can end it and
+        # everything its cells started without touching the other servers of the sandbox.
+        try:
+            os.setsid()
+        except OSError:  # started as a session leader already (the host's start_new_session)
+            pass
     # Keep private copies of the protocol descriptors, then take fds 0/1/2 away from user code.
     channel = Channel(os.dup(0), os.dup(1))
     null = os.open(os.devnull, os.O_RDONLY)

@@ -75,6 +75,13 @@ def _forget_started_processes():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _private_data_dir(tmp_path_factory, monkeypatch):
+    """A test that sets no RLM_HOME (some fixtures drop every RLM_* variable) keeps its history and
+    its cache of model calls in a directory of its own, never in the user's data directory."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+
+
 def popen_rlm(rlm_bin: str, args: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
     """Start the console script as a real process (for signals, pids, memory), as this test's own."""
     kwargs.setdefault("stdin", subprocess.DEVNULL)
@@ -139,8 +146,16 @@ def run_cli(tmp_path, monkeypatch):
     return run
 
 
+# gpt-4o-mini's table price (USD per million tokens): the fake at 127.0.0.1 is not OpenAI's API, so
+# without --price its calls are priced as unknown (issue 16, item 4).
+MODEL_PRICE = "0.15,0.60"
+
+
 def ask_args(fake: FakeLLM, *paths: str, question: str = "What is in there?", extra=()) -> list[str]:
-    return ["ask", *paths, question, "--model", MODEL, "--api-base", fake.url, "--sandbox", "local", *extra]
+    return [
+        "ask", *paths, question, "--model", MODEL, "--api-base", fake.url, "--price", MODEL_PRICE,
+        "--sandbox", "local", *extra,
+    ]  # fmt: skip
 
 
 TEST_IMAGE = os.environ.get("RLM_TEST_IMAGE", "rlm-sandbox:bookworm")

@@ -8,6 +8,7 @@ null content, garbage bodies, delays) are scripted per reply.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
@@ -30,6 +31,19 @@ class Fault:
     text: str = ""  # content of a normal 200 reply when no other fault applies (e.g. a delay-only Fault)
     message: str | None = None  # the error message of an error status (default: "fake: scripted N")
     trickle: float = 0.0  # send the 200 body one byte every `trickle` seconds (a slowloris server)
+    finish_reason: str = "stop"  # of a normal 200 reply: "length" is a reply cut at max_tokens
+
+
+@dataclass
+class LocalServer:
+    """What the fake says about itself, as a local model server does (model/probe.py reads it):
+    llama.cpp's GET /props (slots, one slot's n_ctx) or vLLM's max_model_len in GET /v1/models. It
+    then serves `slots` requests at once (the rest wait in its queue, as on the real server) and
+    answers a prompt over `window` tokens (default_usage's estimate) with that server's 400."""
+
+    kind: str = "llama.cpp"  # or "vllm"
+    slots: int = 4
+    window: int = 8192
 
 
 Reply = str | Fault | Callable[[dict], str | Fault]  # a callable receives the parsed request body
@@ -85,8 +99,15 @@ class FakeLLM:
         self.sub = sub or default_sub
         self.latency = latency
         self.usage = usage or default_usage
-        self.requests: list[dict] = []
+        self.requests: list[dict] = []  # each also has "t_start" and "t_end" (time.monotonic())
+        # Root replies chosen by the request rather than in turn: for runs with child RLMs, whose
+        # root calls interleave (recursion). Set, it answers every root call; None: the script.
+        self.route: Callable[[dict], Reply] | None = None
         self.stray: list[dict] = []  # requests to other routes (e.g. another provider's API): path, headers
+        self.local: LocalServer | None = None  # set (before requests arrive) to act as a local server
+        self.in_flight = 0  # chat requests received and not yet answered, queued ones included...
+        self.max_in_flight = 0  # ...and the most there ever were at once
+        self._slots: threading.Semaphore | None = None
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -150,13 +171,15 @@ class FakeLLM:
 
     # -- request handling (called from server threads) -------------------------------------------
 
-    def _record(self, body: dict, raw: bytes, headers: dict[str, str]) -> str:
+    def _record(self, body: dict, raw: bytes, headers: dict[str, str]) -> dict:
+        """The request's entry in `requests` (its "kind": root or sub)."""
         messages = body.get("messages") or [{}]
         first = messages[0] if isinstance(messages[0], dict) else {}
         kind = "root" if first.get("role") == "system" else "sub"
+        entry = {"body": body, "raw": raw, "headers": headers, "kind": kind, "t_start": time.monotonic()}
         with self._lock:
-            self.requests.append({"body": body, "raw": raw, "headers": headers, "kind": kind})
-        return kind
+            self.requests.append(entry)
+        return entry
 
     def _next_root(self) -> Reply | None:
         with self._lock:
@@ -169,7 +192,7 @@ class FakeLLM:
     def _resolve(self, kind: str, body: dict) -> str | Fault | None:
         """The reply for one request; None means the root script is exhausted."""
         if kind == "root":
-            item = self._next_root()
+            item = self._next_root() if self.route is None else self.route(body)
             if callable(item):
                 return item(body)
             return item
@@ -213,7 +236,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(obj).encode(), headers)
 
     def do_GET(self) -> None:
-        if self.path.rstrip("/").endswith("/models"):
+        local = self.fake.local
+        if local is not None and self.path == "/props" and local.kind == "llama.cpp":
+            settings = {"n_ctx": local.window, "params": {"n_predict": -1}}
+            self._send_json(200, {"default_generation_settings": settings, "total_slots": local.slots})
+        elif local is not None and self.path.rstrip("/").endswith("/models"):
+            entry: dict[str, Any] = {"id": "fake-model", "object": "model", "created": 0}
+            if local.kind == "vllm":
+                entry.update(owned_by="vllm", max_model_len=local.window)
+            else:
+                meta = {"n_ctx": local.window, "n_ctx_train": 4 * local.window}
+                entry.update(owned_by="llamacpp", meta=meta)
+            self._send_json(200, {"object": "list", "data": [entry]})
+        elif self.path.rstrip("/").endswith("/models"):
             self._send_json(
                 200,
                 {
@@ -238,11 +273,29 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, _error_body(400, "fake: request body is not JSON"))
             return
         fake = self.fake
-        kind = fake._record(body, raw, {k.lower(): v for k, v in self.headers.items()})
+        entry = fake._record(body, raw, {k.lower(): v for k, v in self.headers.items()})
+        kind = entry["kind"]
         try:
             answer = fake._resolve(kind, body)
         except Exception as e:  # a test's reply callable broke: say so instead of hanging up
             self._send_json(500, _error_body(500, f"fake: reply callable raised {e!r}"))
+            return
+        with fake._lock:
+            fake.in_flight += 1
+            fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+            if fake.local is not None and fake._slots is None:
+                fake._slots = threading.Semaphore(fake.local.slots)
+        try:
+            with fake._slots or contextlib.nullcontext():  # a local server's queue: `slots` at a time
+                self._serve(fake, body, answer)
+        finally:
+            with fake._lock:
+                fake.in_flight -= 1
+        entry["t_end"] = time.monotonic()
+
+    def _serve(self, fake: FakeLLM, body: dict, answer: str | Fault | None) -> None:
+        if fake.local is not None and (over := self._over_window(body, fake.local)) is not None:
+            self._send_json(400, over)
             return
         if fake.latency:
             time.sleep(fake.latency)
@@ -255,6 +308,24 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.delay:
             time.sleep(fault.delay)
         self._answer(body, fault)
+
+    def _over_window(self, body: dict, local: LocalServer) -> dict | None:
+        """The error body a real server sends for a prompt beyond its window (its own wording)."""
+        tokens = default_usage(body, "")[0]
+        if tokens <= local.window:
+            return None
+        if local.kind == "vllm":
+            message = (
+                f"This model's maximum context length is {local.window} tokens. However, your request has "
+                f"{tokens} input tokens. Please reduce the length of the input messages."
+            )
+            return {"object": "error", "message": message, "type": "BadRequestError", "code": 400}
+        message = (
+            f"request ({tokens} tokens) exceeds the available context size ({local.window} tokens), "
+            "try increasing it"
+        )
+        error = {"code": 400, "message": message, "type": "exceed_context_size_error"}
+        return {"error": {**error, "n_prompt_tokens": tokens, "n_ctx": local.window}}
 
     def _answer(self, body: dict, fault: Fault) -> None:
         if fault.status is not None and fault.status >= 400:
@@ -291,7 +362,9 @@ class _Handler(BaseHTTPRequestHandler):
             "object": "chat.completion",
             "created": created,
             "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
+            "choices": [
+                {"index": 0, "message": message, "finish_reason": fault.finish_reason, "logprobs": None}
+            ],
         }
         if usage is not None:
             response["usage"] = usage

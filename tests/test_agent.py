@@ -32,7 +32,7 @@ class ScriptedClient:
         self.replies = list(replies)
         self.told: list[str] = []  # per root call, what the model was told since its last reply
 
-    async def root(self, messages: list[dict]) -> Completion:
+    async def root(self, messages: list[dict], on_retry=None) -> Completion:  # noqa: ANN001
         new = []
         for message in reversed(messages):
             if message["role"] == "assistant":
@@ -41,7 +41,9 @@ class ScriptedClient:
         self.told.append("\n\n".join(new))
         return Completion(self.replies.pop(0), 100, 10, 0.001, 0.05, model="test/root")
 
-    async def batch(self, prompts_: list[str], model: str | None = None, on_done=None) -> list[str]:  # noqa: ANN001
+    async def batch(  # noqa: ANN001
+        self, prompts_: list[str], model: str | None = None, on_done=None, on_retry=None
+    ) -> list[str]:
         completions = [Completion(f"re: {p}", 5, 2, None, 0.01, model="test/sub") for p in prompts_]
         for completion in completions:
             on_done(completion)

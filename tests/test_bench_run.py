@@ -57,7 +57,7 @@ def tasks(tmp_path) -> Path:
 
 def run_args(fake: FakeLLM, tasks: Path, out: Path, *extra: str) -> list[str]:
     return ["run", str(tasks), "--model", MODEL, "--api-base", fake.url, "--sandbox", "local",
-            "--max-retries", "0", "--out", str(out), *extra]  # fmt: skip
+            "--max-retries", "0", "--price", "0.15,0.60", "--out", str(out), *extra]  # fmt: skip
 
 
 def solving(body: dict) -> str:

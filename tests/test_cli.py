@@ -66,7 +66,7 @@ def test_final_in_text_and_final_called_in_a_cell(fake_llm, run_cli, tmp_path):
     assert (proc.returncode, proc.stdout.decode()) == (0, "The file says hello (once).\n")
 
     fake_llm.add_root(reply("", "word = context.strip()\nFINAL_VAR('word')"))
-    proc = run_cli(ask_args(fake_llm, str(tmp_path / "a.txt")))
+    proc = run_cli(ask_args(fake_llm, str(tmp_path / "a.txt"), extra=["--no-cache"]))  # not the cached reply
     assert (proc.returncode, proc.stdout.decode()) == (0, "hello\n")
 
     fake_llm.add_root(reply("", "FINAL(context.upper().strip())"))

@@ -156,7 +156,8 @@ def test_leftover_of_a_killed_run_is_pruned_on_next_start(docker_image, fake_llm
     proc.communicate(timeout=30)
     assert len(our_containers(proc.pid)) == 1
     fake_llm.add_root("FINAL(next run)")
-    again = run_cli(docker_args(fake_llm, docker_image, str(tmp_path / "in.txt")))
+    # --no-cache: the same question would replay the killed run's cached first reply (its 120 s sleep)
+    again = run_cli(docker_args(fake_llm, docker_image, str(tmp_path / "in.txt"), extra=["--no-cache"]))
     assert (again.returncode, again.stdout) == (0, b"next run\n"), again.stderr.decode()
     assert our_containers(proc.pid) == []
 

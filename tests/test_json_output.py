@@ -23,7 +23,7 @@ from rlmcli.repl import bwrap as sandbox_bwrap
 KEYS = {
     "answer", "partial_answer", "exit_reason", "partial", "message", "error", "hint", "iterations",
     "subcalls", "usage", "cost_usd", "cost_known", "elapsed_s", "model", "sub_model", "sandbox", "context",
-    "run_id", "trace", "citations", "unverified",
+    "run_id", "trace", "citations", "unverified", "cache", "usage_by_depth",
 }  # fmt: skip
 NO_DOCKER = "unix:///nonexistent/docker.sock"
 

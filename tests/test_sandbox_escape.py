@@ -202,7 +202,8 @@ def test_no_cell_can_modify_the_input_other_files_the_history_or_rlm(
     cell = DESTROY.format(targets=targets, probes=probes, folders=folders, planted=planted)
     fake_llm.add_root(reply("", cell), "FINAL(second)")
     try:
-        proc = run_cli(mode_args(fake_llm, mode, request, str(data), extra=["--json"]))
+        # --no-cache: the same question again would replay the first run's cached "FINAL(first)"
+        proc = run_cli(mode_args(fake_llm, mode, request, str(data), extra=["--json", "--no-cache"]))
     finally:
         for folder in folders:
             (Path(folder) / planted).unlink(missing_ok=True)  # only if the sandbox failed

@@ -32,6 +32,7 @@ class Citation:
     text: str  # the lines, cut by the host (the last line's terminator left out)
     verified: bool = True
     truncated: bool = False  # `text` stops at source.MAX_TEXT_CHARS; the byte range is whole
+    redacted: bool = False  # a secret in these lines was replaced before the sandbox (--redact-secrets)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,6 +128,7 @@ def _cut(source: InputText, span: CitedSpan) -> tuple[Citation | None, str | Non
     citation = Citation(
         span.marker, entry.path, span.start_line, span.end_line, cut.byte_start, cut.byte_end,
         entry.sha256, cut.text, truncated=cut.truncated,
+        redacted=any(a <= span.end_line and span.start_line <= b for a, b in entry.redacted),
     )  # fmt: skip
     if (span.byte_start, span.byte_end) != (cut.byte_start, cut.byte_end):
         return None, (

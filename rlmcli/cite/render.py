@@ -18,7 +18,7 @@ def sources_block(citations: list[Citation]) -> str:
     out = ["Sources:"]
     for c in citations:
         where = f"{c.path}:{c.start_line}" + (f"-{c.end_line}" if c.end_line != c.start_line else "")
-        out.append(f"[{c.marker}] {where}")
+        out.append(f"[{c.marker}] {where}" + (" (secrets redacted)" if c.redacted else ""))
         lines = [line.removesuffix("\r") for line in c.text.split("\n")]
         for line in lines[:MAX_LINES]:
             shown = line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS] + " …"

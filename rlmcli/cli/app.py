@@ -14,8 +14,10 @@ from .. import __version__
 from .ask import EPILOG as ASK_EPILOG
 from .ask import ask
 from .bench import bench_app
+from .cache_commands import cache_app
 from .completion import EPILOG as COMPLETION_EPILOG
 from .completion import completion
+from .files import files
 from .logs import logs_app
 from .replay import replay
 from .sandbox_commands import sandbox_app
@@ -54,7 +56,9 @@ app.command()(replay)
 app.add_typer(logs_app, name="logs")
 app.add_typer(bench_app, name="bench")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(cache_app, name="cache")
 app.command(epilog=COMPLETION_EPILOG)(completion)
+app.command()(files)
 
 
 def main() -> None:

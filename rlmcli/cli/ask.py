@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from ..errors import ExitReason, ExitStatus, RlmError, UsageError
+from ..settings import DEFAULT_CONCURRENCY
 from . import options as o
 from .guard import guarded
 from .options import INPUT, LIMITS, MODEL, OUTPUT, SANDBOX, D
@@ -34,8 +35,21 @@ EPILOG = (
 
 @guarded
 def ask(
-    paths: Annotated[list[str], typer.Argument(help="Files, directories, or - for stdin.", metavar="PATH...")],
-    question: Annotated[str, typer.Argument(help="The question to answer.", metavar="QUESTION", show_default=False)],
+    # Not Annotated: PATH... may be left out (with -c) while QUESTION after it stays required.
+    paths: list[str] | None = typer.Argument(None, help="Files, directories, or - for stdin (none with -c).",
+        metavar="PATH...", show_default=False),
+    question: str = typer.Argument(..., help="The question to answer.", metavar="QUESTION", show_default=False),
+    continue_last: Annotated[bool, typer.Option("--continue-last", "-c", rich_help_panel=INPUT,
+        help="A follow-up question: continue the last run, on the same inputs (give no PATH). Its conversation "
+             "is carried over and its cells run again (their sub-calls from the cache), so its variables are "
+             "there.")] = False,
+    continue_run: Annotated[str | None, typer.Option("--continue", metavar="RUN_ID", rich_help_panel=INPUT,
+        help="As -c, for the run RUN_ID (an id, a unique prefix, or `last`).", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", rich_help_panel=INPUT,
+        help="With -c/--continue: continue even though the inputs changed since that run (else: a fresh "
+             "run).")] = False,
+    no_cache: o.NoCache = False,
+    cache_only: o.CacheOnly = False,
     model: o.Model = None,
     sub_model: o.SubModel = None,
     api_base: o.ApiBase = None,
@@ -45,7 +59,8 @@ def ask(
              "--sub-model. It gets --sub-api-base only if it has the sub model's provider.",
         show_default=False)] = None,
     concurrency: Annotated[int | None, typer.Option(envvar="RLM_CONCURRENCY", rich_help_panel=MODEL,
-        help=f"Sub-calls in flight at once. \\[default: {D.concurrency}]")] = None,
+        help="Sub-calls in flight at once. \\[default: the slots a llama.cpp server at --api-base reports, "
+             f"else {DEFAULT_CONCURRENCY}]")] = None,
     request_timeout: o.RequestTimeout = None,
     no_subcalls: Annotated[bool, typer.Option("--no-subcalls", rich_help_panel=MODEL,
         help="The REPL without llm_query (the paper's ablation): the root model works with code alone.")] = False,
@@ -54,11 +69,17 @@ def ask(
     cite: o.Cite = None,
     root_window: o.RootWindow = None,
     sub_window: o.SubWindow = None,
+    max_reply_tokens: o.MaxReplyTokens = None,
+    max_sub_reply_tokens: o.MaxSubReplyTokens = None,
+    price: o.Price = None,
     max_iterations: o.MaxIterations = None,
     max_subcalls: Annotated[int | None, typer.Option(envvar="RLM_MAX_SUBCALLS", rich_help_panel=LIMITS,
         help="Most llm_query sub-calls. \\[default: no limit]")] = None,
     max_cost: o.MaxCost = None,
     max_tokens: o.MaxTokens = None,
+    max_depth: o.MaxDepth = None,
+    max_children: o.MaxChildren = None,
+    child_iterations: o.ChildIterations = None,
     timeout: o.Timeout = None,
     sandbox: o.Sandbox = None,
     image: o.Image = None,
@@ -81,6 +102,11 @@ def ask(
         help="Read no ignore file. By default: .gitignore, .ignore and .rlmignore of each directory and of its parents up to the git repository root, .git/info/exclude, and git's global excludes file (core.excludesFile, else ~/.config/git/ignore).")] = False,
     hidden: Annotated[bool, typer.Option("--hidden", rich_help_panel=INPUT,
         help="Include hidden files and directories (never .git/).")] = False,
+    redact_secrets: Annotated[bool, typer.Option("--redact-secrets", envvar="RLM_REDACT_SECRETS",
+        rich_help_panel=INPUT,
+        help="Replace possible secrets (private keys, cloud keys, tokens: detect-secrets' rules) with "
+             "placeholders of the same length before the sandbox sees the input. Without it they are "
+             "only reported, by path:line.")] = False,
     max_file_size: Annotated[str | None, typer.Option(envvar="RLM_MAX_FILE_SIZE", rich_help_panel=INPUT,
         help=f"Skip directory files over this size (named files: never). \\[default: {D.max_file_size}]")]
         = None,
@@ -100,6 +126,15 @@ def ask(
         help="Nothing on stderr but errors.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", rich_help_panel=OUTPUT,
         help="List skipped files and show more progress detail.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", rich_help_panel=INPUT,
+        help="Load nothing into a sandbox and call no model: list the files that would be loaded with their "
+             "tokens (largest first), the skipped ones and an estimated cost range, as `rlm files` does.")]
+        = False,
+    top: Annotated[int, typer.Option("--top", "-n", min=0, rich_help_panel=OUTPUT, metavar="N",
+        help="With --dry-run: how many files to list.")] = 20,
+    yes: Annotated[bool, typer.Option("--yes", "-y", rich_help_panel=INPUT,
+        help="Do not ask before loading an input above confirm-tokens (a config setting, default "
+             f"{D.confirm_tokens:,} tokens; asked on a terminal only).")] = False,
 ) -> None:  # fmt: skip
     """Answer QUESTION about PATHS (files, directories, or - for stdin).
 
@@ -115,14 +150,20 @@ def ask(
         pids_limit=pids_limit, memory=memory,
         cell_timeout=cell_timeout, max_output_chars=max_output_chars, include=include or [],
         exclude=exclude or [], no_ignore=no_ignore or None, hidden=hidden or None,
+        redact_secrets=redact_secrets or None,
         max_file_size=max_file_size, no_subcalls=no_subcalls or None, instructions=instructions,
         root_window=root_window, sub_window=sub_window, schema=schema, cite=cite,
+        max_reply_tokens=max_reply_tokens, max_sub_reply_tokens=max_sub_reply_tokens, price=price,
+        no_cache=no_cache or None, cache_only=cache_only or None,
+        max_depth=max_depth, max_children=max_children, child_iterations=child_iterations,
     )  # fmt: skip
     output = Output(
-        as_json=as_json, quiet=quiet, verbose=verbose, trace=trace, log=not no_log, started=started
-    )
+        as_json=as_json, quiet=quiet, verbose=verbose, trace=trace, log=not no_log, started=started,
+        dry_run=dry_run, top=top, yes=yes,
+    )  # fmt: skip
     try:
-        _run(explicit, paths, question, output)
+        follow = continue_run or ("last" if continue_last else None)
+        _run(explicit, paths or [], question, output, follow, force)
     except (typer.Exit, typer.Abort):
         raise
     except (Exception, KeyboardInterrupt) as exc:  # an early failure: --json still prints its object
@@ -146,6 +187,9 @@ class Output:
     trace_path: str | None = None
     settings: object | None = None  # settings.Settings, imported lazily
     printed: bool = False  # the --json object is out: never a second one
+    dry_run: bool = False  # --dry-run: the preview of cli/files.py instead of a run
+    top: int = 20  # files the preview lists
+    yes: bool = False  # no confirmation for a large load
 
 
 # The process's start on the monotonic clock, set by app.main before Typer parses anything; a
@@ -171,7 +215,10 @@ def process_start() -> float:
     return now - age if 0 <= age < 3600 else now  # a nonsense age (clock quirks) counts from now
 
 
-def _run(explicit: dict, paths: list[str], question: str, output: Output) -> None:
+def _run(
+    explicit: dict, paths: list[str], question: str, output: Output, follow_ref: str | None = None,
+    force: bool = False,
+) -> None:  # fmt: skip
     from ..events import broadcast, new_run_id
     from ..run import ask as run_ask
     from ..settings import resolve
@@ -179,20 +226,50 @@ def _run(explicit: dict, paths: list[str], question: str, output: Output) -> Non
     from ..view.live import LiveView
     from .guard import say
 
+    follow = None
+    if follow_ref is not None:  # the earlier run's inputs, models and servers (followup.py)
+        if paths:
+            raise UsageError(
+                "with -c/--continue, give only the question", hint="the earlier run's inputs are loaded again"
+            )
+        from ..followup import load as load_follow_up
+
+        follow = load_follow_up(follow_ref, force)
+        follow.defaults(explicit)
+        paths = follow.inputs
+    elif not paths:
+        raise UsageError(
+            "no input given", hint="pass files, directories, or - for stdin; -c continues the last run"
+        )
     settings = output.settings = resolve(explicit)
     output.log = output.log and not settings.no_log  # --no-log, or `no-log = true` in the config
     if not question.strip():
         raise UsageError("the question is empty")
+    if output.dry_run:
+        from .files import show_preview
+
+        output.printed = True  # the preview is the one object --json prints
+        show_preview(settings, paths, output.top, output.as_json, output.verbose, output.quiet)
+        return
     view = LiveView(quiet=output.quiet, verbose=output.verbose, answer_panel=not sys.stdout.isatty())
     run_id = output.run_id = new_run_id()
     # The trace writers come first: whatever happens to the view, the record is complete.
     subscribers, writers, trace_path = _recorders(output, run_id, view.warn)
     output.trace_path = trace_path
+    here = os.getcwd()
+    from .files import LoadProgress, confirm_load
+
+    progress = LoadProgress(sys.stderr, quiet=output.quiet)
     try:
+        if follow is not None:  # its inputs are named as they were given, from where it ran
+            os.chdir(follow.cwd)
         report = run_ask(
-            settings, paths, question, broadcast([*subscribers, view]), stdin=sys.stdin.buffer, run_id=run_id
-        )
+            settings, paths, question, broadcast([*subscribers, view]), stdin=sys.stdin.buffer, run_id=run_id,
+            follow=follow, progress=progress, confirm=lambda c: confirm_load(c, settings, output.yes, view.close),
+        )  # fmt: skip
     finally:
+        progress.close()
+        os.chdir(here)
         view.close()
         for writer in writers:
             writer.close()
@@ -269,6 +346,7 @@ def _json_skeleton(output: Output) -> dict:
         "usage": None,
         "cost_usd": None,  # null when unknown: a call had no price, or the run never got that far
         "cost_known": False,
+        "usage_by_depth": None,  # {"0": the root run, "1": its rlm_query children, ...}: calls, tokens, cost
         "elapsed_s": round(time.monotonic() - output.started, 3),
         "model": getattr(settings, "model", None),
         "sub_model": getattr(settings, "effective_sub_model", None),
@@ -278,6 +356,7 @@ def _json_skeleton(output: Output) -> dict:
         "trace": output.trace_path,
         "citations": None,  # --cite check|require, once an answer was checked: see cite/check.py
         "unverified": None,
+        "cache": None,  # calls the cache of model calls served: hits, misses, saved_tokens, saved_cost_usd
     }
 
 
@@ -292,6 +371,22 @@ def failure_document(exc: BaseException) -> dict:
         reason, message = ExitReason.ERROR, f"unexpected {type(exc).__name__}: {exc}"
         hint = "this is a bug; RLM_DEBUG=1 shows the traceback"
     return {"exit_reason": reason.value, "message": message, "error": message, "hint": hint}
+
+
+def _usage_by_depth(budget) -> dict:  # noqa: ANN001 - budget.Budget, imported lazily
+    """The run's usage per level of the tree (every call at every depth; the levels add up to it)."""
+    levels = budget.by_depth or {0: budget.usage}
+    return {
+        str(depth): {
+            "root_calls": level.root_calls,
+            "subcalls": level.subcalls,
+            "prompt_tokens": level.prompt_tokens,
+            "completion_tokens": level.completion_tokens,
+            "total_tokens": level.total_tokens,
+            "cost_usd": round(level.cost_usd, 6) if level.cost_known else None,
+        }
+        for depth, level in sorted(levels.items())
+    }
 
 
 def _json_result(report, output: Output) -> dict:  # noqa: ANN001 - run.Report, imported lazily
@@ -318,9 +413,16 @@ def _json_result(report, output: Output) -> dict:  # noqa: ANN001 - run.Report, 
         },
         "cost_usd": round(usage.cost_usd, 6) if usage.cost_known else None,
         "cost_known": usage.cost_known,
+        "usage_by_depth": _usage_by_depth(report.budget),
         "model": report.settings.model,
         "sub_model": report.settings.effective_sub_model,
         "sandbox": report.sandbox,
+        "cache": {
+            "hits": usage.cache_hits,
+            "misses": usage.cache_misses,
+            "saved_tokens": usage.saved_tokens,
+            "saved_cost_usd": round(usage.saved_cost_usd, 6),
+        },
         "context": {
             "kind": report.context.kind,
             "files": stats.files,

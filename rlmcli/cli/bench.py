@@ -27,13 +27,23 @@ bench_app = typer.Typer(
 TASKS, OUTPUT = "Tasks", o.OUTPUT  # the Model, Limits and Sandbox panels come with the shared options
 
 
-# `bench run TASK` (a family name instead of a file): a small set, enough to smoke-test a setup.
-DEFAULT_N, DEFAULT_LENGTH, DEFAULT_SEED = 10, 8192, 0
+# `bench run TASK` (a family name instead of a file): a small set, enough to smoke-test a setup
+# (under --profile paper: the paper's n and length for the family, rlmcli/bench/profile.py).
+DEFAULT_SEED = 0
+PROFILE_HELP = (
+    "cli: this tool's setup (lengths in characters / 4). paper: the RLM paper's, so numbers can stand "
+    "beside its Table 1: OOLONG's line counts and validated TREC subset, real token counts, the paper's "
+    "task descriptions and answer forms (docs/BENCHMARKS.md)."
+)
+Profile = Annotated[str, typer.Option("--profile", help=PROFILE_HELP, rich_help_panel=TASKS)]
 
 
-def load_tasks(source: str, n: int | None, length: int | None, seed: int | None) -> list[dict[str, Any]]:
+def load_tasks(
+    source: str, n: int | None, length: int | None, seed: int | None, profile: str = "cli"
+) -> list[dict[str, Any]]:
     """Rows from a JSONL file, or a freshly generated set when `source` names a task family."""
     from ..bench import FAMILIES, generate, read_jsonl
+    from ..bench.profile import default_length, default_n
     from ..errors import InputError
 
     path = Path(source)
@@ -51,20 +61,23 @@ def load_tasks(source: str, n: int | None, length: int | None, seed: int | None)
             raise InputError(f"{path} holds no benchmark rows")
         return rows
     if source in FAMILIES:
-        n = DEFAULT_N if n is None else n
-        length = DEFAULT_LENGTH if length is None else length
-        return generate(source, n, length, DEFAULT_SEED if seed is None else seed)
+        n = default_n(source, profile) if n is None else n
+        length = default_length(source, profile) if length is None else length
+        return generate(source, n, length, DEFAULT_SEED if seed is None else seed, profile)
     raise InputError(
         f"{source!r} is neither a tasks file nor a task family",
         hint=f"pass a file from `rlm bench generate`, or one of: {', '.join(FAMILIES)}",
     )
 
 
-def parse_methods(values: list[str]) -> list[str]:
-    """`--method rlm --method direct` or `--method rlm,direct`; order kept, duplicates dropped."""
+def parse_methods(values: list[str], profile: str = "cli") -> list[str]:
+    """`--method rlm --method direct` or `--method rlm,direct`; order kept, duplicates dropped. None
+    given: the profile's list (`rlm`; under paper `direct,rlm-d0,rlm-d1,rlm-d2`)."""
+    from ..bench.profile import default_methods
     from ..bench.runner import METHODS
     from ..errors import InputError
 
+    values = values or default_methods(profile)
     methods: list[str] = []
     for value in values:
         for name in (part.strip() for part in value.split(",")):
@@ -72,17 +85,26 @@ def parse_methods(values: list[str]) -> list[str]:
                 raise InputError(f"unknown method {name!r}", hint=f"choose from: {', '.join(METHODS)}")
             if name not in methods:
                 methods.append(name)
-    return methods or ["rlm"]
+    return methods
 
 
 @bench_app.command("list")
 @guarded
 def bench_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
-) -> None:
+    stats: Annotated[Path | None, typer.Option("--stats", metavar="FILE.jsonl",
+        help="Instead, describe a task set: rows, context sizes and, for the OOLONG families, lines, "
+             "users and gold pairs per context.")] = None,
+) -> None:  # fmt: skip
     """The task families: what each measures, where its data comes from, how it is scored."""
     from ..bench import FAMILIES
 
+    if stats is not None:
+        from ..bench.stats import describe
+
+        for line in describe(load_tasks(str(stats), None, None, None)):
+            typer.echo(line)
+        return
     if as_json:
         keys = ("name", "description", "provenance", "scorer")
         typer.echo(json.dumps([{k: getattr(f, k) for k in keys} for f in FAMILIES.values()], indent=2))
@@ -97,20 +119,42 @@ def bench_list(
 def bench_generate(
     task: Annotated[str, typer.Argument(help="Task family (see `rlm bench list`).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write, or - for stdout.")],
-    n: Annotated[int, typer.Option("--n", help="Number of rows.")] = 10,
-    length: Annotated[int, typer.Option(help="Target tokens of context + question (chars / 4).")] = 8192,
+    n: Annotated[int | None, typer.Option("--n", show_default=False,
+        help="Number of rows per length. \\[default: 10; paper: the paper's, e.g. 50 for oolong]")] = None,
+    length: Annotated[int | None, typer.Option(show_default=False,
+        help="Target tokens of context + question (chars / 4; paper: real tokens, OOLONG's rule for "
+             "oolong and oolong-pairs). \\[default: 8192; paper: the Table 1 length]")] = None,
     seed: Annotated[int, typer.Option(help="Seed; the same arguments give the same bytes.")] = 0,
+    profile: Annotated[str, typer.Option("--profile", help=PROFILE_HELP)] = "cli",
+    sweep: Annotated[bool, typer.Option("--sweep",
+        help="Every length of the paper's sweep for TASK (Figure 1: 2^13..2^20 for sniah, 2^13..2^18 for "
+             "oolong and oolong-pairs), N rows each, in one file.")] = False,
 ) -> None:  # fmt: skip
     """Write N rows of TASK, each with a context of about LENGTH tokens, its question and gold answer."""
     from .. import bench
+    from ..bench.profile import default_n, lengths
+    from ..bench.stats import describe
+    from ..errors import UsageError
 
-    rows = bench.generate(task, n, length, seed)
+    if profile not in bench.PROFILES:
+        raise UsageError(f"unknown --profile {profile!r}", hint=f"choose one of: {', '.join(bench.PROFILES)}")
+    if sweep and length is not None:
+        raise UsageError("--sweep and --length exclude each other")
+    bench.family(task)  # an unknown family is an error before any work
+    count = default_n(task, profile) if n is None else n
+    rows = [
+        row
+        for size in lengths(task, profile, length, sweep)
+        for row in bench.generate(task, count, size, seed, profile)
+    ]
     if str(out) == "-":
         for row in rows:
             sys.stdout.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
         return
     bench.write_jsonl(rows, out)
-    say(f"wrote {len(rows)} {task} rows (~{length:,} tokens each) to {out}")
+    say(f"wrote {len(rows)} {task} rows ({profile} profile) to {out}")
+    for line in describe(rows):
+        say(line)
 
 
 RUN_HELP = (
@@ -145,11 +189,13 @@ def bench_run(
              "Traces go to OUT.traces/.")],
     method: Annotated[list[str] | None, typer.Option("--method", rich_help_panel=TASKS,
         help="rlm, rlm-no-subcalls (the REPL without llm_query) or direct (the whole context in one "
-             "prompt to --model); repeatable or comma-separated. \\[default: rlm]")] = None,
+             "prompt to --model); repeatable or comma-separated. \\[default: rlm; paper: "
+             "direct,rlm-d0,rlm-d1,rlm-d2]")] = None,
+    profile: Profile = "cli",
     n: Annotated[int | None, typer.Option("--n", rich_help_panel=TASKS,
-        help="Rows to generate for a TASK.")] = None,
+        help="Rows to generate for a TASK. \\[default: 10; paper: the paper's]")] = None,
     length: Annotated[int | None, typer.Option(rich_help_panel=TASKS,
-        help="Tokens per row for a TASK.")] = None,
+        help="Tokens per row for a TASK. \\[default: 8192; paper: the Table 1 length]")] = None,
     seed: Annotated[int | None, typer.Option(rich_help_panel=TASKS, help="Seed for a TASK.")] = None,
     limit: Annotated[int | None, typer.Option(rich_help_panel=TASKS,
         help="Only the first LIMIT rows.")] = None,
@@ -165,6 +211,7 @@ def bench_run(
              "litellm's table, else 128000]")] = None,
     request_timeout: o.RequestTimeout = None,
     max_retries: o.MaxRetries = None,
+    price: o.Price = None,
     root_window: o.RootWindow = None,
     sub_window: o.SubWindow = None,
     max_iterations: o.MaxIterations = None,
@@ -173,6 +220,10 @@ def bench_run(
     timeout: o.Timeout = None,
     sandbox: o.Sandbox = None,
     image: o.Image = None,
+    no_cache: o.NoCache = False,
+    cite: Annotated[str | None, typer.Option("--cite", rich_help_panel=TASKS,
+        help="rlm methods: off, check or require, as for `rlm ask`; the report shows citation precision "
+             "and recall. \\[default: the config's (check); paper: off, the paper's prompt]")] = None,
     as_json: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT,
         help="Print the summary as JSON instead of a table.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=OUTPUT,
@@ -182,7 +233,9 @@ def bench_run(
         model=model, sub_model=sub_model, api_base=api_base, sub_api_base=sub_api_base,
         request_timeout=request_timeout, max_retries=max_retries, max_iterations=max_iterations,
         max_cost=max_cost, max_tokens=max_tokens, timeout=timeout, sandbox=sandbox, image=image,
-        root_window=root_window, sub_window=sub_window,
+        root_window=root_window, sub_window=sub_window, no_cache=no_cache or None, price=price,
+        # The paper's prompt teaches no cite(): under --profile paper citations are off unless asked for.
+        cite=cite if cite is not None or profile != "paper" else "off",
     )  # fmt: skip
 
     from ..bench import report, runner
@@ -195,11 +248,18 @@ def bench_run(
         raise UsageError("--limit must be at least 1")
     if context_window is not None and context_window < 1:
         raise UsageError("--context-window must be at least 1")
-    methods = parse_methods(method or [])
+    from .. import bench
+
+    if profile not in bench.PROFILES:
+        raise UsageError(f"unknown --profile {profile!r}", hint=f"choose one of: {', '.join(bench.PROFILES)}")
+    methods = parse_methods(method or [], profile)
     # Each family scores its own answer format: a --schema from the config must not reach the rows.
     settings = dataclasses.replace(resolve(explicit), schema=None)
     runner.preflight(settings, methods)  # e.g. a missing key: exit 4 before generating anything
-    rows = load_tasks(source, n, length, seed)[:limit]
+    rows = load_tasks(source, n, length, seed, profile)[:limit]
+    mixed = {str(row.get("profile", "cli")) for row in rows} - {profile}
+    if mixed and not quiet:
+        say(f"note: the tasks were generated with --profile {', '.join(sorted(mixed))}, not {profile}")
     options = runner.BenchOptions(methods, out, concurrency, context_window, retry_errors)
 
     def progress(result: dict, done: int, total: int) -> None:

@@ -107,12 +107,15 @@ def _one_line(text: str, width: int) -> str:
 
 
 def _table(records: list[RunRecord], columns: int | None) -> list[str]:
-    rows = [(r.id, _when(r.started_at), r.exit_reason, _cost(r)) for r in records]
-    header = ("ID", "STARTED", "EXIT", "COST")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    rows: list[tuple[str, ...]] = [(r.id, _when(r.started_at), r.exit_reason, _cost(r)) for r in records]
+    header: tuple[str, ...] = ("ID", "STARTED", "EXIT", "COST")
+    if any(r.parent_run for r in records):  # follow-ups (`rlm ask -c`): the run each one continues
+        header += ("FOLLOWS",)
+        rows = [(*row, r.parent_run or "-") for row, r in zip(rows, records, strict=True)]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     # The question takes what the terminal has left, but never less than 20 characters: a
     # narrow terminal wraps rather than losing the question altogether.
-    room = PIPE_QUESTION_CHARS if columns is None else max(columns - sum(widths) - 2 * 4, 20)
+    room = PIPE_QUESTION_CHARS if columns is None else max(columns - sum(widths) - 2 * len(header), 20)
 
     def line(cells: tuple[str, ...], question: str) -> str:
         return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + "  " + question
@@ -152,6 +155,11 @@ def _details(r: RunRecord) -> list[str]:
         f"trace:       {trace}",
         "",
     ]
+    if r.cache_hits:  # what the cache of model calls served
+        saved = f"{r.cache_saved_tokens or 0:,} tokens, ${r.cache_saved_cost_usd or 0:.4f}"
+        lines.insert(-2, f"cache:       {r.cache_hits} calls served, {saved} saved")
+    if r.parent_run:
+        lines.insert(1, f"follows:     {r.parent_run}")
     if r.answer is not None:
         lines.append(r.answer)
         sources = recorded_sources(Path(r.trace_path)) if r.trace_path else ""

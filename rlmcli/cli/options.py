@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from ..model import timeouts
 from ..settings import Settings
 
 D = Settings()  # defaults, for the help texts
@@ -31,7 +32,9 @@ SubApiBase = Annotated[str | None, typer.Option(envvar="RLM_SUB_API_BASE", rich_
     help="Base URL for sub-calls. \\[default: --api-base if the sub model has the root model's "
          "provider, else the provider's own endpoint]")]  # fmt: skip
 RequestTimeout = Annotated[float | None, typer.Option(envvar="RLM_REQUEST_TIMEOUT", rich_help_panel=MODEL,
-    help=f"Seconds per model request. \\[default: {D.request_timeout:g}]")]  # fmt: skip
+    help="Seconds a model request may go without progress (connecting, waiting, reading). "
+         f"\\[default: {timeouts.DEFAULT_S:g}; {timeouts.LOCAL_S:g} for a server on a local or private "
+         "address]")]  # fmt: skip
 MaxRetries = Annotated[int | None, typer.Option(envvar="RLM_MAX_RETRIES", rich_help_panel=MODEL,
     help=f"Retries on 429/5xx/timeouts, with backoff. \\[default: {D.max_retries}]")]  # fmt: skip
 Instructions = Annotated[str | None, typer.Option("--instructions", "-s", envvar="RLM_INSTRUCTIONS",
@@ -48,12 +51,33 @@ SubWindow = Annotated[int | None, typer.Option(envvar="RLM_SUB_WINDOW", rich_hel
          "what fits, and a larger sub-call prompt is refused in the cell. \\[default: litellm's model "
          "info, else 32768]")]  # fmt: skip
 
+MaxReplyTokens = Annotated[int | None, typer.Option(envvar="RLM_MAX_REPLY_TOKENS", rich_help_panel=MODEL,
+    metavar="TOKENS",
+    help="Most tokens of a root-model reply (sent as max_tokens; less where a known window leaves less). "
+         "A reply cut there is reported to the model, and its unfinished code is not run. \\[default: 8192; "
+         "none for a reasoning model at its provider's own API]")]  # fmt: skip
+MaxSubReplyTokens = Annotated[int | None, typer.Option(envvar="RLM_MAX_SUB_REPLY_TOKENS",
+    rich_help_panel=MODEL, metavar="TOKENS",
+    help="Most tokens of a sub-call's reply (max_tokens). \\[default: 4096; none for a reasoning model at "
+         "its provider's own API]")]  # fmt: skip
+Price = Annotated[str | None, typer.Option(envvar="RLM_PRICE", rich_help_panel=MODEL, metavar="IN,OUT",
+    help="USD per million prompt and completion tokens of a model served from --api-base/--sub-api-base "
+         "(or missing from litellm's table), e.g. 0.15,0.60. \\[default: unknown: cost is null, --max-cost "
+         "cannot limit it]")]  # fmt: skip
+
 Cite = Annotated[str | None, typer.Option("--cite", envvar="RLM_CITE", rich_help_panel=OUTPUT,
     metavar="off|check|require",
     help="Evidence for the answer: the model cites input lines with cite(), printed after the answer "
          "under Sources: (cut from the input by rlm); quotes and path:N references it typed are checked, "
          "and what fails is reported on stderr. require: no verified citation or a failed check gets one "
          f"repair turn, then exit 6; off: none of it. \\[default: {D.cite}]")]  # fmt: skip
+
+NoCache = Annotated[bool, typer.Option("--no-cache", rich_help_panel=MODEL,
+    help="Neither read nor write the cache of model calls (by default a call already made is answered "
+         "from the cache, at no cost; `rlm cache`).")]  # fmt: skip
+CacheOnly = Annotated[bool, typer.Option("--cache-only", rich_help_panel=MODEL,
+    help="Offline: every model reply from the cache, no request, no key; a call not in it ends the run "
+         "(exit 4).")]  # fmt: skip
 
 # -- limits (for `bench run`: of each row) ----------------------------------------------------
 
@@ -63,6 +87,13 @@ MaxCost = Annotated[float | None, typer.Option(envvar="RLM_MAX_COST", rich_help_
     help="Most USD to spend, sub-calls included. \\[default: no limit]")]  # fmt: skip
 MaxTokens = Annotated[int | None, typer.Option(envvar="RLM_MAX_TOKENS", rich_help_panel=LIMITS,
     help="Most tokens (prompt + completion), sub-calls included. \\[default: no limit]")]  # fmt: skip
+MaxDepth = Annotated[int | None, typer.Option(envvar="RLM_MAX_DEPTH", rich_help_panel=LIMITS,
+    help="Levels of recursion: 1 makes rlm_query an llm_query; 2 or more lets rlm_query start child RLMs "
+         f"(each with its own REPL in the same sandbox, one budget for the tree). \\[default: {D.max_depth}]")]  # fmt: skip
+MaxChildren = Annotated[int | None, typer.Option(envvar="RLM_MAX_CHILDREN", rich_help_panel=LIMITS,
+    help=f"Child RLMs of one rlm_query_batched running at once. \\[default: {D.max_children}]")]  # fmt: skip
+ChildIterations = Annotated[int | None, typer.Option(envvar="RLM_CHILD_ITERATIONS", rich_help_panel=LIMITS,
+    help=f"Root-model turns of each child RLM. \\[default: {D.child_iterations}]")]  # fmt: skip
 Timeout = Annotated[float | None, typer.Option(envvar="RLM_TIMEOUT", rich_help_panel=LIMITS,
     help="Wall-clock seconds for the run, after start-up. \\[default: no limit]")]  # fmt: skip
 

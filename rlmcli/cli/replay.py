@@ -17,6 +17,9 @@ def replay(
         help="A trace file, or a run id (a unique prefix, or `last`) from `rlm logs`.")],
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print the answer.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show full replies, code and outputs.")] = False,
+    rerun: Annotated[bool, typer.Option("--rerun", help="Execute the run again with the current code, every model "
+        "reply from the record (no key, no network), and report where it diverges from it: exit 0 if it "
+        "does not, 1 if it does.")] = False,
 ) -> None:  # fmt: skip
     """Re-render a recorded run as the live view showed it, and print its answer on stdout."""
     from pathlib import Path
@@ -37,6 +40,10 @@ def replay(
             raise InputError(f"run {trace} has no trace (it ran with --no-log)")
         path = Path(recorded)
     view = LiveView(quiet=quiet, verbose=verbose, answer_panel=not sys.stdout.isatty())
+    if rerun:  # record/rerun.py
+        from ..record.rerun import rerun_command
+
+        raise typer.Exit(rerun_command(path, view))
     sources: list[Sources] = []
     finished = play(read_trace(path), view, sources)
     if finished is None:
