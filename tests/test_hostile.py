@@ -8,6 +8,7 @@ claims little). `rlm` runs in this process (run_cli); none of these cells signal
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from conftest import ask_args, our_containers
@@ -30,9 +31,9 @@ HOSTILE = {
     ),
     "memory bomb": ("x = bytearray(6 * 1024**3)", "MemoryError", {"docker", "local"}),
     "fork bomb": (
-        # Not under local or process: the tests run as root, and the kernel never applies the
-        # process-count rlimit to root; only Docker's pids cgroup holds (documented in README).
-        "import os\nwhile True:\n    os.fork()", "Error", {"docker"},
+        # Not under process: the tests run as root, and the kernel never applies the process-count
+        # rlimit to root. Docker's pids cgroup holds, and local's own (repl/pids_cgroup.py).
+        "import os\nwhile True:\n    os.fork()", "Error", {"docker", "local"},
     ),
     "infinite loop": ("while True:\n    pass", "TimeoutError", {"docker", "local", "process"}),
     "cpu spin in a thread": (
@@ -111,3 +112,40 @@ def test_process_sandbox_warns_on_every_run(fake_llm, run_cli, tmp_path):
         assert proc.stdout == b"ok\n"
         warnings = [line for line in proc.stderr.decode().splitlines() if "warning" in line]
         assert len(warnings) == 1 and "weaker isolation" in warnings[0], proc.stderr.decode()
+
+
+# Forks sleepers until refused: safe to run whatever the cap (at most 100 sleepers, gone with the run).
+COUNTED_FORKS = """\
+import os, time
+n = 0
+try:
+    for _ in range(100):
+        if os.fork() == 0:
+            time.sleep(60)
+            os._exit(0)
+        n += 1
+except OSError as e:
+    print('refused after', n, type(e).__name__)
+else:
+    print('forked', n)
+"""
+
+
+@pytest.mark.parametrize("mode", ["docker", "local"])
+def test_pids_limit_holds_even_for_root(mode, fake_llm, run_cli, tmp_path, request):
+    """--pids-limit caps a cell's processes in both sandboxes, also when rlm runs as root (as these
+    tests do), for whom the kernel ignores RLIMIT_NPROC: Docker's cgroup, and local's own."""
+    (tmp_path / "in.txt").write_text("data\n")
+    fake_llm.add_root(reply("", COUNTED_FORKS), reply("", SURVIVOR), "FINAL(ok)")
+    args = ask_args(fake_llm, str(tmp_path / "in.txt"), extra=["--json", "--pids-limit", "32"])
+    if mode == "docker":
+        args = [a if a != "local" else "docker" for a in args] + [
+            "--image",
+            request.getfixturevalue("docker_image"),
+        ]
+    proc = run_cli(args)
+    assert proc.returncode == 0, proc.stderr.decode()
+    told = [m for m in fake_llm.root_requests[1]["body"]["messages"] if m["role"] == "user"][-1]["content"]
+    refused = re.search(r"refused after (\d+)", told)
+    assert refused and int(refused.group(1)) < 32, told[:2000]
+    assert json.loads(proc.stdout)["answer"] == "ok"

@@ -45,6 +45,7 @@ from .confine import (
     tree,
     visible_path,
 )
+from .pids_cgroup import PidsCgroup
 
 TMP_SIZE = 256 * 2**20  # the private /tmp, as Docker's
 SHM_SIZE = 64 * 2**20  # /dev/shm, for multiprocessing's semaphores
@@ -164,6 +165,9 @@ class BwrapSandbox:
         self.inputs: dict[Path, str] = {}  # host files outside share_dir -> where the sandbox sees them
         # The servers of this run (a child RLM's too: spawn()), whose processes share --pids-limit.
         self.family = Family(limits.pids)
+        # As root RLIMIT_NPROC does not hold: a pids cgroup shared by the run's servers does, where
+        # the kernel lets us make one (pids_cgroup.py); made at the first start, removed at the stop.
+        self.cgroup: PidsCgroup | None = None
         self.child = False
         self.proc: asyncio.subprocess.Process | None = None
         self._stderr_task: asyncio.Task | None = None
@@ -189,10 +193,15 @@ class BwrapSandbox:
             TMP_SIZE, binds, ["-I", f"{MOUNT}/repl_server.py", *(["--child"] if self.child else [])]
         )
         self._stderr = bytearray()
+        if not self.child and self.cgroup is None:
+            self.cgroup = PidsCgroup.create(self.limits.pids)
+        preexec = confine(self.limits)
+        if self.cgroup is not None:  # a child's server joins its parent's: one cap for the tree
+            preexec = self.cgroup.joining(preexec)
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=ENV, preexec_fn=confine(self.limits),
+                stderr=asyncio.subprocess.PIPE, env=ENV, preexec_fn=preexec,
                 start_new_session=True, limit=2**20,
             )  # fmt: skip
         except OSError as exc:
@@ -226,6 +235,9 @@ class BwrapSandbox:
             await gone(doomed)  # a child's processes are gone when its stop returns
             # bwrap reports a server killed by signal N as status 128 + N.
             self._last_exit = -(code - 128) if code is not None and code > 128 else code
+        if not self.child and self.cgroup is not None:  # a restart makes a new one
+            self.cgroup.remove()
+            self.cgroup = None
         task, self._stderr_task = self._stderr_task, None
         if task is not None:
             with contextlib.suppress(Exception):
