@@ -194,3 +194,16 @@ def our_containers(*pids: int) -> list[str]:
         if labels.get("rlm.pid") in owners and labels.get("rlm.host") == socket.gethostname():
             names.append(container.name)
     return names
+
+
+def require_local_pids_cap() -> None:
+    """Before a real fork bomb in the local sandbox: as root only a pids cgroup caps it, so fail (not
+    bomb the machine) where none can be made."""
+    from rlmcli.repl.pids_cgroup import PidsCgroup
+
+    if os.geteuid() != 0:
+        return  # RLIMIT_NPROC holds
+    cgroup = PidsCgroup.create(8)
+    if cgroup is None:
+        pytest.fail("running as root with no writable pids cgroup: the local sandbox cannot cap a fork bomb")
+    cgroup.remove()

@@ -11,7 +11,7 @@ import json
 import re
 
 import pytest
-from conftest import ask_args, our_containers
+from conftest import ask_args, our_containers, require_local_pids_cap
 from fake_llm import reply
 
 NO_DOCKER = "unix:///nonexistent/docker.sock"
@@ -74,6 +74,8 @@ def cases():
 @pytest.mark.parametrize("mode,code,expect", list(cases()))
 def test_hostile_cell_is_contained(mode, code, expect, fake_llm, run_cli, tmp_path, request):
     image = request.getfixturevalue("docker_image") if mode == "docker" else None
+    if "fork()" in code and mode != "docker":
+        require_local_pids_cap()
     (tmp_path / "in.txt").write_text("data\n")
     secret = tmp_path / "secret.txt"
     secret.write_text(HOST_SECRET)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ask_args, our_containers
+from conftest import ask_args, our_containers, require_local_pids_cap
 from fake_llm import Fault, reply
 
 from rlmcli import prompts
@@ -220,6 +220,8 @@ HOSTILE_MEMORY = "x = bytearray(6 * 1024**3)"
 @pytest.mark.parametrize("sandbox", ["local", "docker"])
 def test_hostile_children_are_contained(sandbox, fake_llm, run_rlm, tmp_path, request):
     image = request.getfixturevalue("docker_image") if sandbox == "docker" else None
+    if sandbox == "local":
+        require_local_pids_cap()
     (tmp_path / "app.log").write_text(LOG)
     left: list[set[int]] = []
 
