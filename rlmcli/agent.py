@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from . import cite, compact, prompts, turns
 from .budget import Budget
@@ -42,9 +42,24 @@ from .reply import Final, is_name, is_placeholder, parse, strip_code
 from .windows import Windows, subcall_too_large
 
 if TYPE_CHECKING:
-    from .followup import FollowUp
-    from .recursion import Recursion
     from .schema import Schema
+
+
+class FollowUp(Protocol):
+    """`rlm ask -c`: the earlier run this one continues (followup.FollowUp)."""
+
+    def messages(self, system: dict, turn_line: str, question: str) -> list[dict]: ...
+
+    async def rebuild(self, agent: Agent) -> None: ...
+
+
+class Recursion(Protocol):
+    """rlm_query's child RLMs (recursion.Recursion): answers for `queries`, in order."""
+
+    async def run(
+        self, queries: list[str], contexts: list[str | None], model: str | None, parent: str
+    ) -> list[str]: ...
+
 
 # Host-side caps on what one reply can put into the next prompt, whatever the sandbox sends: the
 # blocks run per reply, and the characters of their outputs together (at least two full cells).

@@ -187,12 +187,14 @@ def our_containers(*pids: int) -> list[str]:
     import docker
 
     owners = {str(pid) for pid in (os.getpid(), *STARTED, *pids)}
-    client = docker.from_env(timeout=10)
+    # Sparse: one list call, no inspect per container (a loaded daemon answers that slowly), and
+    # a generous timeout: a fork bomb's container being torn down can hold the daemon for seconds.
+    client = docker.from_env(timeout=60)
     names = []
-    for container in client.containers.list(all=True, filters={"label": "rlm.sandbox"}, ignore_removed=True):
-        labels = container.labels or {}
+    for container in client.containers.list(all=True, filters={"label": "rlm.sandbox"}, sparse=True):
+        labels = container.attrs.get("Labels") or {}
         if labels.get("rlm.pid") in owners and labels.get("rlm.host") == socket.gethostname():
-            names.append(container.name)
+            names.append(container.attrs["Names"][0].lstrip("/"))
     return names
 
 

@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ..errors import ProviderError
+from .completion import Completion
 
 if TYPE_CHECKING:
     from ..budget import Budget
-    from .client import Completion
     from .providers import ModelConfig
 
 DB_NAME = "cache.sqlite3"
@@ -197,8 +197,6 @@ class CallCache:
 
     @staticmethod
     def _completion(value: dict | None) -> Completion | None:
-        from .client import Completion
-
         if not isinstance(value, dict) or not isinstance(value.get("text"), str):
             return None
         try:

@@ -18,13 +18,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..budget import Budget, checked_usage, estimate_prompt_tokens, valid_cost
 from ..errors import RlmError, redact
 from ..events import ModelRetry
 from . import openai_http, prices, retry, timeouts
+from .completion import Completion  # noqa: F401 - re-exported: callers import it from here
 from .providers import (  # noqa: F401 - re-exported: callers import these from here
     PLACEHOLDER_API_KEY,
     ModelConfig,
@@ -38,19 +38,6 @@ from .providers import (  # noqa: F401 - re-exported: callers import these from 
 
 if TYPE_CHECKING:
     from .cache import CallCache
-
-
-@dataclass
-class Completion:
-    text: str  # the message content (never reasoning_content: a draft is not a reply)
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float | None  # None when the model has no known price
-    latency_s: float  # wall time of the whole call, retries included
-    usage_estimated: bool = False  # the provider's usage was missing or bogus: tokens are estimates
-    model: str = ""  # the model that answered, as configured (e.g. openai/gpt-5-mini)
-    cached: bool = False  # served from the cache of model calls (model/cache.py): nothing was paid
-    truncated: bool = False  # finish_reason "length": the reply was cut at its max_tokens
 
 
 # Called as each sub-call of a batch ends: its Completion, or None when it failed (for events).

@@ -23,10 +23,10 @@ from typing import Any
 from ..context import write_error
 from ..errors import SandboxError
 from .confine import INPUTS, MOUNT, SandboxLimits, server_path, visible_path
+from .docker_stream import demux
 
 DEFAULT_IMAGE = "python:3.12-slim"
 OFFLINE_IMAGE = "rlm-sandbox:bookworm"  # what `rlm sandbox build` makes
-STDERR_TAIL = 4096  # bytes of the server's stderr kept for messages; the rest is dropped
 LABEL = "rlm.sandbox"  # every container of ours carries it
 LABEL_PID, LABEL_HOST, LABEL_RUN = "rlm.pid", "rlm.host", "rlm.run"
 OFFLINE_RECIPE = (
@@ -153,49 +153,6 @@ def prune(client: Any, everything: bool = False) -> list[str]:
     return removed
 
 
-class _Flow:
-    """What `demux` gives its sink as the transport: the sink "pauses reading" when it holds more
-    than twice its limit and "resumes" once drained, as it does with a socket. A cell can write
-    on the channel at any time (a thread, between cells): without this, every byte of it would
-    be buffered on the host. readexactly(n) resumes the flow while it waits, so a frame larger
-    than the limit (up to MAX_FRAME) still arrives whole."""
-
-    def __init__(self) -> None:
-        self.open = asyncio.Event()
-        self.open.set()
-
-    def pause_reading(self) -> None:
-        self.open.clear()
-
-    def resume_reading(self) -> None:
-        self.open.set()
-
-
-async def demux(
-    source: asyncio.StreamReader, sink: asyncio.StreamReader, tail: bytearray | None = None
-) -> None:
-    """Docker multiplexes an attached stream without a TTY: an 8-byte header (stream type, 3
-    zero bytes, big-endian length) before each chunk. Pass stdout's bytes on; keep the last
-    STDERR_TAIL bytes of stderr in `tail` (the container has no log: this is its only trace).
-    While the sink is full, nothing is read: the socket, then Docker, then the cell's write, block."""
-    flow = _Flow()
-    sink.set_transport(flow)  # type: ignore[arg-type]  # it only pauses and resumes
-    try:
-        while True:
-            await flow.open.wait()
-            header = await source.readexactly(8)
-            payload = await source.readexactly(int.from_bytes(header[4:8], "big"))
-            if header[0] == 1:
-                sink.feed_data(payload)
-            elif header[0] == 2 and tail is not None:
-                tail += payload
-                del tail[:-STDERR_TAIL]
-    except (asyncio.IncompleteReadError, ConnectionError, OSError):
-        pass
-    finally:
-        sink.feed_eof()
-
-
 async def _finish(job: asyncio.Future) -> None:
     """Wait for an executor job to end, whatever cancels arrive meanwhile: its thread runs on."""
     while not job.done():
@@ -228,6 +185,7 @@ class DockerSandbox:
         self.container: Any = None
         self._tasks: list[asyncio.Task] = []
         self._writer: asyncio.StreamWriter | None = None
+        self._raw: Any = None  # the attach socket, shut down at stop()
         self._last_state: dict = {}
         self._stderr = bytearray()  # the end of what the container wrote to stderr
 
@@ -250,6 +208,7 @@ class DockerSandbox:
         except Exception as exc:
             raise SandboxError(f"cannot start the sandbox container: {exc}") from exc
         raw = getattr(sock, "_sock", sock)  # the SDK wraps the socket in a SocketIO
+        self._raw = raw
         reader, self._writer = await asyncio.open_connection(sock=raw)
         stdout = asyncio.StreamReader(limit=2**20)
         self._stderr = bytearray()
@@ -345,6 +304,13 @@ class DockerSandbox:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            # The SDK's wrapper still holds the socket, so closing the transport leaves it open: the
+            # daemon would go on writing a flooding cell's output to it, and removing the container
+            # waits for that copy to end, forever once the socket's buffer is full. Shut it down.
+            with contextlib.suppress(OSError):
+                raw.shutdown(socket.SHUT_RDWR)
         container, self.container = self.container, None
         if container is not None:
             await asyncio.to_thread(self._record_and_remove, container)

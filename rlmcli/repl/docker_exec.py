@@ -15,13 +15,23 @@ import asyncio
 import contextlib
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import SandboxError
 from .confine import MOUNT, PIDS_HEADROOM
+from .docker_stream import demux
 
-if TYPE_CHECKING:
-    from .docker import DockerSandbox
+
+class DockerSandbox(Protocol):
+    """What a child needs of the run's sandbox (docker.DockerSandbox), which imports this module."""
+
+    share_dir: Path
+    container: Any  # the run's container (docker SDK), None once it is gone
+    client: Any  # the docker SDK client
+    options: Any  # docker.DockerOptions: pids_limit
+
+    def visible_path(self, host_path: Path) -> str: ...
+
 
 USER = "65534:65534"
 # Run with `python3 -I -c KILL TAG`; forks nothing, so it runs even when the pids cap is reached
@@ -83,8 +93,6 @@ class DockerChild:
         return self.parent.visible_path(host_path)
 
     async def start(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        from .docker import demux
-
         container = self.parent.container
         if container is None:
             raise SandboxError("the run's container is gone: no child can start")

@@ -1,0 +1,52 @@
+"""The stream of a Docker attach or exec without a TTY, split into stdout (to the REPL protocol) and
+stderr (a tail kept for messages): shared by the run's server (docker.py) and a child's
+(docker_exec.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+STDERR_TAIL = 4096  # bytes of the server's stderr kept for messages; the rest is dropped
+
+
+class _Flow:
+    """What `demux` gives its sink as the transport: the sink "pauses reading" when it holds more
+    than twice its limit and "resumes" once drained, as it does with a socket. A cell can write
+    on the channel at any time (a thread, between cells): without this, every byte of it would
+    be buffered on the host. readexactly(n) resumes the flow while it waits, so a frame larger
+    than the limit (up to MAX_FRAME) still arrives whole."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.open.set()
+
+    def pause_reading(self) -> None:
+        self.open.clear()
+
+    def resume_reading(self) -> None:
+        self.open.set()
+
+
+async def demux(
+    source: asyncio.StreamReader, sink: asyncio.StreamReader, tail: bytearray | None = None
+) -> None:
+    """Docker multiplexes an attached stream without a TTY: an 8-byte header (stream type, 3
+    zero bytes, big-endian length) before each chunk. Pass stdout's bytes on; keep the last
+    STDERR_TAIL bytes of stderr in `tail` (the container has no log: this is its only trace).
+    While the sink is full, nothing is read: the socket, then Docker, then the cell's write, block."""
+    flow = _Flow()
+    sink.set_transport(flow)  # type: ignore[arg-type]  # it only pauses and resumes
+    try:
+        while True:
+            await flow.open.wait()
+            header = await source.readexactly(8)
+            payload = await source.readexactly(int.from_bytes(header[4:8], "big"))
+            if header[0] == 1:
+                sink.feed_data(payload)
+            elif header[0] == 2 and tail is not None:
+                tail += payload
+                del tail[:-STDERR_TAIL]
+    except (asyncio.IncompleteReadError, ConnectionError, OSError):
+        pass
+    finally:
+        sink.feed_eof()
