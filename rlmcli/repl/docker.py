@@ -23,7 +23,7 @@ from typing import Any
 from ..context import write_error
 from ..errors import SandboxError
 from .confine import INPUTS, MOUNT, SandboxLimits, server_path, visible_path
-from .docker_stream import demux
+from .docker_stream import Attached
 
 DEFAULT_IMAGE = "python:3.12-slim"
 OFFLINE_IMAGE = "rlm-sandbox:bookworm"  # what `rlm sandbox build` makes
@@ -183,11 +183,8 @@ class DockerSandbox:
         self.inputs: dict[Path, str] = {}  # host files outside share_dir -> where the container sees them
         self.group_add: list[int] = []
         self.container: Any = None
-        self._tasks: list[asyncio.Task] = []
-        self._writer: asyncio.StreamWriter | None = None
-        self._raw: Any = None  # the attach socket, shut down at stop()
+        self._stream = Attached()  # the attach socket; its stderr tail is the container's only log
         self._last_state: dict = {}
-        self._stderr = bytearray()  # the end of what the container wrote to stderr
 
     async def start(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         await self.stop()
@@ -207,13 +204,7 @@ class DockerSandbox:
             raise
         except Exception as exc:
             raise SandboxError(f"cannot start the sandbox container: {exc}") from exc
-        raw = getattr(sock, "_sock", sock)  # the SDK wraps the socket in a SocketIO
-        self._raw = raw
-        reader, self._writer = await asyncio.open_connection(sock=raw)
-        stdout = asyncio.StreamReader(limit=2**20)
-        self._stderr = bytearray()
-        self._tasks = [asyncio.create_task(demux(reader, stdout, self._stderr))]
-        return stdout, self._writer
+        return await self._stream.open(sock)
 
     def _launch(self) -> tuple[Any, Any]:
         """Create, attach to and start the container (in a thread); remove it if a step fails."""
@@ -298,19 +289,7 @@ class DockerSandbox:
         return visible_path(host_path, self.inputs, self.share_dir)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        self._tasks = []
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        raw, self._raw = self._raw, None
-        if raw is not None:
-            # The SDK's wrapper still holds the socket, so closing the transport leaves it open: the
-            # daemon would go on writing a flooding cell's output to it, and removing the container
-            # waits for that copy to end, forever once the socket's buffer is full. Shut it down.
-            with contextlib.suppress(OSError):
-                raw.shutdown(socket.SHUT_RDWR)
+        self._stream.close()
         container, self.container = self.container, None
         if container is not None:
             await asyncio.to_thread(self._record_and_remove, container)
@@ -335,7 +314,7 @@ class DockerSandbox:
             status = "the server had not exited"
         else:
             status = f"the server exited with status {state.get('ExitCode')}"
-        tail = self._stderr.decode("utf-8", "replace").strip()
+        tail = self._stream.stderr.decode("utf-8", "replace").strip()
         return status + (f"; its last words: {tail[-200:]}" if tail else "")
 
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from ..errors import SandboxError
 from .confine import MOUNT, PIDS_HEADROOM
-from .docker_stream import demux
+from .docker_stream import Attached
 
 
 class DockerSandbox(Protocol):
@@ -77,9 +77,7 @@ class DockerChild:
         self.parent, self.memory = parent, memory
         self.share_dir: Path | None = parent.share_dir
         self.tag = secrets.token_hex(8)
-        self._tasks: list[asyncio.Task] = []
-        self._writer: asyncio.StreamWriter | None = None
-        self._stderr = bytearray()
+        self._stream = Attached()
         self._started = False
         self._exit: str = ""
 
@@ -110,11 +108,7 @@ class DockerChild:
         except Exception as exc:
             raise SandboxError(f"cannot start a child's server in the container: {exc}") from exc
         self._started = True
-        raw = getattr(sock, "_sock", sock)  # the SDK wraps the socket in a SocketIO
-        reader, self._writer = await asyncio.open_connection(sock=raw)
-        stdout = asyncio.StreamReader(limit=2**20)
-        self._tasks = [asyncio.create_task(demux(reader, stdout, self._stderr))]
-        return stdout, self._writer
+        return await self._stream.open(sock)
 
     def _exec(self, container: Any, argv: list[str]) -> Any:
         api = self.parent.client.api
@@ -137,12 +131,7 @@ class DockerChild:
             )
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        self._tasks = []
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._stream.close()
         if self._started:
             self._started = False
             await asyncio.to_thread(self._kill)
@@ -159,6 +148,6 @@ class DockerChild:
             self._exit = "the server was stopped"
 
     def exit_description(self) -> str:
-        tail = self._stderr.decode("utf-8", "replace").strip()
+        tail = self._stream.stderr.decode("utf-8", "replace").strip()
         status = self._exit or "the child's server exited"
         return status + (f"; its last words: {tail[-200:]}" if tail else "")

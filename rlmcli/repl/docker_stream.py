@@ -5,6 +5,9 @@ stderr (a tail kept for messages): shared by the run's server (docker.py) and a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+from typing import Any
 
 STDERR_TAIL = 4096  # bytes of the server's stderr kept for messages; the rest is dropped
 
@@ -50,3 +53,38 @@ async def demux(
         pass
     finally:
         sink.feed_eof()
+
+
+class Attached:
+    """A server's attach (or exec) socket as asyncio streams: stdout framed for the protocol, the
+    tail of stderr kept for messages. Shared by the run's server (docker.py) and a child's
+    (docker_exec.py)."""
+
+    def __init__(self) -> None:
+        self.stderr = bytearray()
+        self._raw: Any = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._task: asyncio.Task | None = None
+
+    async def open(self, sock: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        self._raw = getattr(sock, "_sock", sock)  # the SDK wraps the socket in a SocketIO
+        reader, self._writer = await asyncio.open_connection(sock=self._raw)
+        stdout = asyncio.StreamReader(limit=2**20)
+        self.stderr = bytearray()
+        self._task = asyncio.create_task(demux(reader, stdout, self.stderr))
+        return stdout, self._writer
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            # The SDK's wrapper still holds the socket, so closing the transport leaves it open: the
+            # daemon would go on writing a flooding cell's output to it, and removing the container
+            # waits for that copy to end, forever once the socket's buffer is full. Shut it down.
+            with contextlib.suppress(OSError):
+                raw.shutdown(socket.SHUT_RDWR)
