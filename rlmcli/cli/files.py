@@ -17,7 +17,7 @@ import typer
 from ..errors import ExitReason, RlmError
 from . import options as o
 from .guard import guarded
-from .options import INPUT, OUTPUT, D
+from .options import OUTPUT
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -45,17 +45,11 @@ def files(
     root_window: o.RootWindow = None,
     sub_window: o.SubWindow = None,
     max_iterations: o.MaxIterations = None,
-    include: Annotated[list[str] | None, typer.Option("--include", "-g", rich_help_panel=INPUT, metavar="GLOB",
-        help="Only load directory files matching this glob; '!GLOB' skips matches instead (as rg -g).",
-        show_default=False)] = None,
-    exclude: Annotated[list[str] | None, typer.Option("--exclude", "-x", rich_help_panel=INPUT, metavar="GLOB",
-        help="Skip directory entries matching this glob (repeatable).", show_default=False)] = None,
-    no_ignore: Annotated[bool, typer.Option("--no-ignore", rich_help_panel=INPUT,
-        help="Read no ignore file (see rlm ask --help for the files read).")] = False,
-    hidden: Annotated[bool, typer.Option("--hidden", rich_help_panel=INPUT,
-        help="Include hidden files and directories (never .git/).")] = False,
-    max_file_size: Annotated[str | None, typer.Option(envvar="RLM_MAX_FILE_SIZE", rich_help_panel=INPUT,
-        help=f"Skip directory files over this size. \\[default: {D.max_file_size}]")] = None,
+    include: o.Include = None,
+    exclude: o.Exclude = None,
+    no_ignore: o.NoIgnore = False,
+    hidden: o.Hidden = False,
+    max_file_size: o.MaxFileSize = None,
     top: Top = TOP,
     as_json: Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT,
         help="Print one JSON object: files (all, largest first), skipped, totals, secrets, cost_usd.")] = False,

@@ -108,3 +108,19 @@ Sandbox = Annotated[str | None, typer.Option(envvar="RLM_SANDBOX", rich_help_pan
          "\\[default: auto]")]  # fmt: skip
 Image = Annotated[str | None, typer.Option(envvar="RLM_SANDBOX_IMAGE", rich_help_panel=SANDBOX,
     help=f"Docker image with python3 >= 3.9; offline: `rlm sandbox build`. \\[default: {D.image}]")]  # fmt: skip
+
+# -- the input (`rlm ask` and `rlm files`) ----------------------------------------------------
+
+Include = Annotated[list[str] | None, typer.Option("--include", "-g", rich_help_panel=INPUT, metavar="GLOB",
+    help="Only load directory files matching this glob; '!GLOB' skips matches instead. Repeatable, the "
+         "last match wins (as rg -g).", show_default=False)]  # fmt: skip
+Exclude = Annotated[list[str] | None, typer.Option("--exclude", "-x", rich_help_panel=INPUT, metavar="GLOB",
+    help="Skip directory entries matching this glob (repeatable).", show_default=False)]  # fmt: skip
+NoIgnore = Annotated[bool, typer.Option("--no-ignore", rich_help_panel=INPUT,
+    help="Read no ignore file. By default: .gitignore, .ignore and .rlmignore of each directory and of its "
+         "parents up to the git repository root, .git/info/exclude, and git's global excludes file "
+         "(core.excludesFile, else ~/.config/git/ignore).")]  # fmt: skip
+Hidden = Annotated[bool, typer.Option("--hidden", rich_help_panel=INPUT,
+    help="Include hidden files and directories (never .git/).")]  # fmt: skip
+MaxFileSize = Annotated[str | None, typer.Option(envvar="RLM_MAX_FILE_SIZE", rich_help_panel=INPUT,
+    help=f"Skip directory files over this size (named files: never). \\[default: {D.max_file_size}]")]  # fmt: skip
