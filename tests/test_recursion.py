@@ -301,7 +301,8 @@ def test_plain_view_shows_the_tree(fake_llm, run_rlm, tmp_path):
     assert re.search(r"rlm:   `- child 1 +depth 1 +2 iterations +[\d,]+ tokens +\$[\d.]+ +done", tree), tree
 
 
-def test_replay_renders_the_tree(fake_llm, run_rlm, tmp_path):
+def recorded_depth2_run(fake_llm, run_rlm, tmp_path: Path) -> Path:
+    """The trace of a depth-2 run in the local sandbox: the root asks one child, which answers."""
     (tmp_path / "app.log").write_text(LOG)
     fake_llm.route = router(
         {QUESTION: ROOT_DEPTH2, "Find the error code in this part of the log.": CHILD_DEPTH2}
@@ -312,6 +313,11 @@ def test_replay_renders_the_tree(fake_llm, run_rlm, tmp_path):
         args_for(fake_llm, tmp_path / "app.log", "local", None, "--max-depth", "2", "--trace", str(trace))
     )
     assert proc.returncode == 0, proc.stderr.decode()
+    return trace
+
+
+def test_replay_renders_the_tree(fake_llm, run_rlm, tmp_path):
+    trace = recorded_depth2_run(fake_llm, run_rlm, tmp_path)
     events = [json.loads(line) for line in trace.read_text().splitlines()]
     started = [e for e in events if e["event"] == "ChildStarted"]
     assert len(started) == 1 and started[0]["depth"] == 1
@@ -341,16 +347,7 @@ def test_rich_view_shows_the_tree(fake_llm, run_rlm, tmp_path):
     from rlmcli.record.trace import read_trace
     from rlmcli.view.live import LiveView
 
-    (tmp_path / "app.log").write_text(LOG)
-    fake_llm.route = router(
-        {QUESTION: ROOT_DEPTH2, "Find the error code in this part of the log.": CHILD_DEPTH2}
-    )
-    fake_llm.sub = lambda prompt: "E42"
-    trace = tmp_path / "run.jsonl"
-    proc = run_rlm(
-        args_for(fake_llm, tmp_path / "app.log", "local", None, "--max-depth", "2", "--trace", str(trace))
-    )
-    assert proc.returncode == 0, proc.stderr.decode()
+    trace = recorded_depth2_run(fake_llm, run_rlm, tmp_path)
     console = Console(record=True, width=100, force_terminal=True, color_system=None)
     replay(read_trace(trace), LiveView(console=console, live=False))
     shown = console.export_text()
