@@ -302,11 +302,10 @@ def test_a_server_that_answers_nothing_times_out_by_its_silence() -> None:
     server, _ = one_slot_server(3.0)
     with server as fake:
         client, _ = make_client(fake, request_timeout=1.0, max_retries=0)
-        started = time.monotonic()
         results = run_batch(client, ["a", "b"])
-        elapsed = time.monotonic() - started
+    # Ended by the silence (not by the total deadline, nor by the server's answer at 3 s): the
+    # message says which timeout fired, so no clock is needed here.
     assert all(r.startswith(ERROR) and "nothing received for 1 s" in r for r in results), results
-    assert elapsed < 2.9  # ended by the silence, before the server's first answer
 
 
 def test_a_trickling_server_ends_at_the_total_deadline() -> None:
