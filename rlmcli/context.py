@@ -9,24 +9,26 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import errno
 import hashlib
 import json
 import os
-import stat
-import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from . import tokens
 from .errors import InputError
+from .inputs import BINARY_SNIFF as BINARY_SNIFF  # re-exported: it was defined here
+from .inputs import check_paths, is_binary, open_regular, read_chunk
+from .inputs import write_error as write_error  # re-exported: it was defined here
 from .secrets_scan import Scanner
 from .secrets_scan import warning as secrets_warning
 from .settings import parse_size as parse_size  # re-exported: it was defined here
-from .text import plural
+from .text import human_bytes as human_bytes  # re-exported: it was defined here
+from .text import human_count, plural
 from .walk import IGNORE_FILES as IGNORE_FILES  # re-exported: it was defined here
 from .walk import LoadOptions, Walker, display_name
 
@@ -34,7 +36,7 @@ from .walk import LoadOptions, Walker, display_name
 # so it must be cheap (the CLI's renderer throttles itself: cli/files.py).
 Progress = Callable[[int, int], None]
 CHUNK = 1024 * 1024
-BINARY_SNIFF = 8192  # a NUL byte in this many leading bytes marks a file as binary
+CANCEL_WAIT = 10.0  # seconds Context.cancel waits for a stopped pass: one chunk takes milliseconds
 PREFIX_CHARS = 500  # of the context, shown to the model in its first message (prompts.py)
 CONTEXT_FILENAME = "context.txt"
 STDIN_NAME = "<stdin>"
@@ -81,6 +83,7 @@ class ContextStats:
     secrets: int = 0  # possible secrets found (secrets_scan.py)
     secrets_redacted: bool = False  # ... and replaced in the context (--redact-secrets)
     char_width: int = 1  # bytes per character of the context as a Python str: 1, 2 or 4 (str_width)
+    estimated: bool = False  # chars and lines sampled, the full pass still running (survey.py)
 
     @property
     def chars_per_token(self) -> float:
@@ -95,6 +98,26 @@ class Context:
     stats: ContextStats
     prefix: str  # first PREFIX_CHARS characters of the context
     secrets_warning: str | None = None  # counts and path:line of possible secrets, never one of them
+    pending: Future[Context] | None = None  # survey.py: the full pass, whose figures finish() takes
+    stop: threading.Event | None = None  # set by cancel(): the pending pass stops at its next chunk
+
+    def finish(self) -> None:
+        """Wait for the full pass of a surveyed input (survey.py) and take its exact figures; its
+        InputError, if any, is raised here."""
+        if self.pending is None:
+            return
+        full = self.pending.result()
+        self.files, self.stats, self.prefix = full.files, full.stats, full.prefix
+        self.secrets_warning, self.pending = full.secrets_warning, None
+
+    def cancel(self) -> None:
+        """Stop a pending pass and wait for its thread to end (at its next chunk, milliseconds): a
+        thread still inside the secrets scanner's C++ when the interpreter exits aborts the process."""
+        if self.stop is not None:
+            self.stop.set()
+        if self.pending is not None:
+            with contextlib.suppress(BaseException):
+                self.pending.exception(timeout=CANCEL_WAIT)
 
     def spans(self) -> dict[str, tuple[int, int]]:
         return {f.path: (f.start, f.end) for f in self.files}
@@ -115,7 +138,7 @@ class Context:
         s = self.stats
         text = (
             f"context: {plural(s.files, 'file')}, {human_bytes(s.bytes)}, "
-            f"{plural(s.lines, 'line')}, ~{_human_count(s.est_tokens)} tokens"
+            f"{plural(s.lines, 'line')}, ~{human_count(s.est_tokens)} tokens"
             + (" (estimated)" if s.tokens_sampled else "")
         )
         if s.invalid_utf8_files:
@@ -137,25 +160,6 @@ def str_bytes(stats: ContextStats) -> int:
     return stats.chars * stats.char_width
 
 
-def human_bytes(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    size = float(n)
-    for unit in ("KB", "MB", "GB", "TB"):
-        size /= 1024
-        if size < 1024 or unit == "TB":
-            break
-    return f"{size:.1f} {unit}"
-
-
-def _human_count(n: int) -> str:
-    if n < 1000:
-        return str(n)
-    if n < 1_000_000:
-        return f"{round(n / 1000)}k"
-    return f"{n / 1_000_000:.1f}M"
-
-
 def _skip_counts(skipped: dict[str, list[str]]) -> tuple[int, str]:
     """(12, '10 ignored, 2 binary'): the total and the reasons, biggest first."""
     counts = sorted(((len(v), k) for k, v in skipped.items() if v), key=lambda c: (-c[0], c[1]))
@@ -175,8 +179,16 @@ class _Discard(contextlib.nullcontext):
 class _Writer:
     """Appends decoded text to the context file, tracking character offsets and the prefix."""
 
-    def __init__(self, out: TextIO | _Discard, headers: bool, scanner: Scanner, progress: Progress | None):
+    def __init__(
+        self,
+        out: TextIO | _Discard,
+        headers: bool,
+        scanner: Scanner,
+        progress: Progress | None,
+        stop: threading.Event | None = None,
+    ):
         self.out = out
+        self.stop = stop
         self.progress = progress
         self.bytes_read = 0
         self.width = 1  # the widest character so far, as str_width
@@ -217,7 +229,9 @@ class _Writer:
             self.bytes_read += len(chunk)
             if self.progress is not None:
                 self.progress(len(self.files), self.bytes_read)
-            chunk = _read(stream, display)
+            if self.stop is not None and self.stop.is_set():
+                raise Stopped("the load was stopped")
+            chunk = read_chunk(stream, display, CHUNK)
         self._write(decoder.decode(scanner.finish(), final=True))  # and a truncated trailing sequence
         end = self.offset
         if _decode_state.invalid:
@@ -229,89 +243,14 @@ class _Writer:
         self.files.append(FileEntry(display, start, end, lines, nbytes, digest.hexdigest(), redacted))
 
 
-# Why a write fails when the disk is the problem, as the error line says it.
-_NO_ROOM = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-            errno.EFBIG: "file too large for the file system"}  # fmt: skip
-
-
-def write_error(path: Path, exc: OSError) -> InputError:
-    """The error (exit 2) for a failed write of rlm's copy of the input: a full disk is the
-    user's to fix, not a bug."""
-    full = exc.errno in _NO_ROOM
-    reason = _NO_ROOM[exc.errno] if full else (exc.strerror or str(exc)).lower()
-    where = "on a larger disk" if full else "that can be written"
-    return InputError(
-        f"{reason} writing {display_name(str(path))}",
-        hint=("free some space, or " if full else "")
-        + f"set TMPDIR to a directory {where} (rlm copies directory and stdin inputs there)",
-    )
-
-
-def _read(stream: BinaryIO, display: str) -> bytes:
-    try:
-        return stream.read(CHUNK)
-    except OSError as e:
-        raise InputError(f"error reading {display}: {e.strerror or e}") from e
-
-
-def _is_binary(head: bytes) -> bool:
-    return b"\0" in head[:BINARY_SNIFF]
-
-
-def _open_regular(path: Path, follow: bool) -> BinaryIO:
-    """Open for reading without ever blocking (O_NONBLOCK: a FIFO swapped in after the walk
-    won't hang us) and refuse anything that isn't a regular file."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
-    fd = os.open(path, flags)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb", buffering=0)
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _check_paths(paths: list[str], stdin: BinaryIO | None) -> BinaryIO | None:
-    """Fail fast, before reading anything, on every mistake we can see from metadata alone."""
-    if not paths:
-        raise InputError("no input given", hint="pass files, directories, or - for stdin")
-    if paths.count("-") > 1:
-        raise InputError("- (stdin) can be given only once")
-    for p in paths:
-        if p == "-":
-            continue
-        try:
-            st = os.stat(p)
-        except FileNotFoundError:
-            raise InputError(f"no such file or directory: {display_name(p)}") from None
-        except OSError as e:
-            raise InputError(f"cannot access {display_name(p)}: {e.strerror or e}") from e
-        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
-            raise InputError(
-                f"{display_name(p)} is not a regular file or directory",
-                hint="to read from a pipe or device, pipe it in and pass - (stdin)",
-            )
-    if "-" not in paths:
-        return None
-    if stdin is None:
-        stdin = sys.stdin.buffer if sys.stdin is not None else None
-    if stdin is None:
-        raise InputError("- was given but there is no stdin")
-    isatty = getattr(stdin, "isatty", None)
-    if isatty is not None and isatty():
-        raise InputError(
-            "- means stdin, but stdin is a terminal",
-            hint='pipe data in: `cat app.log | rlm ask - "..."`',
-        )
-    return stdin
+class Stopped(Exception):
+    """A pass on a thread stopped by Context.cancel (survey.py): the run ended before it did."""
 
 
 def _load_explicit(writer: _Writer, p: str, seen: set[tuple[int, int]]) -> None:
     shown = display_name(p)
     try:
-        f = _open_regular(Path(p), follow=True)
+        f = open_regular(Path(p), follow=True)
     except PermissionError:
         raise InputError(f"cannot read {shown}: permission denied") from None
     except OSError as e:
@@ -321,17 +260,17 @@ def _load_explicit(writer: _Writer, p: str, seen: set[tuple[int, int]]) -> None:
         if (st.st_dev, st.st_ino) in seen:  # the same file named twice: load it once
             return
         seen.add((st.st_dev, st.st_ino))
-        head = _read(f, shown)
-        if _is_binary(head):
+        head = read_chunk(f, shown, CHUNK)
+        if is_binary(head):
             raise InputError(f"{shown} is a binary file", hint="rlm reads text; convert it to text first")
         writer.add(shown, f, head)
 
 
 def _load_stdin(writer: _Writer, stdin: BinaryIO) -> None:
-    head = _read(stdin, STDIN_NAME)
+    head = read_chunk(stdin, STDIN_NAME, CHUNK)
     if not head:
         raise InputError("stdin was empty", hint='pipe data in: `cat app.log | rlm ask - "..."`')
-    if _is_binary(head):
+    if is_binary(head):
         raise InputError("stdin looks binary (it contains NUL bytes)", hint="rlm reads text")
     writer.add(STDIN_NAME, stdin, head)
 
@@ -339,7 +278,7 @@ def _load_stdin(writer: _Writer, stdin: BinaryIO) -> None:
 def _load_directory(writer: _Writer, walker: Walker, seen: set[tuple[int, int]]) -> None:
     for display, path in walker.files():
         try:
-            f = _open_regular(path, follow=False)
+            f = open_regular(path, follow=False)
         except OSError:  # permission denied, vanished, or replaced by a symlink/FIFO meanwhile
             walker.skip("unreadable", display)
             continue
@@ -352,7 +291,7 @@ def _load_directory(writer: _Writer, walker: Walker, seen: set[tuple[int, int]])
             except OSError:
                 walker.skip("unreadable", display)
                 continue
-            if _is_binary(head):
+            if is_binary(head):
                 walker.skip("binary", display)
                 continue
             seen.add((st.st_dev, st.st_ino))
@@ -365,9 +304,11 @@ def load_context(
     options: LoadOptions,
     stdin: BinaryIO | None = None,
     progress: Progress | None = None,
+    stop: threading.Event | None = None,
 ) -> Context:
-    """Read `paths` into `workdir`/context.txt. Raises InputError for every user mistake."""
-    stdin = _check_paths(paths, stdin)
+    """Read `paths` into `workdir`/context.txt. Raises InputError for every user mistake (and
+    Stopped, on a thread, once `stop` is set)."""
+    stdin = check_paths(paths, stdin)
     if len(paths) == 1:
         kind = "stdin" if paths[0] == "-" else "directory" if os.path.isdir(paths[0]) else "file"
     else:
@@ -383,10 +324,10 @@ def load_context(
     named = Path(paths[0]).resolve()
     in_place = kind == "file" and display_name(str(named)) == str(named)
     out_path = named if in_place else workdir / CONTEXT_FILENAME
-    writer, skipped = _load(paths, kind, out_path, in_place, options, stdin, progress)
+    writer, skipped = _load(paths, kind, out_path, in_place, options, stdin, progress, stop)
     if in_place and options.redact_secrets and writer.scanner.count:
         out_path = workdir / CONTEXT_FILENAME
-        writer, skipped = _load(paths, kind, out_path, False, options, stdin, progress)
+        writer, skipped = _load(paths, kind, out_path, False, options, stdin, progress, stop)
     files = writer.files
     counted = tokens.count_file(out_path, writer.offset)
     scanner = writer.scanner
@@ -415,6 +356,7 @@ def _load(
     options: LoadOptions,
     stdin: BinaryIO | None,
     progress: Progress | None,
+    stop: threading.Event | None = None,
 ) -> tuple[_Writer, dict[str, list[str]]]:
     """One pass over the inputs: the context written to `out_path` (unless `in_place`), scanned."""
     skipped: dict[str, list[str]] = {}
@@ -422,9 +364,7 @@ def _load(
     scanner = Scanner(redact=options.redact_secrets and not in_place)
     try:
         with _Discard() if in_place else open(out_path, "w", encoding="utf-8", newline="") as out:
-            writer = _Writer(
-                out, headers=kind in ("directory", "multiple"), scanner=scanner, progress=progress
-            )
+            writer = _Writer(out, kind in ("directory", "multiple"), scanner, progress, stop)
             if not in_place:  # workdir inside a directory being read: never read the context into itself
                 st = os.fstat(out.fileno())
                 seen.add((st.st_dev, st.st_ino))

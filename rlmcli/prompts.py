@@ -264,6 +264,11 @@ def first_message(context: Context, question: str) -> str:
         f"Your context is a {kind} with {stats.chars:,} total characters "
         f"(~{stats.est_tokens:,} tokens, {stats.lines:,} lines)."
     ]
+    if stats.estimated:  # a big file surveyed while it loads (survey.py)
+        lines = [
+            f"Your context is a {kind} of about {stats.chars:,} characters (~{stats.est_tokens:,} tokens, "
+            f"~{stats.lines:,} lines; estimated from samples: `len(context)` is exact)."
+        ]
     if context.kind in ("directory", "multiple"):
         lines.append(f"It holds {stats.files:,} files (path, characters):")
         for entry in context.files[:MAX_LISTED_FILES]:

@@ -193,12 +193,11 @@ def failed(reason: str, message: str | None, partial: str | None) -> str:
 
 
 def for_run(
-    settings: Any, task: Task, repl: Repl, client: ModelClient, budget: Budget, emit: Emit
+    settings: Any, task: Task, repl: Repl, client: ModelClient, budget: Budget, emit: Emit, memory: int
 ) -> Recursion | None:
-    """The children of a run's root (settings.Settings), or None at --max-depth 1."""
+    """The children of a run's root (settings.Settings) whose server has `memory` bytes (run.py sizes
+    it), or None at --max-depth 1."""
     if settings.max_depth <= 1:
         return None
-    tree = Settings(
-        settings.max_depth, settings.max_children, settings.child_iterations, settings.memory_bytes
-    )
+    tree = Settings(settings.max_depth, settings.max_children, settings.child_iterations, memory)
     return Recursion(tree, task, repl, client, budget, emit)

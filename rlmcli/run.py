@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from . import __version__, recursion
+from . import survey as surveyed
 from .agent import Agent, RunResult, Task
 from .budget import Budget
 from .context import Context, Progress, load_context, write_error
@@ -32,6 +34,7 @@ from .model import probe, timeouts
 from .model.cache import endpoint_identity
 from .model.client import ModelClient, ModelConfig
 from .model.providers import max_reply_tokens, provider_of, table_priced
+from .repl import context_memory
 from .repl.backends import make_sandbox
 from .repl.protocol import Repl
 from .settings import DEFAULT_CONCURRENCY, Settings
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
     from .followup import FollowUp
     from .model.cache import CallCache
 
+AUTO_MEMORY_FLOOR = 2**30  # --memory auto never gives less: cells build lists and slices of the context
 MAX_TRACED_SOURCES = 1000  # inputs named in the trace (path, size, digest); the count says the rest
 
 
@@ -64,8 +68,24 @@ def load(
     workdir: Path,
     stdin: BinaryIO | None,
     progress: Progress | None = None,
+    survey: bool = False,
 ) -> Context:
-    return load_context(paths, workdir, settings.load_options(), stdin, progress)
+    """The run's context; with `survey`, a big named file is only surveyed and its full pass goes on
+    on a thread (survey.py: the first request need not wait for it)."""
+    options = settings.load_options()
+    if survey and surveyed.deferrable(paths, options):
+        return surveyed.survey(paths, workdir, options)
+    return load_context(paths, workdir, options, stdin, progress)
+
+
+def sandbox_memory(settings: Settings, context: Context) -> int:
+    """--memory, or for `auto` (the default) what loading this context takes (context_memory.py:
+    its bytes, and 1, 3 or 5 bytes a byte while it decodes, by what the load saw), at least 1 GiB."""
+    if settings.memory_bytes:
+        return settings.memory_bytes
+    size = context.path.stat().st_size
+    factor = context_memory.factor_of(size, context.stats.chars, context.stats.char_width)
+    return max(AUTO_MEMORY_FLOOR, context_memory.needed(size, factor))
 
 
 def make_client(settings: Settings, budget: Budget, warn: Callable[[str], None] | None = None) -> ModelClient:
@@ -164,6 +184,7 @@ def ask(
     )  # fmt: skip
     budget = Budget(settings.limits())
     workdir: Path | None = None
+    context: Context | None = None
     with Signals() as signals:
         try:
             try:
@@ -173,14 +194,14 @@ def ask(
                 probes = probe.start(bases)
                 workdir = _make_workdir()
                 share = workdir / f"share-{secrets.token_hex(8)}"  # what the sandbox sees, read-only
-                context = load(settings, paths, share, stdin, progress)
-                emit(context_event(context, parent=run.id))
-                if context.secrets_warning:  # counts and path:line only, never a secret
-                    emit(Notice(context.secrets_warning, warning=True))
+                context = load(settings, paths, share, stdin, progress, survey=follow is None)
+                if context.pending is None:
+                    announce(context, emit, run.id)
                 if confirm is not None:
                     confirm(context)
                 index = share / "index.json"
-                context.write_index(index)
+                if context.pending is None:
+                    context.write_index(index)
                 client = make_client(settings, budget, lambda m: emit(Notice(m, warning=True)))
                 client.cache = cache or client.cache
                 if follow is not None:  # the inputs the earlier run read, unchanged (or --force)
@@ -209,10 +230,24 @@ def ask(
                     max_depth=settings.max_depth,
                 )  # fmt: skip
                 agent = Agent(task, client, repl, budget, emit)
-                agent.recursion = recursion.for_run(settings, task, repl, client, budget, emit)
-                result = asyncio.run(_drive(agent, repl, signals))
+
+                async def before_start() -> None:
+                    """What the REPL's start waits for: the full pass of a surveyed input, and
+                    the memory it needs. Runs while the first model request is out."""
+                    if context.pending is not None:
+                        await asyncio.wrap_future(context.pending)
+                        context.finish()
+                        announce(context, emit, run.id)
+                        context.write_index(index)
+                    memory = sandbox_memory(settings, context)
+                    sandbox.limits = dataclasses.replace(sandbox.limits, memory=memory)
+                    agent.recursion = recursion.for_run(settings, task, repl, client, budget, emit, memory)
+
+                result = asyncio.run(_drive(agent, repl, signals, before_start))
             finally:
                 signals.hold()  # nothing interrupts the clean-up and the record from here on
+                if context is not None:
+                    context.cancel()  # a pass still running (survey.py) stops at its next chunk
                 if workdir is not None:
                     shutil.rmtree(workdir, ignore_errors=True)
         except RlmError as exc:  # each error declares the reason it ends a run with
@@ -237,6 +272,13 @@ def _make_workdir() -> Path:
         return Path(tempfile.mkdtemp(prefix="rlm-run-"))
     except OSError as exc:
         raise write_error(Path(tempfile.gettempdir()), exc) from exc
+
+
+def announce(context: Context, emit: Emit, parent: str) -> None:
+    """The loaded context in the record, and the secrets warning (counts and path:line only)."""
+    emit(context_event(context, parent=parent))
+    if context.secrets_warning:
+        emit(Notice(context.secrets_warning, warning=True))
 
 
 def context_event(context: Context, parent: str) -> ContextLoaded:
@@ -265,15 +307,34 @@ def finished(result: RunResult, budget: Budget, run: RunStarted) -> RunFinished:
     )  # fmt: skip
 
 
-async def _drive(agent: Agent, repl: Repl, signals: Signals | None = None) -> RunResult:
-    """Start the REPL, run the agent, always stop the sandbox; SIGTERM and SIGHUP interrupt."""
+async def _drive(
+    agent: Agent,
+    repl: Repl,
+    signals: Signals | None = None,
+    before_start: Callable[[], Awaitable[None]] | None = None,
+) -> RunResult:
+    """Run the agent while the REPL starts (after `before_start`), always stop the sandbox; SIGTERM
+    and SIGHUP interrupt. The record waits for `before_start` (a surveyed input's full pass) unless
+    the run was interrupted."""
     task = asyncio.current_task()
     if signals is not None and task is not None:
         signals.watch(task)
+    prepared = asyncio.ensure_future(before_start()) if before_start is not None else None
+    starting = repl.begin(prepared)
+    agent.budget.restart_clock()  # --timeout bounds the loop, not the load before it
+    running = asyncio.ensure_future(agent.run())
     try:
-        await repl.start()
-        agent.budget.restart_clock()  # --timeout bounds the loop, not start-up
-        return await agent.run()
+        await asyncio.wait((running, starting), return_when=asyncio.FIRST_COMPLETED)
+        if not running.done() and starting.exception() is not None:
+            # The sandbox cannot start (or the input's pass failed): that is the run's error, and
+            # there is no point waiting for a model reply no cell can run.
+            running.cancel()
+            await asyncio.wait((running,))
+            await repl.ready()  # raises the start's error
+        result = await running
+        if prepared is not None:
+            await prepared  # the record ends with the input's figures and digests, and its warning
+        return result
     except asyncio.CancelledError:
         return _interrupted(agent)
     except (ProviderError, SandboxError) as exc:
@@ -285,6 +346,10 @@ async def _drive(agent: Agent, repl: Repl, signals: Signals | None = None) -> Ru
     finally:
         if signals is not None:
             signals.hold()
+        for left in (running, prepared):
+            if left is not None and not left.done():
+                left.cancel()
+        await asyncio.wait((running,))  # the agent's own clean-up (an interrupted call) ends first
         await asyncio.shield(repl.close())
         await agent.client.aclose()
 

@@ -53,7 +53,9 @@ class Settings:
     image: str = "python:3.12-slim"
     cpus: float = 1.0
     pids_limit: int = 128
-    memory: str = "1g"  # as written (e.g. in messages); `memory_bytes` is what the sandbox gets
+    # As written (e.g. in messages); `memory_bytes` is what the sandbox gets: for "auto", 0 here, and the
+    # run sizes it from the loaded context (run.sandbox_memory: characters x width, at least 1g).
+    memory: str = "auto"
     cell_timeout: float = 120.0
     max_output_chars: int = 20000
     max_file_size: str = "10M"  # as written; `max_file_size_bytes` is what the walker uses
@@ -103,7 +105,7 @@ class Settings:
             problem = _size_problem(name, getattr(self, name))
             if problem:
                 raise UsageError(f"{_flag(name)} {problem}, not {getattr(self, name)!r}", hint=SIZE_HINT)
-        self.memory_bytes = parse_size(self.memory)
+        self.memory_bytes = 0 if self.memory == AUTO_MEMORY else parse_size(self.memory)
         self.max_file_size_bytes = parse_size(self.max_file_size)
         self.cache_size_bytes = parse_size(self.cache_size)
         self.price_per_token = None if self.price is None else parse_price(self.price)
@@ -173,6 +175,7 @@ RANGES: dict[str, tuple[str, float]] = {
 }
 # Text such as "512m" or "2g" (a whole number of bytes in TOML too).
 SIZES = ("memory", "max_file_size", "cache_size")
+AUTO_MEMORY = "auto"  # --memory's default: what the context needs (run.sandbox_memory), at least 1g
 SIZE_HINT = "use bytes or a K/M/G suffix, e.g. 500K or 10M"
 TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
 # What a config file may set: field name -> declared type, e.g. int | None (not the parsed sizes).
@@ -282,12 +285,12 @@ def _out_of_range(name: str, value: Any) -> str | None:
 
 def _size_problem(name: str, value: Any) -> str | None:
     """What is wrong with a size (e.g. "must be a size such as 512m or 2g"), or None."""
-    if name not in SIZES:
+    if name not in SIZES or (name == "memory" and value == AUTO_MEMORY):
         return None
     try:
         size = parse_size(value)
     except InputError:
-        return "must be a size such as 512m or 2g"
+        return "must be a size such as 512m or 2g" + (", or auto" if name == "memory" else "")
     return "must be more than 0 bytes" if name == "memory" and size <= 0 else None
 
 

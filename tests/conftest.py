@@ -78,8 +78,10 @@ def _forget_started_processes():
 @pytest.fixture(autouse=True)
 def _private_data_dir(tmp_path_factory, monkeypatch):
     """A test that sets no RLM_HOME (some fixtures drop every RLM_* variable) keeps its history and
-    its cache of model calls in a directory of its own, never in the user's data directory."""
+    its cache of model calls in a directory of its own, never in the user's data directory (nor the
+    token counter's cache of parsed ranks in the user's cache directory: tokens.py)."""
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
 
 
 def popen_rlm(rlm_bin: str, args: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:

@@ -88,7 +88,8 @@ def ask(
     pids_limit: Annotated[int | None, typer.Option(envvar="RLM_PIDS_LIMIT", rich_help_panel=SANDBOX,
         help=f"Most processes in the sandbox. \\[default: {D.pids_limit}]")] = None,
     memory: Annotated[str | None, typer.Option(envvar="RLM_MEMORY", rich_help_panel=SANDBOX,
-        help=f"Memory cap of the REPL, e.g. 512m, 2g. \\[default: {D.memory}]")] = None,
+        help="Memory cap of the REPL, e.g. 512m, 2g; auto: what the context needs as a Python str "
+        f"(characters x 1, 2 or 4 bytes), at least 1g. \\[default: {D.memory}]")] = None,
     cell_timeout: Annotated[float | None, typer.Option(envvar="RLM_CELL_TIMEOUT", rich_help_panel=SANDBOX,
         help=f"Seconds a code cell may run (sub-calls excluded). \\[default: {D.cell_timeout:g}]")] = None,
     max_output_chars: Annotated[int | None, typer.Option(envvar="RLM_MAX_OUTPUT_CHARS",
@@ -251,8 +252,10 @@ def _run(
     subscribers, writers, trace_path = _recorders(output, run_id, view.warn)
     output.trace_path = trace_path
     here = os.getcwd()
+    from .. import tokens
     from .files import LoadProgress, confirm_load
 
+    tokens.preload()  # the token counter loads while the main thread waits (stdin, disk, Docker)
     progress = LoadProgress(sys.stderr, quiet=output.quiet)
     try:
         if follow is not None:  # its inputs are named as they were given, from where it ran

@@ -75,9 +75,11 @@ def show_preview(
     settings: Settings, paths: list[str], top: int, as_json: bool, verbose: bool, quiet: bool
 ) -> None:
     """Print the preview of `paths` (stdout), with the loading progress on stderr."""
+    from .. import tokens
     from ..preview import preview
     from ..run import run_windows
 
+    tokens.preload()  # the token counter loads while the main thread waits (stdin, disk)
     progress = LoadProgress(sys.stderr, quiet=quiet or as_json)
     try:
         result = preview(settings, paths, run_windows(settings), stdin=sys.stdin.buffer, progress=progress)
@@ -92,7 +94,7 @@ def show_preview(
 
 
 def render(result: Preview, settings: Settings, top: int, verbose: bool) -> str:
-    from ..context import human_bytes
+    from ..text import human_bytes
 
     stats, cost = result.context.stats, result.cost
     approx = "~" if result.tokens_estimated or stats.tokens_sampled else ""
@@ -144,7 +146,7 @@ class LoadProgress:
         now = time.monotonic()
         if self.quiet or now < self.next_at:
             return
-        from ..context import human_bytes
+        from ..text import human_bytes
 
         text = f"loading: {files:,} files, {human_bytes(nbytes)} read"
         try:

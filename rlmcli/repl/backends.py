@@ -20,8 +20,9 @@ PROCESS_WARNING = (
 
 
 def sandbox_limits(settings: Settings) -> SandboxLimits:
-    """What every backend caps: memory and processes (the rest are SandboxLimits' defaults)."""
-    return SandboxLimits(memory=settings.memory_bytes, pids=settings.pids_limit)
+    """What every backend caps: memory and processes (the rest are SandboxLimits' defaults). For
+    `--memory auto`, 1 GiB until the run knows its context (run.sandbox_memory)."""
+    return SandboxLimits(memory=settings.memory_bytes or SandboxLimits.memory, pids=settings.pids_limit)
 
 
 def docker_options(settings: Settings) -> sandbox_docker.DockerOptions:

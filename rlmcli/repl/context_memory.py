@@ -18,7 +18,10 @@ only non-ASCII characters are Latin-1 needs less (factor 2 to 3): 3 is the bound
 ASCII logs need 921 MiB, with a Latin-1 é per 12 KiB 1,377 MiB, with a ’ ~1.8 GiB: the hint then
 says 3g, and "2g", the old hint, fails.
 
-The host finds the factor by scanning the file once, only when a load failed.
+`--memory auto` (the default) gives the server this need, and at least 1 GiB (run.sandbox_memory),
+with the factor from what the host's load saw (factor_of: the characters, bytes and widest
+character); a server that still runs out (an explicit --memory) gets a hint with the factor read
+from the file again.
 """
 
 from __future__ import annotations
@@ -50,10 +53,21 @@ def decode_factor(path: Path) -> int:
     return factor
 
 
-def needed_bytes(path: Path) -> int:
-    """The smallest --memory that loads `path` into the REPL, with a small margin."""
-    size = path.stat().st_size
-    return int((BASE_BYTES + size * (1 + decode_factor(path))) * MARGIN)
+def needed_bytes(path: Path, factor: int | None = None) -> int:
+    """The smallest --memory that loads `path` into the REPL, with a small margin; `factor`, when the
+    caller knows it (factor_of), saves reading the file again."""
+    return needed(path.stat().st_size, decode_factor(path) if factor is None else factor)
+
+
+def needed(size: int, factor: int) -> int:
+    """The smallest --memory that loads a context file of `size` bytes with this decode factor."""
+    return int((BASE_BYTES + size * (1 + factor)) * MARGIN)
+
+
+def factor_of(size: int, chars: int, width: int) -> int:
+    """The decode factor from what the load saw, no second read: a file of as many characters as
+    bytes is ASCII (1); a str of 4 bytes a character held one beyond U+FFFF (5); else 3."""
+    return 1 if chars >= size else 5 if width == 4 else 3
 
 
 def memory_hint(path: Path) -> str:

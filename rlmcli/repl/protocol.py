@@ -10,6 +10,7 @@ sandbox (Sandbox.spawn), on the parent's context file or on a text the host writ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import struct
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import LimitReached, SandboxError
+from .confine import SandboxLimits
 from .context_memory import memory_hint
 from .frames import MAX_FRAME, ProtocolError, ServerDied, cell_text, clean, parse, validate
 
@@ -72,6 +74,7 @@ class Sandbox(Protocol):
 
     name: str
     share_dir: Path | None  # where the host may write a file every server here can read (None: anywhere)
+    limits: SandboxLimits  # what the next start caps (run.py sets the memory once the context is known)
 
     async def start(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Start a fresh REPL server; return streams to its stdin/stdout."""
@@ -160,6 +163,26 @@ class Repl:
         self.restarts = 0
         self.python = ""
         self.channel: Channel | None = None
+        self._starting: asyncio.Task | None = None  # begin(): the start, in the background
+
+    def begin(self, after: Awaitable[None] | None = None) -> asyncio.Task:
+        """Start the server in the background, once `after` is done (run.py: the input's pass, which
+        sizes the memory); every use of the REPL waits for it. So the first model request goes out
+        while the sandbox starts and the context loads, not after: a container and a 1 GB decode
+        are seconds, hidden behind the model's first reply. A failed start is raised at first use."""
+
+        async def start() -> None:
+            if after is not None:
+                await after
+            await self.start()
+
+        self._starting = asyncio.create_task(start())
+        return self._starting
+
+    async def ready(self) -> None:
+        """Wait for the start begun by begin() (nothing when none was)."""
+        if self._starting is not None:
+            await asyncio.shield(self._starting)  # a cancelled wait leaves the start to close()
 
     async def start(self) -> None:
         """Start the server and load the context into it (the only time the context moves)."""
@@ -209,6 +232,7 @@ class Repl:
         each is an llm_query, as past --max-depth); their exceptions (a breached budget) propagate
         as they are."""
         timeout = self.cell_timeout if timeout is None else timeout
+        await self.ready()
         exec_cell = {"op": "exec", "code": code, "timeout": timeout}
         try:
             msg = await self._call(exec_cell, ("result",), timeout, deadline, on_subcalls, on_children)
@@ -226,6 +250,7 @@ class Repl:
 
     async def get(self, name: str) -> tuple[str | None, str | None]:
         """(value, error) of a variable in the namespace, as a string."""
+        await self.ready()
         try:
             msg = await self._call({"op": "get", "name": name}, ("value", "error"), timeout=30)
         except ServerDied as died:
@@ -237,6 +262,7 @@ class Repl:
 
     async def citations(self) -> list[CitedSpan]:
         """The spans cite() registered so far (none after a restart: they died with the server)."""
+        await self.ready()
         try:
             msg = await self._call({"op": "citations"}, ("citations",), timeout=30)
         except ServerDied as died:
@@ -256,6 +282,12 @@ class Repl:
 
     async def close(self) -> None:
         """Ask the server to exit, then stop the sandbox either way (the server may be mid-cell)."""
+        starting, self._starting = self._starting, None
+        if starting is not None and not starting.done():
+            starting.cancel()  # a start nobody waits for any more (the run ended before a cell)
+        if starting is not None:  # its error, if any, was raised at first use
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await starting
         if self.channel is not None:
             try:
                 await asyncio.wait_for(self.channel.send({"op": "shutdown"}), 1)
@@ -271,6 +303,7 @@ class Repl:
         bytes, whose `context` is this REPL's input (text None: the same file, no copy) or `text`
         (written once by the host where the sandbox reads it). Never restarted: a child that dies
         fails. SandboxError when it cannot start; close() it when done."""
+        await self.ready()
         sandbox = self.sandbox.spawn(memory)
         path, index = self.context_path, self.index_path
         owned = None

@@ -1,0 +1,127 @@
+"""A first look at a big named file: enough for the first prompt, while the full pass goes on.
+
+Reading a 1 GB log once on the host takes seconds on a small machine (2 CPUs, 2026-12-02, loghub
+lines): the secrets scan 4.7 s, sha256 0.9 s, counting lines 0.8 s, decoding 0.2-1.2 s, where
+`cat` reads it in 0.13 s; the REPL's own decode is 1.2 s more. The first prompt needs none of it
+exactly: its size is known, its characters, lines and tokens can be sampled (tokens are sampled for
+any text above 1 MiB anyway: tokens.py), its first characters read. So a single named file above
+DEFER_BYTES is surveyed here (its head and 64 slices, ~1 MiB read) and the run's first request goes
+out at once, while the full pass (context.load_context) runs on a thread. The REPL starts when that
+pass is done (run.py), and every use of the REPL waits for the start (Repl.begin): so the file
+index, citations, the record and the secrets warning all come from the full pass, and only the
+first prompt says "about".
+
+Not surveyed: directories and several inputs (the prompt lists their files), stdin (it is read
+once), --redact-secrets (the sandbox and the prompt may only see the redacted copy), a follow-up
+run (`-c` compares digests first), and `--dry-run`/`rlm files` (they show the exact figures).
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+
+from . import tokens
+from .context import (
+    BINARY_SNIFF,
+    CHUNK,
+    PREFIX_CHARS,
+    Context,
+    ContextStats,
+    FileEntry,
+    load_context,
+    str_width,
+    write_error,
+)
+from .errors import InputError
+from .walk import LoadOptions, display_name
+
+DEFER_BYTES = 64 * 2**20  # below this, the full pass takes well under a second: the prompt is exact
+SAMPLES = 64
+SAMPLE_BYTES = 16 * 1024
+
+
+def deferrable(paths: list[str], options: LoadOptions) -> bool:
+    """Whether `paths` is one named file big enough to survey (see the module's list of exceptions;
+    the caller leaves out follow-ups and previews)."""
+    if len(paths) != 1 or paths[0] == "-" or options.redact_secrets:
+        return False
+    try:
+        st = os.stat(paths[0])
+    except OSError:
+        return False  # load_context says what is wrong
+    named = str(Path(paths[0]).resolve())
+    # A path that is not UTF-8 is copied, not used in place (context.py): the full pass writes it.
+    return st.st_size > DEFER_BYTES and os.path.isfile(paths[0]) and display_name(named) == named
+
+
+def survey(paths: list[str], workdir: Path, options: LoadOptions) -> Context:
+    """A Context of estimated figures for one named file, its full pass running on a thread: the
+    Context's `pending` (Context.finish takes the exact figures; Context.cancel stops the pass)."""
+    path = Path(paths[0]).resolve()
+    shown = display_name(paths[0])
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)  # the sandbox's share, made before the pass is done
+    except OSError as exc:
+        raise write_error(workdir, exc) from exc
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(CHUNK)
+            slices = _slices(f, size)
+    except OSError as e:
+        raise InputError(f"cannot read {shown}: {e.strerror or e}") from e
+    if b"\0" in head[:BINARY_SNIFF]:
+        raise InputError(f"{shown} is a binary file", hint="rlm reads text; convert it to text first")
+    sampled = sum(len(raw) for raw, _ in slices) or 1
+    chars = round(size * sum(len(text) for _, text in slices) / sampled)
+    lines = max(1, round(size * sum(raw.count(b"\n") for raw, _ in slices) / sampled))
+    counted = tokens.count_file(path, chars)
+    prefix = codecs.getincrementaldecoder("utf-8")("replace").decode(head[: PREFIX_CHARS * 4])[:PREFIX_CHARS]
+    stats = ContextStats(
+        files=1, bytes=size, chars=chars, lines=lines, est_tokens=counted.tokens, invalid_utf8_files=0,
+        skipped={}, tokens_sampled=True, char_width=max(str_width(t) for _, t in slices), estimated=True,
+    )  # fmt: skip
+    context = Context(path, "file", [FileEntry(shown, 0, chars, lines, size)], stats, prefix)
+    context.stop = threading.Event()
+    context.pending = _full_pass(paths, workdir, options, context.stop)
+    return context
+
+
+def _slices(f, size: int) -> list[tuple[bytes, str]]:
+    """SAMPLES slices spread evenly over the file: (the bytes decoded, their text), partial
+    characters at either end left out."""
+    out = []
+    step = max(size - SAMPLE_BYTES, 0) / max(SAMPLES - 1, 1)
+    for i in range(SAMPLES):
+        f.seek(int(i * step))
+        data = f.read(SAMPLE_BYTES)
+        start = 0
+        while start < min(len(data), 4) and data[start] & 0xC0 == 0x80:  # continuation bytes
+            start += 1
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        text = decoder.decode(data[start:])  # not final: a character cut at the end stays out
+        held = decoder.getstate()[0]
+        out.append((data[start : len(data) - len(held)], text))
+    return out
+
+
+def _full_pass(paths: list[str], workdir: Path, options: LoadOptions, stop: threading.Event) -> Future:
+    """context.load_context on a daemon thread (a stopped pass never holds the process up)."""
+    future: Future = Future()
+
+    def work() -> None:
+        # Running, the future cannot be cancelled (an asyncio wrapper's cancel is refused): whoever
+        # stops the pass sets `stop` and waits for the result, so the thread is over when they go on.
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(load_context(paths, workdir, options, stop=stop))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for it
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name="rlm-load", daemon=True).start()
+    return future
