@@ -6,9 +6,19 @@ which takes seconds).
 Counts are exact for texts up to SAMPLE_CHARS x SAMPLES characters (1 MiB); a larger text or file
 is counted on SAMPLES evenly spaced slices and scaled by its size, and said to be an estimate. So
 counting costs at most about 1 MiB of tokenizing, whatever the size. Measured on this machine
-(tiktoken 0.14, one core): loading the encoding 0.4 s once per process; 6-8 million characters a
-second on log text; a 100 MB log counted in ~0.15 s (docs/PERFORMANCE.md, benchmarks/token_count.py).
-Models that tokenize differently (Claude, Gemini, Llama) come within ~10-20% of these figures.
+(tiktoken 0.14, one core): 6-8 million characters a second on log text; a 100 MB log counted in
+~0.15 s (docs/PERFORMANCE.md, benchmarks/token_count.py). Models that tokenize differently (Claude,
+Gemini, Llama) come within ~10-20% of these figures.
+
+Loading the encoding costs once per process. Parsed from litellm's file it took ~1.0 s of CPU on
+this 2-CPU machine (tiktoken's import 0.08 s, parsing 200K base64 ranks in pure Python ~0.5 s,
+building the Rust CoreBPE ~0.35 s). So the parsed ranks are kept in rlm's cache dir (marshal, ~0.1 s
+to read; keyed on litellm's file, see _cache_file): ~0.65 s of CPU against ~1.0 s, measured in fresh
+processes side by side (benchmarks/token_count.py). The rest is CoreBPE's build, which holds the GIL
+(tiktoken 0.14): a thread cannot hide it behind the main thread's own CPU work (imports, settings).
+`rlm ask` / `rlm files` still start the load on a thread (preload) as the input is read, where the
+main thread may wait: with the input piped in 3 s after the start, the first model request went out
+~1.1 s sooner; with a file, no sooner and no later (within the noise of a loaded machine).
 
 Should the encoding file be missing (a litellm that stopped shipping it), counts fall back to
 characters / 4, marked estimated: tiktoken would otherwise try to download it, and rlm runs offline.
@@ -17,11 +27,14 @@ characters / 4, marked estimated: tiktoken would otherwise try to download it, a
 from __future__ import annotations
 
 import codecs
-import functools
+import contextlib
 import hashlib
 import importlib.util
+import marshal
 import os
+import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,21 +65,149 @@ def tokenizers_dir() -> Path | None:
     return Path(list(spec.submodule_search_locations)[0]) / "litellm_core_utils" / "tokenizers"
 
 
+# The loaded encoding, once known (None: litellm's file is missing). Loading happens under _lock,
+# in whichever thread asks first: preload's thread or encoding()'s caller; never twice.
 _lock = threading.Lock()
+_loaded = False
+_encoding: tiktoken.Encoding | None = None
+_preloader: threading.Thread | None = None
+# The cache file: this line, the payload's sha256, then the payload (marshal: the fastest to read
+# back that we measured, ~0.1 s; trusted as the user's own files are, the digest is against damage).
+CACHE_FORMAT = b"rlm-tiktoken-ranks 1\n"
+STALE_CACHE_S = 7 * 86400
+STALE_TEMP_S = 3600
 
 
-@functools.cache
+def preload() -> None:
+    """Start loading the encoding on a daemon thread; encoding() then waits for it (or finds it
+    loaded). It pays off while the main thread waits (a pipe on stdin, a cold disk, Docker): the
+    load is CPU work that holds the GIL (tiktoken 0.14 builds its CoreBPE without releasing it), so
+    it does not overlap the main thread's own CPU work, such as imports."""
+    global _preloader
+    with _lock:
+        if _loaded or _preloader is not None:
+            return
+        _preloader = threading.Thread(target=_load_quietly, name="rlm-tokenizer", daemon=True)
+        _preloader.start()
+
+
+def _load_quietly() -> None:
+    try:
+        encoding()
+    except Exception:  # noqa: BLE001 - encoding() in the caller's thread tries again and raises as ever
+        pass
+
+
 def encoding() -> tiktoken.Encoding | None:
     """o200k_base from litellm's copy; None when that copy is missing (never a download)."""
-    folder = tokenizers_dir()
-    if folder is None or not (folder / hashlib.sha1(ENCODING_URL.encode()).hexdigest()).is_file():
-        return None
+    global _loaded, _encoding
+    if _loaded:
+        return _encoding
     with _lock:
+        if _loaded:  # loaded while this thread waited (preload's thread)
+            return _encoding
+        enc, parsed = _load()
+        _encoding, _loaded = enc, True
+    if parsed is not None:  # parsed: kept for the next process (after the lock: nobody waits on it)
+        _write_cache(*parsed)
+    return enc
+
+
+def reset() -> None:
+    """Forget the loaded encoding, after any preload has ended (tests: the next encoding() loads
+    it again, as they set it up)."""
+    global _loaded, _encoding, _preloader
+    if _preloader is not None:
+        _preloader.join()
+    with _lock:
+        _loaded, _encoding, _preloader = False, None, None
+
+
+def _load() -> tuple[tiktoken.Encoding | None, tuple[Path, dict] | None]:
+    """(the encoding, (the cache file, the constructor's arguments) when they were parsed)."""
+    folder = tokenizers_dir()
+    source = None if folder is None else folder / hashlib.sha1(ENCODING_URL.encode()).hexdigest()
+    if source is None or not source.is_file():
+        return None, None
+    import tiktoken
+
+    cached = _cache_file(source)
+    args = _read_cache(cached) if cached is not None else None
+    if args is not None:
+        try:
+            return tiktoken.Encoding(**args), None
+        except Exception:  # noqa: BLE001 - a cache that does not fit this tiktoken: parse as below
+            pass
+    if os.environ.get("TIKTOKEN_CACHE_DIR") != str(folder):
         # What litellm sets on import (litellm_core_utils/default_encoding.py), so both agree.
         os.environ["TIKTOKEN_CACHE_DIR"] = str(folder)
+    from tiktoken_ext.openai_public import ENCODING_CONSTRUCTORS
+
+    args = ENCODING_CONSTRUCTORS[ENCODING]()  # what tiktoken.get_encoding builds the Encoding from
+    return tiktoken.Encoding(**args), (None if cached is None else (cached, args))
+
+
+def cache_dir() -> Path:
+    """rlm's cache dir: `RLM_HOME`/cache when RLM_HOME is set (as the history follows it), else the
+    user cache dir (the parsed ranks can always be made again)."""
+    if os.environ.get("RLM_HOME"):
+        return Path(os.environ["RLM_HOME"]) / "cache"
+    import platformdirs
+
+    return platformdirs.user_cache_path("rlm")
+
+
+def _cache_file(source: Path) -> Path | None:
+    """The cache of `source`'s parsed ranks: named by what would change them (the file's path, size
+    and mtime, so another litellm copy has its own; tiktoken's and Python's versions)."""
+    try:
+        stat = source.stat()
         import tiktoken
 
-        return tiktoken.get_encoding(ENCODING)
+        key = f"{source}|{stat.st_size}|{stat.st_mtime_ns}|{tiktoken.__version__}|{sys.version_info[:2]}"
+        return cache_dir() / f"{ENCODING}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.marshal"
+    except Exception:  # noqa: BLE001 - no cache is never fatal
+        return None
+
+
+def _read_cache(path: Path) -> dict | None:
+    """The constructor's arguments from the cache; None when missing, corrupt or not what we wrote."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    head, digest = len(CACHE_FORMAT), len(CACHE_FORMAT) + 32
+    if data[:head] != CACHE_FORMAT or hashlib.sha256(data[digest:]).digest() != data[head:digest]:
+        return None  # a digest costs ~3 ms: a file cut or altered is parsed again, never trusted
+    try:
+        args = marshal.loads(data[digest:])
+    except (ValueError, EOFError, TypeError):
+        return None
+    ok = isinstance(args, dict) and args.get("name") == ENCODING and isinstance(args.get("pat_str"), str)
+    ok = ok and isinstance(args.get("mergeable_ranks"), dict) and isinstance(args.get("special_tokens"), dict)
+    return args if ok else None
+
+
+def _write_cache(path: Path, args: dict) -> None:
+    """Write atomically (a temp file, then os.replace): a reader sees the old file or the new one.
+    Never fatal: a run does not need the cache."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        payload = marshal.dumps(args)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(CACHE_FORMAT + hashlib.sha256(payload).digest() + payload)
+        os.replace(tmp, path)
+        # Caches of other litellm copies unwritten for a week (two installs in use keep theirs), and
+        # temp files of a process that ended mid-write.
+        for old in [*path.parent.glob(f"{ENCODING}-*.marshal"), *path.parent.glob(f".{ENCODING}-*.tmp")]:
+            age = time.time() - old.stat().st_mtime
+            if old != path and age > (STALE_CACHE_S if old.suffix == ".marshal" else STALE_TEMP_S):
+                old.unlink(missing_ok=True)
+    except Exception:  # noqa: BLE001 - unwritable dir, full disk: the next process parses again
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def _count_all(texts: list[str]) -> int:

@@ -1,6 +1,7 @@
 """Token counts are real: the program's one counter (rlmcli/tokens.py) against tiktoken's o200k_base
 loaded the way litellm loads it, on real logs; the sampled estimate of a large input; the REPL's
-count_tokens, calibrated by the host, within its stated tolerance; and the offline fallback."""
+count_tokens, calibrated by the host, within its stated tolerance; the offline fallback; the cache
+of the parsed ranks (same tokens, damage and unwritable dirs survived) and preload()."""
 
 from __future__ import annotations
 
@@ -103,11 +104,237 @@ def test_the_encoding_is_litellms_copy_and_never_downloaded(monkeypatch, tmp_pat
     assert tokens.encoding() is not None and tokens.encoding().name == "o200k_base"
     # Without that file there is no download: counts fall back to characters / 4, marked estimated.
     monkeypatch.setattr(tokens, "tokenizers_dir", lambda: tmp_path)
-    tokens.encoding.cache_clear()
+    tokens.reset()
     try:
         assert tokens.encoding() is None
         assert tokens.count_text("x" * 400) == tokens.TokenCount(100, True)
     finally:
-        tokens.encoding.cache_clear()
+        tokens.reset()
     monkeypatch.undo()
     assert tokens.encoding() is not None
+
+
+# -- the cache of the parsed ranks, and preload() -------------------------------------------------
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path):
+    """tokens.py as in a new process, with its cache dir under tmp_path (RLM_HOME/cache); the
+    encoding is forgotten again after the test, so that no other test gets what this one built."""
+    monkeypatch.setenv("RLM_HOME", str(tmp_path / "home"))
+    tokens.reset()
+    yield tmp_path / "home" / "cache"
+    tokens.reset()
+
+
+def no_parse(monkeypatch) -> None:
+    """From here on, parsing litellm's file fails: an encoding can only come from the cache."""
+    from tiktoken_ext import openai_public
+
+    def refuse():
+        raise AssertionError("parsed the ranks file, although a good cache was there")
+
+    monkeypatch.setitem(openai_public.ENCODING_CONSTRUCTORS, tokens.ENCODING, refuse)
+
+
+def sample_texts(shared_data: Path) -> list[str]:
+    logs = sorted((shared_data / "loghub").glob("*/*_2k.log"))[:3]
+    texts = [log.read_bytes().decode("utf-8", "replace") for log in logs]
+    repo = Path(tokens.__file__).parents[1]
+    texts.append((repo / "README.md").read_text(encoding="utf-8"))
+    texts.append((repo / "rlmcli" / "tokens.py").read_text(encoding="utf-8"))
+    texts.append("Grüße, 世界! Ünïcödé 🙂🚀 — «quotes» \u00e9\t\r\n  tabs\\tand  spaces  ")
+    return texts
+
+
+def same_tokens(enc, reference, texts: list[str]) -> None:
+    for text in texts:
+        assert enc.encode_ordinary(text) == reference.encode_ordinary(text)
+    special = "text<|endoftext|>more<|endofprompt|>"
+    assert enc.encode(special, allowed_special="all") == reference.encode(special, allowed_special="all")
+    assert (enc.name, enc.n_vocab, enc.max_token_value) == (
+        reference.name,
+        reference.n_vocab,
+        reference.max_token_value,
+    )
+
+
+def test_the_encoding_from_the_cache_gives_tiktokens_tokens(reference, shared_data, fresh, monkeypatch):
+    first = tokens.encoding()  # parses litellm's file, as before there was a cache, and keeps it
+    assert [p.name for p in fresh.iterdir()] == [p.name for p in fresh.glob("o200k_base-*.marshal")]
+    assert len(list(fresh.iterdir())) == 1  # one file, no temp file left
+    tokens.reset()
+    no_parse(monkeypatch)
+    cached = tokens.encoding()  # a new process: the ranks come from the cache
+    assert cached is not first
+    texts = sample_texts(shared_data)
+    same_tokens(cached, reference, texts)
+    same_tokens(first, reference, texts)
+    assert tokens.count_text(texts[0]) == tokens.TokenCount(len(reference.encode_ordinary(texts[0])), False)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "cut", "flipped", "not the ranks"])
+def test_a_damaged_cache_is_parsed_again_and_rewritten(damage, reference, shared_data, fresh):
+    import hashlib
+    import marshal
+
+    tokens.encoding()
+    (cache,) = fresh.glob("o200k_base-*.marshal")
+    data = cache.read_bytes()
+    if damage == "garbage":
+        data = b"\x00not a cache" * 100
+    elif damage == "cut":
+        data = data[: len(data) // 2]
+    elif damage == "flipped":  # a byte changed in the middle of the ranks
+        middle = len(data) // 2
+        data = data[:middle] + bytes([data[middle] ^ 0x40]) + data[middle + 1 :]
+    else:  # a well-formed file of ours holding something else
+        payload = marshal.dumps(["o200k_base"])
+        data = tokens.CACHE_FORMAT + hashlib.sha256(payload).digest() + payload
+    cache.write_bytes(data)
+    tokens.reset()
+    enc = tokens.encoding()
+    same_tokens(enc, reference, sample_texts(shared_data))
+    assert cache.read_bytes()[: len(tokens.CACHE_FORMAT)] == tokens.CACHE_FORMAT  # written again, whole
+    assert tokens._read_cache(cache) is not None
+
+
+def test_an_unwritable_cache_dir_costs_nothing_but_the_cache(reference, monkeypatch, tmp_path):
+    blocker = tmp_path / "home"
+    blocker.write_text("a file where the cache dir should be")
+    monkeypatch.setenv("RLM_HOME", str(blocker))
+    tokens.reset()
+    try:
+        enc = tokens.encoding()
+        assert enc is not None and enc.encode_ordinary("hello world") == reference.encode_ordinary(
+            "hello world"
+        )
+    finally:
+        tokens.reset()
+    assert blocker.read_text() == "a file where the cache dir should be"
+
+
+def test_another_copy_of_litellms_file_has_a_cache_of_its_own(fresh, monkeypatch, tmp_path):
+    """The cache is keyed on the source file (path, size, mtime): a new litellm's copy is parsed
+    again and cached apart; a cache unwritten for a week goes when another is written."""
+    import hashlib
+    import os
+    import shutil
+
+    name = hashlib.sha1(tokens.ENCODING_URL.encode()).hexdigest()
+    copy = tmp_path / "tokenizers"
+    copy.mkdir()
+    shutil.copy(tokens.tokenizers_dir() / name, copy / name)
+    monkeypatch.setattr(tokens, "tokenizers_dir", lambda: copy)
+
+    def reinstall(seconds: int) -> Path:
+        """The same file as a reinstall leaves it (a new mtime); its cache, after a load."""
+        stat = (copy / name).stat()
+        os.utime(copy / name, ns=(stat.st_atime_ns, stat.st_mtime_ns + seconds * 10**9))
+        tokens.reset()
+        known = set(fresh.glob("o200k_base-*.marshal"))
+        tokens.encoding()
+        (new,) = set(fresh.glob("o200k_base-*.marshal")) - known
+        return new
+
+    first = reinstall(0)
+    second = reinstall(1)
+    assert set(fresh.glob("o200k_base-*.marshal")) == {first, second}  # both installs keep theirs
+    week_old = first.stat().st_mtime - 8 * 86400
+    os.utime(first, (week_old, week_old))
+    third = reinstall(1)
+    assert set(fresh.glob("o200k_base-*.marshal")) == {second, third}
+    tokens.reset()
+    no_parse(monkeypatch)
+    assert tokens.encoding().encode_ordinary("hello world")  # the newest copy's cache serves it
+
+
+def test_preload_loads_once_and_every_caller_gets_that_encoding(fresh, monkeypatch):
+    import threading
+    import time
+
+    loads = []
+    release = threading.Event()
+
+    def slow_load():
+        loads.append(threading.current_thread().name)
+        release.wait(10)  # until every caller below is waiting
+        return ("the encoding",), None
+
+    monkeypatch.setattr(tokens, "_load", slow_load)
+    tokens.preload()
+    tokens.preload()  # a second call starts nothing
+    got = []
+    callers = [threading.Thread(target=lambda: got.append(tokens.encoding())) for _ in range(6)]
+    for caller in callers:
+        caller.start()
+    time.sleep(0.05)  # not a timing assertion: only lets the callers reach the lock first
+    release.set()
+    for caller in callers:
+        caller.join(10)
+    assert loads == ["rlm-tokenizer"]
+    assert got == [("the encoding",)] * 6 and tokens.encoding() == ("the encoding",)
+
+
+def test_a_preload_that_fails_is_retried_by_the_caller_quietly(fresh, monkeypatch, capfd):
+    calls = []
+
+    def failing_once():
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("disk went away")
+        return ("the encoding",), None
+
+    monkeypatch.setattr(tokens, "_load", failing_once)
+    tokens.preload()
+    tokens._preloader.join(10)
+    assert tokens.encoding() == ("the encoding",) and len(calls) == 2
+    assert "disk went away" not in capfd.readouterr().err  # no thread traceback on the user's terminal
+    # With no preload, a failing load raises in the caller as it always did.
+    tokens.reset()
+    monkeypatch.setattr(tokens, "_load", lambda: (_ for _ in ()).throw(OSError("still gone")))
+    with pytest.raises(OSError, match="still gone"):
+        tokens.encoding()
+
+
+def test_rlm_files_keeps_the_cache_and_counts_the_same_with_it(reference, rlm_bin, linux_log, tmp_path):
+    """What a user sees: the first `rlm files` writes the cache under RLM_HOME, the next reads it;
+    both give tiktoken's count."""
+    import subprocess
+
+    from conftest import clean_env
+
+    env = clean_env(tmp_path)
+    want = real_count(reference, linux_log.read_bytes().decode("utf-8", "replace"))
+    counts = []
+    for _ in range(2):
+        proc = subprocess.run(
+            [rlm_bin, "files", str(linux_log), "--json"], env=env, capture_output=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr.decode()
+        counts.append(json.loads(proc.stdout)["totals"]["tokens"])
+        assert len(list((Path(env["RLM_HOME"]) / "cache").glob("o200k_base-*.marshal"))) == 1
+    assert counts[0] == counts[1] and abs(counts[0] - want) <= 0.01 * want, (counts, want)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["ask", "--help"], ["files", "--help"]])
+def test_help_never_loads_tiktoken(args, rlm_bin, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import clean_env
+
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", rlm_bin, *args],
+        env=clean_env(tmp_path),
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    modules = [
+        line.split("|")[-1].strip()
+        for line in proc.stderr.decode().splitlines()
+        if line.startswith("import time:")
+    ]
+    assert "typer" in modules  # the listing is real
+    assert "tiktoken" not in modules
