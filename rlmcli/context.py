@@ -36,7 +36,7 @@ from .walk import LoadOptions, Walker, display_name
 # so it must be cheap (the CLI's renderer throttles itself: cli/files.py).
 Progress = Callable[[int, int], None]
 CHUNK = 1024 * 1024
-CANCEL_WAIT = 10.0  # seconds Context.cancel waits for a stopped pass: one chunk takes milliseconds
+CANCEL_WAIT = 10.0  # seconds Context.cancel waits for a stopped pass (load_pass.py: a kill, milliseconds)
 PREFIX_CHARS = 500  # of the context, shown to the model in its first message (prompts.py)
 CONTEXT_FILENAME = "context.txt"
 STDIN_NAME = "<stdin>"
@@ -99,7 +99,7 @@ class Context:
     prefix: str  # first PREFIX_CHARS characters of the context
     secrets_warning: str | None = None  # counts and path:line of possible secrets, never one of them
     pending: Future[Context] | None = None  # survey.py: the full pass, whose figures finish() takes
-    stop: threading.Event | None = None  # set by cancel(): the pending pass stops at its next chunk
+    stop: threading.Event | None = None  # set by cancel(): the pending pass is stopped (load_pass.py)
 
     def finish(self) -> None:
         """Wait for the full pass of a surveyed input (survey.py) and take its exact figures; its
@@ -111,8 +111,7 @@ class Context:
         self.secrets_warning, self.pending = full.secrets_warning, None
 
     def cancel(self) -> None:
-        """Stop a pending pass and wait for its thread to end (at its next chunk, milliseconds): a
-        thread still inside the secrets scanner's C++ when the interpreter exits aborts the process."""
+        """Stop a pending pass (load_pass.py) and wait until it has: no process is left behind."""
         if self.stop is not None:
             self.stop.set()
         if self.pending is not None:
@@ -185,10 +184,8 @@ class _Writer:
         headers: bool,
         scanner: Scanner,
         progress: Progress | None,
-        stop: threading.Event | None = None,
     ):
         self.out = out
-        self.stop = stop
         self.progress = progress
         self.bytes_read = 0
         self.width = 1  # the widest character so far, as str_width
@@ -229,8 +226,6 @@ class _Writer:
             self.bytes_read += len(chunk)
             if self.progress is not None:
                 self.progress(len(self.files), self.bytes_read)
-            if self.stop is not None and self.stop.is_set():
-                raise Stopped("the load was stopped")
             chunk = read_chunk(stream, display, CHUNK)
         self._write(decoder.decode(scanner.finish(), final=True))  # and a truncated trailing sequence
         end = self.offset
@@ -241,10 +236,6 @@ class _Writer:
         lines = newlines + (1 if nbytes and last != b"\n" else 0)
         redacted = list(scanner.redacted_lines)
         self.files.append(FileEntry(display, start, end, lines, nbytes, digest.hexdigest(), redacted))
-
-
-class Stopped(Exception):
-    """A pass on a thread stopped by Context.cancel (survey.py): the run ended before it did."""
 
 
 def _load_explicit(writer: _Writer, p: str, seen: set[tuple[int, int]]) -> None:
@@ -304,10 +295,8 @@ def load_context(
     options: LoadOptions,
     stdin: BinaryIO | None = None,
     progress: Progress | None = None,
-    stop: threading.Event | None = None,
 ) -> Context:
-    """Read `paths` into `workdir`/context.txt. Raises InputError for every user mistake (and
-    Stopped, on a thread, once `stop` is set)."""
+    """Read `paths` into `workdir`/context.txt. Raises InputError for every user mistake."""
     stdin = check_paths(paths, stdin)
     if len(paths) == 1:
         kind = "stdin" if paths[0] == "-" else "directory" if os.path.isdir(paths[0]) else "file"
@@ -324,10 +313,10 @@ def load_context(
     named = Path(paths[0]).resolve()
     in_place = kind == "file" and display_name(str(named)) == str(named)
     out_path = named if in_place else workdir / CONTEXT_FILENAME
-    writer, skipped = _load(paths, kind, out_path, in_place, options, stdin, progress, stop)
+    writer, skipped = _load(paths, kind, out_path, in_place, options, stdin, progress)
     if in_place and options.redact_secrets and writer.scanner.count:
         out_path = workdir / CONTEXT_FILENAME
-        writer, skipped = _load(paths, kind, out_path, False, options, stdin, progress, stop)
+        writer, skipped = _load(paths, kind, out_path, False, options, stdin, progress)
     files = writer.files
     counted = tokens.count_file(out_path, writer.offset)
     scanner = writer.scanner
@@ -356,7 +345,6 @@ def _load(
     options: LoadOptions,
     stdin: BinaryIO | None,
     progress: Progress | None,
-    stop: threading.Event | None = None,
 ) -> tuple[_Writer, dict[str, list[str]]]:
     """One pass over the inputs: the context written to `out_path` (unless `in_place`), scanned."""
     skipped: dict[str, list[str]] = {}
@@ -364,7 +352,7 @@ def _load(
     scanner = Scanner(redact=options.redact_secrets and not in_place)
     try:
         with _Discard() if in_place else open(out_path, "w", encoding="utf-8", newline="") as out:
-            writer = _Writer(out, kind in ("directory", "multiple"), scanner, progress, stop)
+            writer = _Writer(out, kind in ("directory", "multiple"), scanner, progress)
             if not in_place:  # workdir inside a directory being read: never read the context into itself
                 st = os.fstat(out.fileno())
                 seen.add((st.st_dev, st.st_ino))

@@ -6,7 +6,8 @@ lines): the secrets scan 4.7 s, sha256 0.9 s, counting lines 0.8 s, decoding 0.2
 exactly: its size is known, its characters, lines and tokens can be sampled (tokens are sampled for
 any text above 1 MiB anyway: tokens.py), its first characters read. So a single named file above
 DEFER_BYTES is surveyed here (its head and 64 slices, ~1 MiB read) and the run's first request goes
-out at once, while the full pass (context.load_context) runs on a thread. The REPL starts when that
+out at once, while the full pass (context.load_context) runs in a process of its own (load_pass.py).
+The REPL starts when that
 pass is done (run.py), and every use of the REPL waits for the start (Repl.begin): so the file
 index, citations, the record and the secrets warning all come from the full pass, and only the
 first prompt says "about".
@@ -21,10 +22,9 @@ from __future__ import annotations
 import codecs
 import os
 import threading
-from concurrent.futures import Future
 from pathlib import Path
 
-from . import tokens
+from . import load_pass, tokens
 from .context import (
     BINARY_SNIFF,
     CHUNK,
@@ -32,7 +32,6 @@ from .context import (
     Context,
     ContextStats,
     FileEntry,
-    load_context,
     str_width,
     write_error,
 )
@@ -87,7 +86,7 @@ def survey(paths: list[str], workdir: Path, options: LoadOptions) -> Context:
     )  # fmt: skip
     context = Context(path, "file", [FileEntry(shown, 0, chars, lines, size)], stats, prefix)
     context.stop = threading.Event()
-    context.pending = _full_pass(paths, workdir, options, context.stop)
+    context.pending = load_pass.start(paths, workdir, options, context.stop)
     return context
 
 
@@ -107,21 +106,3 @@ def _slices(f, size: int) -> list[tuple[bytes, str]]:
         held = decoder.getstate()[0]
         out.append((data[start : len(data) - len(held)], text))
     return out
-
-
-def _full_pass(paths: list[str], workdir: Path, options: LoadOptions, stop: threading.Event) -> Future:
-    """context.load_context on a daemon thread (a stopped pass never holds the process up)."""
-    future: Future = Future()
-
-    def work() -> None:
-        # Running, the future cannot be cancelled (an asyncio wrapper's cancel is refused): whoever
-        # stops the pass sets `stop` and waits for the result, so the thread is over when they go on.
-        if not future.set_running_or_notify_cancel():
-            return
-        try:
-            future.set_result(load_context(paths, workdir, options, stop=stop))
-        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for it
-            future.set_exception(exc)
-
-    threading.Thread(target=work, name="rlm-load", daemon=True).start()
-    return future

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -16,9 +15,9 @@ import pytest
 from conftest import ask_args, clean_env, popen_rlm
 from fake_llm import Fault, reply
 
-from rlmcli import context as context_mod
 from rlmcli import run, survey
-from rlmcli.context import Stopped, load_context
+from rlmcli.context import load_context
+from rlmcli.load_pass import Stopped
 from rlmcli.settings import Settings
 from rlmcli.walk import LoadOptions
 
@@ -90,21 +89,10 @@ def test_only_one_named_file_without_redaction_is_deferrable(tmp_path, monkeypat
     assert not survey.deferrable(paths, LoadOptions(redact_secrets=why == "redact"))
 
 
-def test_a_stopped_pass_ends_at_its_next_chunk(tmp_path, monkeypatch):
-    monkeypatch.setattr(context_mod, "CHUNK", 4096)
-    data = tmp_path / "a.log"
-    write_log(data, 1)
-    stop = threading.Event()
-    stop.set()
-    with pytest.raises(Stopped):
-        load_context([str(data)], tmp_path / "work", LoadOptions(), stop=stop)
-
-
 def test_cancel_stops_a_surveyed_pass(tmp_path, monkeypatch):
     monkeypatch.setattr(survey, "DEFER_BYTES", 1024)
-    monkeypatch.setattr(context_mod, "CHUNK", 1024)  # thousands of chunks: the stop lands mid-pass
     data = tmp_path / "a.log"
-    write_log(data, 8)
+    write_log(data, 300)  # seconds of work for the child: the stop lands mid-pass
     ctx = survey.survey([str(data)], tmp_path / "work", LoadOptions())
     ctx.cancel()
     with pytest.raises(Stopped):
