@@ -3,16 +3,24 @@ concurrent runs share the file, no key is ever in it; `rlm cache`."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import sqlite3
 import stat
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 from conftest import MODEL, SENTINEL_KEY, ask_args, clean_env, popen_rlm
 from fake_llm import FakeLLM, reply
 
-from rlmcli.model.cache import CallCache, call_key, endpoint_identity
+from rlmcli.budget import Budget
+from rlmcli.model import cache as cache_module
+from rlmcli.model.cache import CallCache, call_key, endpoint_identity, key_params
+from rlmcli.model.cache_key import _stable
+from rlmcli.model.completion import Completion
+from rlmcli.model.providers import ModelConfig
 
 COUNT_AND_ASK = (
     "hits = grep('Failed password')\n"
@@ -296,3 +304,207 @@ def test_the_size_cap_is_kept_across_replacements_and_clears(tmp_path):
     assert cache.clear() == stats.entries and cache.stats().entries == 0
     cache.put("again", value)
     assert cache.stats().entries == 1
+
+
+# -- what a lookup and a store cost between two model calls (issue 16: the gap between iterations) --
+
+ROOT = ModelConfig("openai/gpt-4o-mini", "http://127.0.0.1:8000/v1/", max_reply_tokens=8192)
+
+
+def reference_key(kind: str, model: str, api_base: str | None, messages: list[dict], params: dict) -> str:
+    """The key as documented: the SHA-256 of the whole JSON document, encoded at once."""
+    document = {
+        "v": 1,
+        "kind": kind,
+        "model": model,
+        "endpoint": endpoint_identity(api_base),
+        "messages": [{"role": m.get("role"), "content": _stable(kind, m)} for m in messages],
+        "params": params,
+    }
+    text = json.dumps(document, ensure_ascii=False, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def test_keys_are_those_of_earlier_versions_so_a_filled_cache_still_serves():
+    # Computed with the whole-document hash the cache shipped with (4f4513a).
+    messages = [
+        {"role": "system", "content": "You are the root. é"},
+        {"role": "user", "content": "Turn 1 of 5. Budget left: 12 s.\nWhat is this?"},
+        {"role": "assistant", "content": "```repl\nx = 1\n```"},
+    ]
+    assert call_key("root", ROOT.model, ROOT.api_base, messages, key_params(ROOT)) == (
+        "5ba18f958b5b2c63ada50bdd10f677ce7087c0affbe2f8b2f98976b94ae1d645"
+    )
+    assert call_key("sub", ROOT.model, None, [{"role": "user", "content": "Summarise: x"}]) == (
+        "fcf90a933ece6586392b52e241778a9a9cb92b90163880490f555a369635827f"
+    )
+
+
+def test_a_growing_conversation_keys_as_if_hashed_whole_each_time():
+    """Keys resume from the messages hashed before: growing, changed in place (compaction), copied,
+    interleaved with another conversation, with a non-str content; each must equal the whole hash."""
+    params = {"max_reply_tokens": 8192}
+    one = [
+        {"role": "system", "content": 'sys "quoted" é \ud800'},
+        {"role": "user", "content": "Turn 1 of 9. q1"},
+    ]
+    two = [
+        {"role": "system", "content": 'sys "quoted" é \ud800'},
+        {"role": "user", "content": "Turn 1 of 9. q2"},
+    ]
+    for i in range(40):
+        for history in (one, two):
+            for kind, base in (("root", "http://a/v1"), ("root", "http://b/v1"), ("sub", "http://a/v1")):
+                expected = reference_key(kind, "m", base, history, params)
+                assert call_key(kind, "m", base, history, params) == expected, (i, kind, base)
+                assert call_key(kind, "m", base, history, params) == expected  # again: resumed in full
+            history.append({"role": "assistant", "content": f"reply {i} 😀"})
+            history.append({"role": "user", "content": f"Turn {i + 2} of 9. Budget left: {i} s.\nout {i}"})
+        if i % 7 == 3:
+            one[3] = {"role": "user", "content": f"compacted {i}"}  # an older message changed in place
+        if i % 11 == 5:
+            one[:] = [dict(m) for m in one]  # equal messages, new objects
+        if i == 20:
+            two.append({"role": "user", "content": [{"type": "text", "text": "a list"}]})
+            two.append({"role": "assistant", "content": "after the list"})
+    assert call_key("root", "m", "http://a/v1", one[:5], params) == reference_key(
+        "root", "m", "http://a/v1", one[:5], params
+    )
+
+
+def test_a_stored_reply_serves_at_once_and_is_in_the_file_when_the_run_is_over(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_module, "WRITE_DELAY_S", 3600.0)  # only the loop's end writes them
+    cache = CallCache(tmp_path / "c.sqlite3")
+    budget = Budget()
+
+    async def run() -> list[str]:
+        served = []
+        for i in range(30):
+            messages = [{"role": "user", "content": f"prompt {i}"}]
+            assert await cache.lookup("sub", ROOT, messages, budget) is None
+            await cache.store("sub", ROOT, messages, Completion(f"reply {i}", 3, 2, 0.001, 0.0))
+            hit = await cache.lookup("sub", ROOT, messages, budget)  # before any drain has written it
+            served.append(hit.text)
+        return served
+
+    assert asyncio.run(run()) == [f"reply {i}" for i in range(30)]
+    assert (budget.usage.cache_hits, budget.usage.cache_misses) == (30, 30)
+    # asyncio.run() has returned: every reply is in the file, for another run to read.
+    with sqlite3.connect(tmp_path / "c.sqlite3") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == 30
+    again = CallCache(tmp_path / "c.sqlite3", only=True)
+    hit = asyncio.run(again.lookup("sub", ROOT, [{"role": "user", "content": "prompt 7"}], Budget()))
+    assert hit is not None and hit.text == "reply 7" and hit.cached
+
+
+def test_the_size_cap_holds_after_many_stores_from_a_run(tmp_path):
+    cap = 20_000
+    cache = CallCache(tmp_path / "c.sqlite3", max_bytes=cap)
+
+    async def run() -> None:
+        for i in range(400):  # ~1 KB each: the cap is passed many times over, in batches
+            messages = [{"role": "user", "content": f"prompt {i}"}]
+            await cache.store("sub", ROOT, messages, Completion(f"{i} " + "z" * 1000, 3, 2, None, 0.0))
+            if i % 50 == 0:
+                await asyncio.sleep(0)
+
+    asyncio.run(run())
+    with sqlite3.connect(tmp_path / "c.sqlite3") as conn:
+        total, entries = conn.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM calls").fetchone()
+        counted = conn.execute("SELECT total FROM meta").fetchone()[0]
+    assert counted == total  # the running total is the sum of the entries' sizes
+    assert total <= cap and entries >= 10
+    newest = asyncio.run(cache.lookup("sub", ROOT, [{"role": "user", "content": "prompt 399"}], Budget()))
+    assert newest is not None  # the newest stay, the oldest went
+    assert asyncio.run(cache.lookup("sub", ROOT, [{"role": "user", "content": "prompt 0"}], Budget())) is None
+
+
+def test_a_hit_in_a_run_keeps_its_entry_from_eviction(tmp_path):
+    cache = CallCache(tmp_path / "c.sqlite3", max_bytes=3000)
+    for n in ("a", "b", "c"):
+        key = call_key("sub", ROOT.model, ROOT.api_base, [{"role": "user", "content": n}], key_params(ROOT))
+        cache.put(key, {"text": n * 700, "prompt_tokens": 1, "completion_tokens": 1, "cost_usd": 0.0})
+    hit = asyncio.run(cache.lookup("sub", ROOT, [{"role": "user", "content": "a"}], Budget()))
+    assert hit is not None  # its LRU time is written behind the run
+    cache.put("d", {"text": "d" * 700, "prompt_tokens": 1, "completion_tokens": 1, "cost_usd": 0.0})
+    kept = [
+        n for n in "abc" if asyncio.run(cache.lookup("sub", ROOT, [{"role": "user", "content": n}], Budget()))
+    ]
+    assert kept == ["a", "c"] and cache.stats().bytes <= 3000
+
+
+def test_a_write_that_cannot_be_made_is_told_once_and_the_run_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_module, "BUSY_TIMEOUT_S", 0.2)
+    path = tmp_path / "c.sqlite3"
+    told: list[str] = []
+    cache = CallCache(path, warn=told.append)
+    budget = Budget()
+    blocker = sqlite3.connect(path, isolation_level=None)  # another run holding the write lock
+    blocker.execute("PRAGMA journal_mode=WAL")
+
+    async def run() -> list:
+        seen = [await cache.lookup("sub", ROOT, [{"role": "user", "content": "p0"}], budget)]
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            await cache.store(
+                "sub", ROOT, [{"role": "user", "content": "p0"}], Completion("r", 1, 1, None, 0.0)
+            )
+            await asyncio.to_thread(cache.flush)  # the write waited 0.2 s for the lock, then failed
+        finally:
+            blocker.execute("ROLLBACK")
+        for i in range(1, 3):
+            seen.append(await cache.lookup("sub", ROOT, [{"role": "user", "content": f"p{i}"}], budget))
+            await cache.store(
+                "sub", ROOT, [{"role": "user", "content": f"p{i}"}], Completion("r", 1, 1, None, 0.0)
+            )
+        return seen
+
+    assert asyncio.run(run()) == [None, None, None]
+    blocker.close()
+    assert len(told) == 1 and "cannot use the model-call cache" in told[0] and "locked" in told[0], told
+    with sqlite3.connect(path) as conn:  # nothing half-written
+        assert conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == 0
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def rows_in(path: Path) -> int:
+    """The entries another run sees in the file."""
+    with closing(sqlite3.connect(path)) as conn:
+        return conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+
+
+async def until_written(path: Path, count: int) -> int:
+    """Wait (the loop running) until the file holds `count` entries; give up after ~30 s."""
+    for _ in range(3000):
+        if path.exists() and rows_in(path) >= count:
+            break
+        await asyncio.sleep(0.01)
+    return rows_in(path)
+
+
+def test_a_long_run_writes_its_replies_for_other_runs_while_it_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_module, "WRITE_DELAY_S", 0.05)
+    path = tmp_path / "c.sqlite3"
+    cache = CallCache(path)
+
+    async def run() -> int:
+        await cache.lookup("root", ROOT, [{"role": "user", "content": "q"}], Budget())
+        await cache.store("root", ROOT, [{"role": "user", "content": "q"}], Completion("a", 1, 1, None, 0.0))
+        return await until_written(path, 1)  # a cell that runs for a while: the reply is written meanwhile
+
+    assert asyncio.run(run()) == 1
+
+
+def test_a_batch_of_sub_call_replies_is_written_at_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_module, "WRITE_DELAY_S", 3600.0)  # only the batch's size starts the write
+    path = tmp_path / "c.sqlite3"
+    cache = CallCache(path)
+
+    async def run() -> int:
+        await cache.lookup("sub", ROOT, [{"role": "user", "content": "first"}], Budget())
+        for i in range(cache_module.WRITE_BATCH):
+            messages = [{"role": "user", "content": f"piece {i}"}]
+            await cache.store("sub", ROOT, messages, Completion(f"r{i}", 1, 1, None, 0.0))
+        return await until_written(path, cache_module.WRITE_BATCH)
+
+    assert asyncio.run(run()) == cache_module.WRITE_BATCH
