@@ -72,7 +72,7 @@ complete -c rlm -n '__rlm_is "rlm ask"' -l sandbox -x -a 'auto docker local proc
 complete -c rlm -n '__rlm_is "rlm ask"' -l image -x -d 'Docker image with python3 >= 3.9; offline: `rlm sandbox build`.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l cpus -x -d 'CPUs for the Docker sandbox.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l pids-limit -x -d 'Most processes in the sandbox.'
-complete -c rlm -n '__rlm_is "rlm ask"' -l memory -x -d 'Memory cap of the REPL, e.g. 512m, 2g.'
+complete -c rlm -n '__rlm_is "rlm ask"' -l memory -x -d 'Memory cap of the REPL, e.g. 512m, 2g; auto: what the context needs as a...'
 complete -c rlm -n '__rlm_is "rlm ask"' -l cell-timeout -x -d 'Seconds a code cell may run (sub-calls excluded).'
 complete -c rlm -n '__rlm_is "rlm ask"' -l max-output-chars -x -d 'Cell output shown to the model; the rest is cut.'
 complete -c rlm -n '__rlm_is "rlm ask"' -l include -s g -x -d 'Only load directory files matching this glob; \'!GLOB\' skips matches instead.'

@@ -16,7 +16,7 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from . import cite, compact, prompts, turns
+from . import compact, prompts, turns
 from .budget import Budget
 from .context import Context
 from .errors import ExitReason, LimitReached
@@ -42,6 +42,7 @@ from .reply import Final, is_name, is_placeholder, parse, strip_code
 from .windows import Windows, subcall_too_large
 
 if TYPE_CHECKING:
+    from . import cite  # imported where an answer is checked (--cite): nothing before the first request
     from .schema import Schema
 
 
@@ -405,6 +406,8 @@ class Agent:
         mode = self.task.cite
         if mode == "off":
             return self._accept(answer, repair)
+        from . import cite
+
         spans = await self.repl.citations()
         evidence = await asyncio.to_thread(cite.check, answer, spans, self.task.context)
         failures = evidence.failures(mode)

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
 
+# Every event class has a docstring: a dataclass without one gets one made with inspect.signature
+# at import, a cost paid before a run's first request (so is the code of its methods: see Event).
 TEXT_CAP = 20_000  # characters of a prompt, reply, code or output kept in an event
 SUB_TEXT_CAP = 2_000  # for sub-call prompts and replies, which can number in the thousands
 _ids = itertools.count(1)
@@ -38,14 +40,29 @@ def cap(text: str | None, limit: int = TEXT_CAP) -> str | None:
     return text[:limit] + f"\n[... {len(text) - limit:,} more characters not kept]"
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Event:
+    """The fields every event has (see the module's docstring)."""
+
     id: str = field(default_factory=new_id, kw_only=True)
     parent: str | None = field(default=None, kw_only=True)
     ts: float = field(default_factory=time.time, kw_only=True)
     # Depth in the tree of a recursive run: 0 the root run, 1 its rlm_query children, ... (kept
     # out of the trace at 0, so that a run without children is recorded as before).
     depth: int = field(default=0, kw_only=True)
+
+    # One __repr__ and __eq__ for all events, the ones @dataclass would write for each class (hence
+    # repr=False, eq=False on every event class): each generated method is compiled at import, ~8 ms
+    # in all before a run's first request, for methods only tests and debugging call.
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)
+        return f"{type(self).__qualname__}({shown})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        compared = [f.name for f in fields(self) if f.compare]
+        return tuple(getattr(self, n) for n in compared) == tuple(getattr(other, n) for n in compared)
 
     @property
     def name(self) -> str:
@@ -58,7 +75,7 @@ class Event:
         return data
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class RunStarted(Event):
     """`id` of this event is the run id: every other event of the run descends from it."""
 
@@ -76,8 +93,10 @@ class RunStarted(Event):
     sub_endpoint: str = ""
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class ContextLoaded(Event):
+    """The run's input, loaded: its size and sources (digests, never contents)."""
+
     summary: str
     kind: str = ""
     chars: int = 0
@@ -89,7 +108,7 @@ class ContextLoaded(Event):
     skipped: dict[str, list[str]] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class SandboxChosen(Event):
     """The sandbox the run got ("docker", "local", "process"): RunStarted names the one asked
     for, which may be "auto"; the history keeps this one."""
@@ -97,7 +116,7 @@ class SandboxChosen(Event):
     sandbox: str
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Notice(Event):
     """Something the user should know that is not an error (a fallback, a pull in progress)."""
 
@@ -105,13 +124,17 @@ class Notice(Event):
     warning: bool = False
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class IterationStarted(Event):
+    """A turn of the loop begins: one root call, then its cells."""
+
     iteration: int
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class ModelCall(Event):
+    """A model call ended with a reply: its usage, cost and (capped) texts."""
+
     role: str  # "root" | "sub"
     model: str
     prompt_tokens: int
@@ -123,21 +146,25 @@ class ModelCall(Event):
     cached: bool = False  # served by the cache of model calls: its tokens and cost were not paid again
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class CellStarted(Event):
+    """A code cell of a root reply starts in the REPL."""
+
     iteration: int
     code: str
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class CellFinished(Event):
+    """A code cell ended: its (capped) output and error."""
+
     iteration: int
     output: str  # capped; the model saw at most --max-output-chars of it anyway
     error: str | None
     duration_s: float
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class SubcallProgress(Event):
     """A batch of sub-calls: emitted when it starts and as each call finishes (done == total at
     the end). Renderers throttle what they show."""
@@ -150,7 +177,7 @@ class SubcallProgress(Event):
     retried: int = 0  # calls that needed more than one attempt so far (ended or not; `failed` apart)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class ModelRetry(Event):
     """A model call's attempt failed and the call is tried again after `wait_s` (model/retry.py)."""
 
@@ -161,7 +188,7 @@ class ModelRetry(Event):
     wait_s: float
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class RunStopped(Event):
     """The run ends without an answer: a limit, an error, an interruption. RunFinished follows."""
 
@@ -170,7 +197,7 @@ class RunStopped(Event):
     hint: str | None = None  # what the user can do about it
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class HistoryCompacted(Event):
     """The root history neared the root model's window: older cell outputs were cut (compact.py)
     before the next root call."""
@@ -182,7 +209,7 @@ class HistoryCompacted(Event):
     window_tokens: int  # the root model's window that was neared
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class ChildStarted(Event):
     """A child RLM (rlm_query) starts under the cell that called it; its own events descend from
     this one (its `id` is the child's run id) and carry its depth."""
@@ -192,7 +219,7 @@ class ChildStarted(Event):
     whole_input: bool = False  # its context is the parent's whole input (no copy)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class ChildFinished(Event):
     """A child RLM ended; `parent` is its ChildStarted. Usage counts its calls and its children's."""
 
@@ -205,12 +232,14 @@ class ChildFinished(Event):
     message: str | None = None  # why it stopped early
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class FinalAnswer(Event):
+    """The answer the run ends with."""
+
     answer: str
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Sources(Event):
     """The evidence of the answer (--cite): its citations, each with the lines the host cut from
     the input, and what it claims that the input does not bear out (cite/check.py)."""
@@ -220,8 +249,10 @@ class Sources(Event):
     notes: list[str] = field(default_factory=list)  # quotes found only with whitespace normalised
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class RunFinished(Event):
+    """The last event of a run: how it ended and what it used."""
+
     exit_reason: str  # an errors.ExitReason value: "final", "max_cost", "interrupted", "provider_error", ...
     answer: str | None
     partial: bool = False

@@ -255,7 +255,7 @@ def test_a_bad_memory_size_stops_before_the_input_is_read_and_leaves_no_record(f
     # The input does not exist: had it been read first, that would be the error.
     result = ask(fake_llm, "--memory", "1x", "--trace", str(trace), "--sandbox", "local", path="missing.txt")
     assert result.exit_code == 2, result.output
-    assert "--memory must be a size such as 512m or 2g, not '1x'" in result.stderr
+    assert "--memory must be a size such as 512m or 2g, or auto, not '1x'" in result.stderr
     assert "missing.txt" not in result.stderr
     document = json.loads(result.stdout)  # --json: the failure as the one object on stdout
     assert document["exit_reason"] == "usage_error" and "--memory" in document["error"]

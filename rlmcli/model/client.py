@@ -81,8 +81,10 @@ class ModelClient:
     def warm_up(self) -> None:
         """Load the direct path's HTTP client in the background when the run's calls take it (call
         after check_credentials)."""
-        if any(self.router.direct_route(cfg) is not None for cfg in (self.root_config, self.sub_config)):
-            openai_http.warm_up()
+        routes = [self.router.direct_route(cfg) for cfg in (self.root_config, self.sub_config)]
+        urls = tuple(route.url for route in routes if route is not None)
+        if urls:
+            openai_http.warm_up(urls)
 
     def cost_limit_warnings(self) -> list[str]:
         """Under --max-cost, one warning per model of the run (root, sub, --allow-model) that has no

@@ -62,16 +62,29 @@ class ChatReply:
     finish_reason: str | None = None  # "stop", "length" (cut at max_tokens), ... as the server sent it
 
 
-def warm_up() -> None:
-    """Import aiohttp (~0.2 s) in a background thread, while the run does other things (the sandbox
-    starts: mostly waiting on another process), so the first request does not wait for it. Not a
-    daemon: a run that ends early waits for the import rather than dying inside it."""
-    if "aiohttp" not in sys.modules:
-        threading.Thread(target=_import_aiohttp, name="rlm-warm-up").start()
+def warm_up(urls: tuple[str, ...] = ()) -> None:
+    """Import aiohttp (~0.2 s of CPU) in a background thread while the run does other things (the
+    sandbox starts: mostly waiting on another process), so the first request need not wait for it;
+    for an https URL among `urls`, also load the CA bundle its requests verify with (tls_setting),
+    which the first request would otherwise load on the event loop. Not a daemon: a run that ends
+    early waits for the import rather than dying inside it.
+
+    aiohttp has no cheaper import: about a third of it is aiohttp.connector loading the system CA
+    bundle twice, at import by design (aiohttp PR #9029: never on an event loop), with the GIL held;
+    the rest is its modules and attrs classes."""
+    tls = any(url.startswith("https:") for url in urls)
+    if "aiohttp" not in sys.modules or (tls and _tls.cache_info().currsize == 0):
+        threading.Thread(target=_load, args=(tls,), name="rlm-warm-up").start()
 
 
-def _import_aiohttp() -> None:
+def _load(tls: bool) -> None:
     import aiohttp  # noqa: F401
+
+    if tls:
+        try:
+            _tls()
+        except Exception:  # e.g. SSL_CERT_FILE names a bad file: the first request reports it, in words
+            pass
 
 
 class ChatClient:

@@ -15,15 +15,17 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from typing import TextIO
-
-from rich.console import Console
+from typing import TYPE_CHECKING, TextIO
 
 from .. import events as ev
 from ..text import plural
 from .plain import PlainOutput
 from .state import RunState
-from .terminal import RichOutput
+
+if TYPE_CHECKING:  # Rich (~80 ms of imports with pygments) only for the Rich view: see LiveView
+    from rich.console import Console
+
+    from .terminal import RichOutput
 
 
 def one_liners(event: ev.Event, verbose: bool) -> list[tuple[str, str]]:
@@ -94,6 +96,10 @@ class LiveView:
         if self.plain:
             self.output = PlainOutput(self.stream, self.state, verbose)
         else:
+            from rich.console import Console
+
+            from .terminal import RichOutput
+
             terminal = True if force_plain is False else None
             console = console or Console(file=self.stream, force_terminal=terminal)
             self.output = RichOutput(console, self.state, verbose, live, answer_panel)

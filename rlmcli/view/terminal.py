@@ -11,7 +11,6 @@ from rich.padding import Padding
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.spinner import Spinner
-from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
@@ -87,6 +86,8 @@ class RichOutput:
         elif isinstance(event, ev.CellStarted):
             code, more = clip(clean(event.code), None if self.verbose else 80)
             title = f"cell {self.state.cells.get(event.id, '?')}" + (f" ({more} more lines)" if more else "")
+            from rich.syntax import Syntax  # pygments (~20 ms): not before the first cell is shown
+
             syntax = Syntax(code, "python", theme="monokai", word_wrap=True, background_color="default")
             print_(Panel(syntax, title=title, title_align="left", border_style="blue", expand=True))
         elif isinstance(event, ev.CellFinished):
