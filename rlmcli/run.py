@@ -197,6 +197,8 @@ def ask(
                 context = load(settings, paths, share, stdin, progress, survey=follow is None)
                 if context.pending is None:
                     announce(context, emit, run.id)
+                else:  # the full pass goes on (survey.py): say why the first cell may wait
+                    emit(Notice(surveyed.notice(context)))
                 if confirm is not None:
                     confirm(context)
                 index = share / "index.json"

@@ -36,6 +36,7 @@ from .context import (
     write_error,
 )
 from .errors import InputError
+from .text import human_bytes
 from .walk import LoadOptions, display_name
 
 DEFER_BYTES = 64 * 2**20  # below this, the full pass takes well under a second: the prompt is exact
@@ -106,3 +107,11 @@ def _slices(f, size: int) -> list[tuple[bytes, str]]:
         held = decoder.getstate()[0]
         out.append((data[start : len(data) - len(held)], text))
     return out
+
+
+def notice(context: Context) -> str:
+    """The line said while a surveyed file's full pass runs: why the first cell may wait."""
+    return (
+        f"reading {context.files[0].path} ({human_bytes(context.stats.bytes)}) in full in the background: "
+        "the first request goes out now, the first cell waits for the load"
+    )

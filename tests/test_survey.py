@@ -51,6 +51,7 @@ def test_a_big_file_is_surveyed_and_every_figure_after_the_first_prompt_is_exact
     proc = run_cli(ask_args(fake_llm, str(data), extra=["--json", "--trace", str(trace)]))
     assert proc.returncode == 0, proc.stderr.decode()
 
+    assert f"reading {data} (2.0 MB) in full in the background".encode() in proc.stderr
     first = first_user_text(fake_llm.root_requests[0]["body"])
     assert "of about" in first and "estimated from samples" in first
     assert text[:100] in first  # the prefix is read, not estimated
