@@ -71,7 +71,7 @@ def load(
     survey: bool = False,
 ) -> Context:
     """The run's context; with `survey`, a big named file is only surveyed and its full pass goes on
-    on a thread (survey.py: the first request need not wait for it)."""
+    in a process of its own (survey.py, load_pass.py: the first request need not wait for it)."""
     options = settings.load_options()
     if survey and surveyed.deferrable(paths, options):
         return surveyed.survey(paths, workdir, options)
@@ -249,7 +249,7 @@ def ask(
             finally:
                 signals.hold()  # nothing interrupts the clean-up and the record from here on
                 if context is not None:
-                    context.cancel()  # a pass still running (survey.py) stops at its next chunk
+                    context.cancel()  # a pass still running (load_pass.py) is stopped, and waited for
                 if workdir is not None:
                     shutil.rmtree(workdir, ignore_errors=True)
         except RlmError as exc:  # each error declares the reason it ends a run with

@@ -59,7 +59,7 @@ def deferrable(paths: list[str], options: LoadOptions) -> bool:
 
 
 def survey(paths: list[str], workdir: Path, options: LoadOptions) -> Context:
-    """A Context of estimated figures for one named file, its full pass running on a thread: the
+    """A Context of estimated figures for one named file, its full pass running in a process: the
     Context's `pending` (Context.finish takes the exact figures; Context.cancel stops the pass)."""
     path = Path(paths[0]).resolve()
     shown = display_name(paths[0])
