@@ -16,7 +16,9 @@ MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIAS = "smollm2"  # the name the server answers to: `--model openai/smollm2`
 SLOTS = 2  # requests decoded together; more wait in the server's queue
 SLOT_TOKENS = 8192  # each slot's window: the root prompt (~1.5k tokens) plus three turns fit
-MAX_REPLY_TOKENS = 96  # per request, set server-side: a 135M model rambles, and this is CPU time
+# A 135M model rambles, and this is CPU time: the server's default reply cap, which a request's own
+# max_tokens overrides (rlm sends one: the tests pass --max-sub-reply-tokens MAX_REPLY_TOKENS).
+MAX_REPLY_TOKENS = 96
 THREADS = 2  # the CI machine has 2 CPUs, shared
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from conftest import clean_env
 from fake_llm import FakeLLM, reply
-from llama_server import ALIAS, SLOT_TOKENS, SLOTS, model_path
+from llama_server import ALIAS, MAX_REPLY_TOKENS, SLOT_TOKENS, SLOTS, model_path
 
 HERE = Path(__file__).resolve().parent
 STARTUP_S = 180  # model load is ~2 s; a loaded CI machine gets a wide margin
@@ -125,7 +125,10 @@ def test_real_sub_calls_reach_the_next_root_request_intact(llama, rlm_bin, tmp_p
     with FakeLLM(root=[reply("", "import json\n" + cell), "FINAL(done)"]) as root:
         args = ["ask", str(data), "Ask the sub-model three things.", "--json", "--trace", str(trace),
                 "--model", "openai/scripted-root", "--api-base", root.url, "--sub-model", SUB_MODEL,
-                "--sub-api-base", llama, "--sandbox", "local", "--request-timeout", "600"]  # fmt: skip
+                "--sub-api-base", llama, "--sandbox", "local", "--request-timeout", "600",
+                # The request's max_tokens wins over the server's n_predict: without this, a 135M
+                # model that rambles fills 4,096 tokens, and three replies overflow the cell's output.
+                "--max-sub-reply-tokens", str(MAX_REPLY_TOKENS)]  # fmt: skip
         proc = _rlm(rlm_bin, args, tmp_path)
         root_requests = root.root_requests
     stderr = proc.stderr.decode()
@@ -139,7 +142,7 @@ def test_real_sub_calls_reach_the_next_root_request_intact(llama, rlm_bin, tmp_p
     assert f"{learned}; sub-calls run {SLOTS} at once" in stderr, stderr
 
     # What the host received from the real server, in the order the calls finished (the trace
-    # keeps sub replies whole up to 2,000 characters; the server stops each reply at 96 tokens).
+    # keeps sub replies whole up to 2,000 characters; each reply stops at 96 tokens: max_tokens).
     subs = [e for e in _events(trace, "ModelCall") if e["role"] == "sub"]
     assert len(subs) == len(PROMPTS) and all(e["model"] == SUB_MODEL for e in subs)
     received = [e["reply"] for e in subs]
@@ -182,7 +185,8 @@ def _scripted(rlm_bin: str, llama: str, tmp_path: Path, code: str, *extra: str):
     with FakeLLM(root=[reply("", code), "FINAL(done)"]) as root:
         args = ["ask", str(data), "Ask the sub-model.", "--json", "--trace", str(trace),
                 "--model", "openai/scripted-root", "--api-base", root.url, "--sub-model", SUB_MODEL,
-                "--sub-api-base", llama, "--sandbox", "local", *extra]  # fmt: skip
+                "--sub-api-base", llama, "--sandbox", "local",
+                "--max-sub-reply-tokens", str(MAX_REPLY_TOKENS), *extra]  # fmt: skip
         proc = _rlm(rlm_bin, args, tmp_path)
         seen = _last_user_text(root.root_requests[-1]["body"]) if len(root.root_requests) > 1 else ""
     return proc, seen, trace
