@@ -37,7 +37,7 @@ EPILOG = (
 def ask(
     # Not Annotated: PATH... may be left out (with -c) while QUESTION after it stays required.
     paths: list[str] | None = typer.Argument(None, help="Files, directories, or - for stdin (none with -c).",
-        metavar="PATH...", show_default=False),
+        metavar="PATH", show_default=False),
     question: str = typer.Argument(..., help="The question to answer.", metavar="QUESTION", show_default=False),
     continue_last: Annotated[bool, typer.Option("--continue-last", "-c", rich_help_panel=INPUT,
         help="A follow-up question: continue the last run, on the same inputs (give no PATH). Its conversation "

@@ -39,7 +39,7 @@ class Declined(RlmError):
 
 @guarded
 def files(
-    paths: Annotated[list[str], typer.Argument(help="Files, directories, or - for stdin.", metavar="PATH...")],
+    paths: Annotated[list[str], typer.Argument(help="Files, directories, or - for stdin.", metavar="PATH")],
     model: o.Model = None,
     sub_model: o.SubModel = None,
     root_window: o.RootWindow = None,
