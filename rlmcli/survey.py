@@ -40,8 +40,6 @@ from .text import human_bytes
 from .walk import LoadOptions, display_name
 
 DEFER_BYTES = 64 * 2**20  # below this, the full pass takes well under a second: the prompt is exact
-SAMPLES = 64
-SAMPLE_BYTES = 16 * 1024
 
 
 def deferrable(paths: list[str], options: LoadOptions) -> bool:
@@ -71,7 +69,7 @@ def survey(paths: list[str], workdir: Path, options: LoadOptions) -> Context:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             head = f.read(CHUNK)
-            slices = _slices(f, size)
+            slices = tokens.file_slices(f, size)
     except OSError as e:
         raise InputError(f"cannot read {shown}: {e.strerror or e}") from e
     if b"\0" in head[:BINARY_SNIFF]:
@@ -79,7 +77,7 @@ def survey(paths: list[str], workdir: Path, options: LoadOptions) -> Context:
     sampled = sum(len(raw) for raw, _ in slices) or 1
     chars = round(size * sum(len(text) for _, text in slices) / sampled)
     lines = max(1, round(size * sum(raw.count(b"\n") for raw, _ in slices) / sampled))
-    counted = tokens.count_file(path, chars)
+    counted = tokens.count_slices([text for _, text in slices], chars)  # no second read
     prefix = codecs.getincrementaldecoder("utf-8")("replace").decode(head[: PREFIX_CHARS * 4])[:PREFIX_CHARS]
     stats = ContextStats(
         files=1, bytes=size, chars=chars, lines=lines, est_tokens=counted.tokens, invalid_utf8_files=0,
@@ -89,24 +87,6 @@ def survey(paths: list[str], workdir: Path, options: LoadOptions) -> Context:
     context.stop = threading.Event()
     context.pending = load_pass.start(paths, workdir, options, context.stop)
     return context
-
-
-def _slices(f, size: int) -> list[tuple[bytes, str]]:
-    """SAMPLES slices spread evenly over the file: (the bytes decoded, their text), partial
-    characters at either end left out."""
-    out = []
-    step = max(size - SAMPLE_BYTES, 0) / max(SAMPLES - 1, 1)
-    for i in range(SAMPLES):
-        f.seek(int(i * step))
-        data = f.read(SAMPLE_BYTES)
-        start = 0
-        while start < min(len(data), 4) and data[start] & 0xC0 == 0x80:  # continuation bytes
-            start += 1
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        text = decoder.decode(data[start:])  # not final: a character cut at the end stays out
-        held = decoder.getstate()[0]
-        out.append((data[start : len(data) - len(held)], text))
-    return out
 
 
 def notice(context: Context) -> str:

@@ -37,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:  # tiktoken is imported on first use: `rlm --help` never loads it
     import tiktoken
@@ -236,21 +236,31 @@ def count_file(path: Path, chars: int) -> TokenCount:
         if size <= EXACT_CHARS:
             text = f.read().decode("utf-8", "replace")
             return TokenCount(_count_all([text]) if text else 0, encoding() is None)
-        step = size / SAMPLES
-        slices = []
-        for i in range(SAMPLES):
-            f.seek(int(i * step))
-            slices.append(_decode_slice(f.read(SAMPLE_CHARS)))
-    return TokenCount(_scale(_count_all(slices), sum(map(len, slices)), chars), True)
+        slices = file_slices(f, size)
+    return count_slices([text for _, text in slices], chars)
 
 
-def _decode_slice(data: bytes) -> str:
-    """A slice cut anywhere in UTF-8: the partial characters at either end are dropped."""
-    start = 0
-    while start < min(len(data), 4) and data[start] & 0xC0 == 0x80:  # continuation bytes
-        start += 1
-    # Not final: a character cut at the end stays in the decoder's buffer, left out.
-    return codecs.getincrementaldecoder("utf-8")("replace").decode(data[start:])
+def file_slices(f: BinaryIO, size: int) -> list[tuple[bytes, str]]:
+    """SAMPLES slices of SAMPLE_CHARS bytes spread evenly over an open file of `size` bytes: (the
+    bytes decoded, their text), the partial characters at either end left out."""
+    step = size / SAMPLES
+    out = []
+    for i in range(SAMPLES):
+        f.seek(int(i * step))
+        data = f.read(SAMPLE_CHARS)
+        start = 0
+        while start < min(len(data), 4) and data[start] & 0xC0 == 0x80:  # continuation bytes
+            start += 1
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        text = decoder.decode(data[start:])  # not final: a character cut at the end stays out
+        held = decoder.getstate()[0]
+        out.append((data[start : len(data) - len(held)], text))
+    return out
+
+
+def count_slices(texts: list[str], chars: int) -> TokenCount:
+    """Tokens in a text of `chars` characters, scaled from these slices of it (an estimate)."""
+    return TokenCount(_scale(_count_all(texts), sum(map(len, texts)), chars), True)
 
 
 def _scale(tokens: int, sampled_chars: int, chars: int) -> int:
