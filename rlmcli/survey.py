@@ -26,7 +26,6 @@ from pathlib import Path
 
 from . import load_pass, tokens
 from .context import (
-    BINARY_SNIFF,
     CHUNK,
     PREFIX_CHARS,
     Context,
@@ -36,6 +35,7 @@ from .context import (
     write_error,
 )
 from .errors import InputError
+from .inputs import is_binary
 from .text import human_bytes
 from .walk import LoadOptions, display_name
 
@@ -72,7 +72,7 @@ def survey(paths: list[str], workdir: Path, options: LoadOptions) -> Context:
             slices = tokens.file_slices(f, size)
     except OSError as e:
         raise InputError(f"cannot read {shown}: {e.strerror or e}") from e
-    if b"\0" in head[:BINARY_SNIFF]:
+    if is_binary(head):
         raise InputError(f"{shown} is a binary file", hint="rlm reads text; convert it to text first")
     sampled = sum(len(raw) for raw, _ in slices) or 1
     chars = round(size * sum(len(text) for _, text in slices) / sampled)
