@@ -18,7 +18,7 @@ _rlm_node() {
         'rlm bench list') subs='' opts='--json --stats --help -h' valopts='--stats' files=0 ;;
         'rlm bench generate') subs='' opts='--out -o --n --length --seed --profile --sweep --help -h' valopts='--out -o --n --length --seed --profile' files=0 ;;
         'rlm bench run') subs='' opts='--out -o --method --profile --n --length --seed --limit --concurrency --retry-errors --model -m --sub-model --api-base --sub-api-base --context-window --request-timeout --max-retries --price --root-window --sub-window --max-iterations --max-cost --max-tokens --timeout --sandbox --image --no-cache --cite --json --quiet -q --help -h' valopts='--out -o --method --profile --n --length --seed --limit --concurrency --model -m --sub-model --api-base --sub-api-base --context-window --request-timeout --max-retries --price --root-window --sub-window --max-iterations --max-cost --max-tokens --timeout --sandbox --image --cite' files=0 ;;
-        'rlm bench report') subs='' opts='--out -o --no-plot --json --resamples --seed --help -h' valopts='--out -o --resamples --seed' files=0 ;;
+        'rlm bench report') subs='' opts='--out -o --no-plot --json --resamples --seed --help -h' valopts='--out -o --resamples --seed' files=1 ;;
         'rlm sandbox') subs='build check prune' opts='--help -h' valopts='' files=0 ;;
         'rlm sandbox build') subs='' opts='--tag --suite --mirror --help -h' valopts='--tag --suite --mirror' files=0 ;;
         'rlm sandbox check') subs='' opts='--image --memory --cpus --pids-limit --help -h' valopts='--image --memory --cpus --pids-limit' files=0 ;;

@@ -187,6 +187,7 @@ complete -c rlm -n '__rlm_is "rlm bench report"' -l json -d 'Print the aggregate
 complete -c rlm -n '__rlm_is "rlm bench report"' -l resamples -x -d 'Bootstrap resamples for the 95% CIs.'
 complete -c rlm -n '__rlm_is "rlm bench report"' -l seed -x -d 'Bootstrap seed.'
 complete -c rlm -n '__rlm_is "rlm bench report"' -l help -s h -d 'Show this message and exit.'
+complete -c rlm -n '__rlm_is "rlm bench report"' -F
 
 complete -c rlm -n '__rlm_is "rlm sandbox"' -a 'build' -d 'Build a sandbox image without a registry: a Debian minbase root filesystem...'
 complete -c rlm -n '__rlm_is "rlm sandbox"' -a 'check' -d 'Start a sandbox and print what a cell sees: daemon, image, Python, user,...'

@@ -102,7 +102,7 @@ def _choices_and_files(param: Any) -> tuple[tuple[str, ...], bool]:
         ptype = getattr(param, "type", None)
         if getattr(ptype, "choices", None):
             return tuple(str(getattr(c, "value", c)) for c in ptype.choices), False
-        is_file = type(ptype).__name__ in ("Path", "File")
+        is_file = type(ptype).__name__ in ("Path", "File", "TyperPath")
     if param.name == "sandbox":  # a plain str option, validated by settings.resolve
         return tuple(SANDBOXES), False
     return (), bool(is_file) or param.name in FILE_PARAMS
