@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -65,3 +66,25 @@ def test_guarded_keeps_the_signature_and_maps_errors():
     assert "rlm: hint: check the path" in result.output
     result = runner.invoke(demo, ["crash"], env={"RLM_DEBUG": ""})
     assert result.exit_code == ExitStatus.ERROR and "unexpected RuntimeError: boom" in result.output
+
+
+def test_the_entry_point_parses_ask_as_the_whole_app_does(monkeypatch, capsys):
+    """main() builds a command tree with `ask` alone for `rlm ask ...` (a faster start): its help,
+    and so its options, are the same as the whole app's."""
+    import sys
+
+    from rlmcli.cli import app as app_module
+
+    whole = CliRunner().invoke(app, ["ask", "--help"], env={"COLUMNS": "120", "NO_COLOR": "1"})
+    assert whole.exit_code == 0 and "--max-iterations" in whole.output
+    monkeypatch.setenv("COLUMNS", "120")
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setattr(sys, "argv", ["rlm", "ask", "--help"])
+    with pytest.raises(SystemExit) as stop:
+        app_module.main()
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    # The usage line names the program as click finds it (under pytest: "python -m pytest"); the rest
+    # (every option, panel and line of help) must be the same.
+    assert "rlm ask [OPTIONS] [PATH] {QUESTION}" in out
+    assert out.split("{QUESTION}", 1)[1].lstrip() == whole.output.split("{QUESTION}", 1)[1].lstrip()
