@@ -3,11 +3,12 @@
 Measured as the user experiences it: a REPL cell in the real local sandbox runs
 `llm_query_batched([...64 prompts...])`; the host brokers the request to ModelClient.batch (via
 Agent.subcalls, passed with each cell as the Agent passes it) -> the direct OpenAI-protocol path
-(rlmcli/model/openai_http.py, aiohttp) -> HTTP -> FakeLLM(latency=0.5).
+(rlmcli/model/openai_http.py on http1.py: h11 over asyncio streams) -> HTTP -> FakeLLM(latency=0.5).
 Then the same batch through ModelClient.batch directly (REPL brokering vs client cost), and a
-diagnosis: where requests reach the server, and the same batch through each client layer (raw
-aiohttp, raw httpx, openai SDK, litellm, ModelClient.sub) against a fake server in a separate
-process, with the client's CPU time per call. Prints figures only.
+diagnosis: where requests reach the server, and the same batch through each client layer (rlm's
+http1 transport, raw aiohttp for comparison, raw httpx, openai SDK, litellm, ModelClient.sub)
+against a fake server in a separate process, with the client's CPU time per call. Prints figures
+only.
 
     python benchmarks/batch_latency.py [--prompts 64] [--latency 0.5] [--repeat 5]
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import statistics
@@ -38,6 +40,7 @@ from rlmcli.agent import Agent, Task  # noqa: E402
 from rlmcli.budget import Budget, Limits  # noqa: E402
 from rlmcli.context import LoadOptions, load_context  # noqa: E402
 from rlmcli.events import Event, SubcallProgress  # noqa: E402
+from rlmcli.model import http1  # noqa: E402
 from rlmcli.model.client import ModelClient, ModelConfig, load_litellm  # noqa: E402
 from rlmcli.repl.confine import SandboxLimits  # noqa: E402
 from rlmcli.repl.process import ProcessSandbox  # noqa: E402
@@ -195,6 +198,17 @@ async def all_layers(url: str, n: int, repeat: int, concurrency: int) -> dict[st
     def msgs(i: int) -> list[dict]:
         return [{"role": "user", "content": f"summarise record {i}"}]
 
+    pool = http1.Pool()
+    where = http1.target(url + "/chat/completions")
+
+    async def raw_http1(i: int):
+        body = json.dumps({"model": "gpt-4o-mini", "messages": msgs(i)}).encode()
+        r = await pool.post(where, body, {"Content-Type": "application/json"}, None, lambda: None)
+        return json.loads(r.body)
+
+    out["raw http1 POST (rlm's transport)"] = await layer(n, repeat, raw_http1)
+    await pool.aclose()
+
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000)) as session:
 
         async def raw_aiohttp(i: int):
@@ -322,7 +336,7 @@ def main() -> None:
     print(f"  REPL brokering (wall - batch)     {stats(brokering)}")
     print(
         f"  not in the figures above: the process's first sub-call {cell['first_call']:.3f} s "
-        f"(aiohttp import, route lookup + {lat:g} s latency); then the first batch cell "
+        f"(transport import, route lookup + {lat:g} s latency); then the first batch cell "
         f"{cell['cold']:.3f} s (opens the other connections)"
     )
     print(f"  cell output/error of last run     {cell['outputs'][-1]!r}")

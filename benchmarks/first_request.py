@@ -102,7 +102,7 @@ PARTS = {
     "python itself (python -c pass)": "pass",
     "imports of the ask path (cli.app, cli.ask, run)": "import rlmcli.cli.app, rlmcli.cli.ask, rlmcli.run",
     "the token counter's encoding (tokens.encoding)": "from rlmcli import tokens; tokens.encoding()",
-    "aiohttp (the direct path's HTTP client)": "import aiohttp",
+    "the direct path's HTTP client (http1, on h11)": "from rlmcli.model import http1",
     "litellm's price table, read as JSON": "from rlmcli.model import prices; prices.table()",
 }
 

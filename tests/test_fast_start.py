@@ -1,6 +1,6 @@
 """A fast start (issue 16, item 6): runs against OpenAI-protocol servers never import litellm.
 
-Root calls take the direct aiohttp path like sub-calls, model strings are resolved, keys checked and
+Root calls take the direct path like sub-calls, model strings are resolved, keys checked and
 prices read without litellm (rlmcli/model/openai_models.py, prices.py); what they give must agree
 with what litellm gives, which these tests check against litellm itself.
 """

@@ -161,7 +161,7 @@ BILLED_FAULTS = {
 }
 
 
-@pytest.mark.parametrize("path", ["root", "sub"])  # litellm, and the direct aiohttp path
+@pytest.mark.parametrize("path", ["root", "sub"])  # litellm, and the direct path
 @pytest.mark.parametrize("fault", BILLED_FAULTS)
 def test_failed_attempts_that_may_be_billed_are_counted(fault: str, path: str) -> None:
     with FakeLLM(sub=lambda prompt: BILLED_FAULTS[fault]) as fake:

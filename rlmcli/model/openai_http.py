@@ -1,11 +1,12 @@
-"""A minimal OpenAI chat-completions client on aiohttp: ModelClient's path for root calls and
-sub-calls to OpenAI-protocol servers (providers.Router.direct_route).
+"""A minimal OpenAI chat-completions client on http1.py (HTTP/1.1 on asyncio streams and h11):
+ModelClient's path for root calls and sub-calls to OpenAI-protocol servers
+(providers.Router.direct_route).
 
 litellm takes seconds to import and costs ~4 ms of CPU per call (a batch of 64 sub-calls pays that
 one call after another on the event loop); a plain POST with a JSON parse costs ~0.3 ms. This module
 only sends `model`, `messages` (and the parameters it is given) and parses the reply: retries,
-budgets, pricing and error wording stay in model/client.py. aiohttp is imported on first use, not at
-import time (`rlm --help` must stay fast).
+budgets, pricing and error wording stay in model/client.py. The transport (h11) is imported on first
+use, not at import time (`rlm --help` must stay fast).
 
 Timeouts measure service, not waiting: a request times out after `timeout` seconds without
 progress, where progress is any byte from the server, for this request or for any other request to
@@ -63,22 +64,25 @@ class ChatReply:
 
 
 def warm_up(urls: tuple[str, ...] = ()) -> None:
-    """Import aiohttp (~0.2 s of CPU) in a background thread while the run does other things (the
-    sandbox starts: mostly waiting on another process), so the first request need not wait for it;
-    for an https URL among `urls`, also load the CA bundle its requests verify with (tls_setting),
-    which the first request would otherwise load on the event loop. Not a daemon: a run that ends
-    early waits for the import rather than dying inside it.
-
-    aiohttp has no cheaper import: about a third of it is aiohttp.connector loading the system CA
-    bundle twice, at import by design (aiohttp PR #9029: never on an event loop), with the GIL held;
-    the rest is its modules and attrs classes."""
+    """Import the transport (http1: h11, and urllib.request for the proxy lookup; ~25 ms of CPU) in
+    a background thread while the run does other things (the sandbox starts: mostly waiting on
+    another process), so the first request need not wait for it; for an https URL among `urls`,
+    also load the CA bundle its requests verify with (tls_setting: ~45 ms), which the first request
+    would otherwise load on the event loop. Not a daemon: a run that ends early waits for the import
+    rather than dying inside it."""
     tls = any(url.startswith("https:") for url in urls)
-    if "aiohttp" not in sys.modules or (tls and _tls.cache_info().currsize == 0):
+    if (
+        "urllib.request" not in sys.modules
+        or "h11" not in sys.modules
+        or (tls and _tls.cache_info().currsize == 0)
+    ):
         threading.Thread(target=_load, args=(tls,), name="rlm-warm-up").start()
 
 
 def _load(tls: bool) -> None:
-    import aiohttp  # noqa: F401
+    import urllib.request  # noqa: F401  (http1.target's proxy lookup)
+
+    from . import http1  # noqa: F401
 
     if tls:
         try:
@@ -88,61 +92,49 @@ def _load(tls: bool) -> None:
 
 
 class ChatClient:
-    """One aiohttp session per event loop, like ModelClient's semaphore; `aclose()` closes it.
+    """One connection pool (http1.Pool) per event loop, like ModelClient's semaphore; `aclose()`
+    closes it.
 
-    Should a loop end without `aclose()` (several asyncio.run() calls on one client), the session
-    is still closed by the loop's shutdown: asyncio.run() closes every open async generator before
-    it closes the loop, and `_closer` is one.
+    Should a loop end without `aclose()` (several asyncio.run() calls on one client), the pool is
+    still closed by the loop's shutdown: asyncio.run() closes every open async generator before it
+    closes the loop, and `_closer` is one.
     """
 
     def __init__(self) -> None:
-        self._session: Any = None  # aiohttp.ClientSession
+        self._pool: Any = None  # http1.Pool
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closer: AsyncGenerator[None, None] | None = None
-        self._proxies: dict[str, dict[str, Any]] = {}  # url -> proxy arguments of session.post()
+        # url -> http1.Target: the URL parsed and its proxy (HTTP(S)_PROXY / NO_PROXY, as for the
+        # openai SDK) looked up once per URL
+        self._targets: dict[str, Any] = {}
         # scheme://host:port -> loop time of the last byte any request received from that server
         self._progress: dict[str, float] = {}
 
-    async def _session_for_loop(self) -> Any:
+    async def _pool_for_loop(self) -> Any:
         loop = asyncio.get_running_loop()
-        if self._session is None or self._loop is not loop or self._session.closed:
-            import aiohttp
+        if self._pool is None or self._loop is not loop:
+            from . import http1
 
-            # No connection limit of our own: ModelClient's semaphore bounds the calls in flight.
-            connector = aiohttp.TCPConnector(limit=0)
-            # No timeouts of aiohttp's own: chat() bounds each request by its progress.
-            no_timeout = aiohttp.ClientTimeout(total=None)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=no_timeout)
+            self._pool = http1.Pool()
             self._loop = loop
-            self._closer = _close_at_shutdown(self._session)
+            self._closer = _close_at_shutdown(self._pool)
             await anext(self._closer)  # started, so the loop's shutdown will close it
-        return self._session
+        return self._pool
 
-    def _proxy(self, url: str) -> dict[str, Any]:
-        """HTTP(S)_PROXY / NO_PROXY, as for the openai SDK, looked up once per URL.
+    def _target(self, url: str) -> Any:
+        where = self._targets.get(url)
+        if where is None:
+            from . import http1
 
-        (aiohttp's trust_env=True would do the same lookup in a thread, plus a netrc read, on
-        every request: ~0.3 ms of CPU each.)
-        """
-        if url not in self._proxies:
-            from aiohttp.helpers import get_env_proxy_for_url
-            from yarl import URL
-
-            try:
-                proxy, auth = get_env_proxy_for_url(URL(url))
-            except LookupError:
-                self._proxies[url] = {}
-            else:
-                headers = {"Proxy-Authorization": auth.encode()} if auth is not None else None
-                self._proxies[url] = {"proxy": proxy, "proxy_headers": headers}
-        return self._proxies[url]
+            where = self._targets[url] = http1.target(url)
+        return where
 
     async def aclose(self) -> None:
-        """Close the session of the running loop (a session of an ended loop cannot be closed)."""
+        """Close the pool of the running loop (connections of an ended loop cannot be closed)."""
         closer, loop = self._closer, self._loop
-        self._session = self._loop = self._closer = None
+        self._pool = self._loop = self._closer = None
         if closer is not None and loop is asyncio.get_running_loop():
-            await closer.aclose()  # its `finally` closes the session
+            await closer.aclose()  # its `finally` closes the pool
 
     async def chat(
         self,
@@ -198,26 +190,24 @@ class ChatClient:
         mine: list[float],
     ) -> tuple[int, Mapping[str, str], bytes]:
         """Send the request and read the whole response, noting progress as bytes arrive."""
-        session = await self._session_for_loop()
+        pool = await self._pool_for_loop()
+        where = self._target(url)
         body = json.dumps({"model": model, "messages": messages, **(params or {})}).encode()
         loop = asyncio.get_running_loop()
-        async with session.post(
-            url, data=body, headers=headers, ssl=tls_setting(url), **self._proxy(url)
-        ) as response:
-            mine[0] = self._progress[origin] = loop.time()  # the status line and headers are in
-            chunks = []
-            while chunk := await response.content.readany():
-                chunks.append(chunk)
-                mine[0] = self._progress[origin] = loop.time()
-            return response.status, response.headers, b"".join(chunks)
+        progress = self._progress
+
+        def noted() -> None:  # bytes came in: this request, and its server, made progress
+            mine[0] = progress[origin] = loop.time()
+
+        response = await pool.post(where, body, headers, tls_setting(url), noted)
+        return response.status, response.headers, response.body
 
 
-async def _close_at_shutdown(session: Any) -> AsyncGenerator[None, None]:
+async def _close_at_shutdown(pool: Any) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
-        if not session.closed:
-            await session.close()
+        await pool.aclose()
 
 
 def _origin(url: str) -> str:
@@ -229,12 +219,16 @@ def _origin(url: str) -> str:
 @functools.cache
 def _tls() -> Any:
     """TLS settings as litellm resolves them (SSL_VERIFY, SSL_CERT_FILE, certifi's bundle), so both
-    paths agree: False (no verification), or a context with the CA bundle to trust."""
+    paths agree: a context that verifies nothing (SSL_VERIFY=false), or one with the CA bundle to
+    trust."""
     import ssl
 
     verify = os.environ.get("SSL_VERIFY", "")
     if verify.strip().lower() in ("false", "0", "no", "off"):
-        return False
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
     cafile = verify if verify and os.path.exists(verify) else None
     cert_file = os.environ.get("SSL_CERT_FILE")
     if cafile is None and cert_file and os.path.exists(cert_file):
@@ -250,8 +244,8 @@ def _tls() -> Any:
 
 
 def tls_setting(url: str) -> Any:
-    """aiohttp's `ssl` argument for a URL: nothing to set up for plain http (local servers)."""
-    return _tls() if url.startswith("https:") else True
+    """The ssl.SSLContext of a URL's requests; None for plain http (local servers): nothing to load."""
+    return _tls() if url.startswith("https:") else None
 
 
 def _parse_reply(raw: bytes, reasoning: bool = True) -> ChatReply:

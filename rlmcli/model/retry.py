@@ -148,10 +148,13 @@ def is_retryable(e: BaseException) -> bool:
             "TransportError",
             "ConnectionError",
             "JSONDecodeError",
-            # the direct path (openai_http): aiohttp's connection errors, a 2xx that isn't JSON
+            # the direct path (openai_http, http1): no connection made (refused, DNS, TLS, a
+            # proxy), a 2xx that isn't JSON; a connection lost mid-answer is a ConnectionError
+            "ConnectFailed",
+            "ResponseFormatError",
+            # aiohttp's connection errors (litellm's transport may be aiohttp)
             "ClientConnectionError",
             "ClientPayloadError",
-            "ResponseFormatError",
         }
     )
 
