@@ -76,7 +76,9 @@ class ContextStats:
     bytes: int  # raw bytes read
     chars: int  # len(context), headers included
     lines: int  # sum of the files' lines (headers not counted)
-    est_tokens: int  # tokens.count_file: exact up to 1 MiB, else from a sample (tokens_sampled)
+    # tokens.count_file: exact up to 1 MiB, else from a sample (tokens_sampled). None until counted
+    # (Context.count_tokens): a run counts after its first request is out (run.py).
+    est_tokens: int | None
     invalid_utf8_files: int
     skipped: dict[str, list[str]]  # reason -> display paths (directories end in "/"); non-empty only
     tokens_sampled: bool = False  # est_tokens was scaled from a sample of the text
@@ -87,6 +89,7 @@ class ContextStats:
 
     @property
     def chars_per_token(self) -> float:
+        assert self.est_tokens is not None, "count the tokens first (Context.count_tokens)"
         return tokens.chars_per_token(self.chars, self.est_tokens)
 
 
@@ -118,6 +121,20 @@ class Context:
             with contextlib.suppress(BaseException):
                 self.pending.exception(timeout=CANCEL_WAIT)
 
+    def count_tokens(self) -> int:
+        """The context's tokens (stats.est_tokens), counted the first time: loading the tokenizer
+        costs ~0.4 s of CPU, holding the GIL, which a run spends after its first request (run.py)."""
+        if self.stats.est_tokens is None:
+            counted = tokens.count_file(self.path, self.stats.chars)
+            self.stats.est_tokens, self.stats.tokens_sampled = counted.tokens, counted.estimated
+        return self.stats.est_tokens
+
+    def tokens_at_most(self) -> int:
+        """A bound on count_tokens() without the tokenizer (tokens.most_in_file); the count once known."""
+        if self.stats.est_tokens is not None:
+            return self.stats.est_tokens
+        return tokens.most_in_file(self.path, self.stats.chars)
+
     def spans(self) -> dict[str, tuple[int, int]]:
         return {f.path: (f.start, f.end) for f in self.files}
 
@@ -135,6 +152,7 @@ class Context:
 
     def summary(self) -> str:
         s = self.stats
+        assert s.est_tokens is not None, "count the tokens first (Context.count_tokens)"
         text = (
             f"context: {plural(s.files, 'file')}, {human_bytes(s.bytes)}, "
             f"{plural(s.lines, 'line')}, ~{human_count(s.est_tokens)} tokens"
@@ -295,8 +313,10 @@ def load_context(
     options: LoadOptions,
     stdin: BinaryIO | None = None,
     progress: Progress | None = None,
+    count: bool = True,
 ) -> Context:
-    """Read `paths` into `workdir`/context.txt. Raises InputError for every user mistake."""
+    """Read `paths` into `workdir`/context.txt. Raises InputError for every user mistake. Without
+    `count`, its tokens are left for Context.count_tokens (stats.est_tokens None)."""
     stdin = check_paths(paths, stdin)
     if len(paths) == 1:
         kind = "stdin" if paths[0] == "-" else "directory" if os.path.isdir(paths[0]) else "file"
@@ -318,17 +338,17 @@ def load_context(
         out_path = workdir / CONTEXT_FILENAME
         writer, skipped = _load(paths, kind, out_path, False, options, stdin, progress)
     files = writer.files
-    counted = tokens.count_file(out_path, writer.offset)
+    counted = tokens.count_file(out_path, writer.offset) if count else None
     scanner = writer.scanner
     stats = ContextStats(
         files=len(files),
         bytes=sum(f.bytes for f in files),
         chars=writer.offset,
         lines=sum(f.lines for f in files),
-        est_tokens=counted.tokens,
+        est_tokens=counted.tokens if counted else None,
         invalid_utf8_files=writer.invalid_files,
         skipped={r: skipped[r] for r in SKIP_REASONS if r in skipped},
-        tokens_sampled=counted.estimated,
+        tokens_sampled=counted.estimated if counted else False,
         secrets=scanner.count,
         secrets_redacted=scanner.redact and scanner.count > 0,
         char_width=writer.width,

@@ -257,17 +257,16 @@ INSTRUCTIONS_HEADER = (
 
 
 def first_message(context: Context, question: str) -> str:
-    """Metadata only: the model sees the shape of the input and a short prefix, never all of it."""
+    """Metadata only: the model sees the shape of the input and a short prefix, never all of it.
+    Its size in characters and lines, as the paper's prompt gives characters; no tokens: counting
+    them needs the tokenizer, which loads only once this message is sent (tokens.py)."""
     stats = context.stats
     kind = {"file": "file", "stdin": "text from standard input"}.get(context.kind, "set of files")
-    lines = [
-        f"Your context is a {kind} with {stats.chars:,} total characters "
-        f"(~{stats.est_tokens:,} tokens, {stats.lines:,} lines)."
-    ]
+    lines = [f"Your context is a {kind} with {stats.chars:,} total characters ({stats.lines:,} lines)."]
     if stats.estimated:  # a big file surveyed while it loads (survey.py)
         lines = [
-            f"Your context is a {kind} of about {stats.chars:,} characters (~{stats.est_tokens:,} tokens, "
-            f"~{stats.lines:,} lines; estimated from samples: `len(context)` is exact)."
+            f"Your context is a {kind} of about {stats.chars:,} characters (~{stats.lines:,} lines; "
+            "estimated from samples: `len(context)` is exact)."
         ]
     if context.kind in ("directory", "multiple"):
         lines.append(f"It holds {stats.files:,} files (path, characters):")

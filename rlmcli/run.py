@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 
 AUTO_MEMORY_FLOOR = 2**30  # --memory auto never gives less: cells build lists and slices of the context
 MAX_TRACED_SOURCES = 1000  # inputs named in the trace (path, size, digest); the count says the rest
+# The most the context's token count waits for the first request to go out (it goes in ~0.5 s).
+REQUEST_OUT_WAIT_S = 3.0
 
 
 @dataclass
@@ -70,12 +73,14 @@ def load(
     progress: Progress | None = None,
     survey: bool = False,
 ) -> Context:
-    """The run's context; with `survey`, a big named file is only surveyed and its full pass goes on
-    in a process of its own (survey.py, load_pass.py: the first request need not wait for it)."""
+    """The run's context, its tokens not counted yet (Context.count_tokens: the tokenizer loads once
+    the first request is out, see before_start in ask); with `survey`, a big named file is only
+    surveyed and its full pass goes on in a process of its own (survey.py, load_pass.py: the first
+    request need not wait for it)."""
     options = settings.load_options()
     if survey and surveyed.deferrable(paths, options):
         return surveyed.survey(paths, workdir, options)
-    return load_context(paths, workdir, options, stdin, progress)
+    return load_context(paths, workdir, options, stdin, progress, count=False)
 
 
 def sandbox_memory(settings: Settings, context: Context) -> int:
@@ -185,6 +190,7 @@ def ask(
     budget = Budget(settings.limits())
     workdir: Path | None = None
     context: Context | None = None
+    announced = False  # the ContextLoaded event is out (it waits for the count of the tokens)
     with Signals() as signals:
         try:
             try:
@@ -195,15 +201,11 @@ def ask(
                 workdir = _make_workdir()
                 share = workdir / f"share-{secrets.token_hex(8)}"  # what the sandbox sees, read-only
                 context = load(settings, paths, share, stdin, progress, survey=follow is None)
-                if context.pending is None:
-                    announce(context, emit, run.id)
-                else:  # the full pass goes on (survey.py): say why the first cell may wait
+                if context.pending is not None:  # its full pass goes on (survey.py): say why cells wait
                     emit(Notice(surveyed.notice(context)))
                 if confirm is not None:
-                    confirm(context)
+                    confirm(context)  # counts the tokens first when they may pass its threshold
                 index = share / "index.json"
-                if context.pending is None:
-                    context.write_index(index)
                 client = make_client(settings, budget, lambda m: emit(Notice(m, warning=True)))
                 client.cache = cache or client.cache
                 if follow is not None:  # the inputs the earlier run read, unchanged (or --force)
@@ -234,20 +236,35 @@ def ask(
                 agent = Agent(task, client, repl, budget, emit)
 
                 async def before_start() -> None:
-                    """What the REPL's start waits for: the full pass of a surveyed input, and
+                    """What the REPL's start waits for: the full pass of a surveyed input, or the
+                    count of the context's tokens (the index's chars_per_token, the record); and
                     the memory it needs. Runs while the first model request is out."""
+                    nonlocal announced
                     if context.pending is not None:
                         await asyncio.wrap_future(context.pending)
                         context.finish()
-                        announce(context, emit, run.id)
-                        context.write_index(index)
+                    # Before any wait below: the agent takes agent.recursion as it sends its first cell.
                     memory = sandbox_memory(settings, context)
                     sandbox.limits = dataclasses.replace(sandbox.limits, memory=memory)
                     agent.recursion = recursion.for_run(settings, task, repl, client, budget, emit, memory)
+                    if context.stats.est_tokens is None:
+                        # Once the request is out: loading the tokenizer holds the GIL for ~0.3 s.
+                        # Not for a follow-up: it runs the earlier cells, in this REPL, first.
+                        if follow is None:
+                            # Bounded: should anything ever need the REPL before the first request,
+                            # the count goes ahead rather than wait forever (it is correct either way).
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(client.request_out(), REQUEST_OUT_WAIT_S)
+                        await asyncio.to_thread(context.count_tokens)
+                    announce(context, emit, run.id)
+                    announced = True
+                    context.write_index(index)
 
                 result = asyncio.run(_drive(agent, repl, signals, before_start))
             finally:
                 signals.hold()  # nothing interrupts the clean-up and the record from here on
+                if context is not None and context.pending is None and not announced:
+                    _announce_late(context, emit, run.id)  # the run ended before before_start did
                 if context is not None:
                     context.cancel()  # a pass still running (load_pass.py) is stopped, and waited for
                 if workdir is not None:
@@ -281,6 +298,17 @@ def announce(context: Context, emit: Emit, parent: str) -> None:
     emit(context_event(context, parent=parent))
     if context.secrets_warning:
         emit(Notice(context.secrets_warning, warning=True))
+
+
+def _announce_late(context: Context, emit: Emit, parent: str) -> None:
+    """announce() for a run that ended before its tokens were counted (an error, a limit, Ctrl-C):
+    the record still names its input. A count that fails (the input went away) must not hide the
+    run's own outcome."""
+    try:
+        context.count_tokens()
+    except Exception:  # noqa: BLE001 - the record goes without the event
+        return
+    announce(context, emit, parent)
 
 
 def context_event(context: Context, parent: str) -> ContextLoaded:
@@ -325,6 +353,8 @@ async def _drive(
     starting = repl.begin(prepared)
     agent.budget.restart_clock()  # --timeout bounds the loop, not the load before it
     running = asyncio.ensure_future(agent.run())
+    # A loop that ended without a model call: `before_start` waits for no first request then.
+    running.add_done_callback(lambda _: agent.client.note_request_out())
     try:
         await asyncio.wait((running, starting), return_when=asyncio.FIRST_COMPLETED)
         if not running.done() and starting.exception() is not None:

@@ -3,10 +3,13 @@
 Reading a 1 GB log once on the host takes seconds on a small machine (2 CPUs, 2026-12-02, loghub
 lines): the secrets scan 4.7 s, sha256 0.9 s, counting lines 0.8 s, decoding 0.2-1.2 s, where
 `cat` reads it in 0.13 s; the REPL's own decode is 1.2 s more. The first prompt needs none of it
-exactly: its size is known, its characters, lines and tokens can be sampled (tokens are sampled for
-any text above 1 MiB anyway: tokens.py), its first characters read. So a single named file above
-DEFER_BYTES is surveyed here (its head and 64 slices, ~1 MiB read) and the run's first request goes
-out at once, while the full pass (context.load_context) runs in a process of its own (load_pass.py).
+exactly: its size is known, its characters and lines can be sampled, its first characters read
+(and no prompt states tokens: the tokenizer loads after the first request, tokens.py). So a single
+named file above DEFER_BYTES is surveyed here (its head and 64 slices, ~1 MiB read) and the run's
+first request goes out at once, while the full pass (context.load_context) runs in a process of its
+own (load_pass.py), which counts the tokens. Only a confirmation of a large input
+(cli/files.confirm_load) counts the survey's tokens before the first request (Context.count_tokens:
+the same 64 slices, tokens.count_file).
 The REPL starts when that
 pass is done (run.py), and every use of the REPL waits for the start (Repl.begin): so the file
 index, citations, the record and the secrets warning all come from the full pass, and only the
@@ -77,11 +80,10 @@ def survey(paths: list[str], workdir: Path, options: LoadOptions) -> Context:
     sampled = sum(len(raw) for raw, _ in slices) or 1
     chars = round(size * sum(len(text) for _, text in slices) / sampled)
     lines = max(1, round(size * sum(raw.count(b"\n") for raw, _ in slices) / sampled))
-    counted = tokens.count_slices([text for _, text in slices], chars)  # no second read
     prefix = codecs.getincrementaldecoder("utf-8")("replace").decode(head[: PREFIX_CHARS * 4])[:PREFIX_CHARS]
     stats = ContextStats(
-        files=1, bytes=size, chars=chars, lines=lines, est_tokens=counted.tokens, invalid_utf8_files=0,
-        skipped={}, tokens_sampled=True, char_width=max(str_width(t) for _, t in slices), estimated=True,
+        files=1, bytes=size, chars=chars, lines=lines, est_tokens=None, invalid_utf8_files=0, skipped={},
+        char_width=max(str_width(t) for _, t in slices), estimated=True,
     )  # fmt: skip
     context = Context(path, "file", [FileEntry(shown, 0, chars, lines, size)], stats, prefix)
     context.stop = threading.Event()

@@ -16,9 +16,11 @@ building the Rust CoreBPE ~0.35 s). So the parsed ranks are kept in rlm's cache 
 to read; keyed on litellm's file, see _cache_file): ~0.65 s of CPU against ~1.0 s, measured in fresh
 processes side by side (benchmarks/token_count.py). The rest is CoreBPE's build, which holds the GIL
 (tiktoken 0.14): a thread cannot hide it behind the main thread's own CPU work (imports, settings).
-`rlm ask` / `rlm files` still start the load on a thread (preload) as the input is read, where the
-main thread may wait: with the input piped in 3 s after the start, the first model request went out
-~1.1 s sooner; with a file, no sooner and no later (within the noise of a loaded machine).
+So `rlm ask` loads it only once its first model request is out (model/client.py starts preload
+then), while it waits for the reply: nothing before that request counts tokens (the first prompt
+states characters and lines, the context is counted in run.py's before_start, the request's size is
+bounded by its bytes). `rlm files` starts the load on a thread as the input is read, where the main
+thread may wait for a pipe or a disk.
 
 Should the encoding file be missing (a litellm that stopped shipping it), counts fall back to
 characters / 4, marked estimated: tiktoken would otherwise try to download it, and rlm runs offline.
@@ -76,6 +78,11 @@ _preloader: threading.Thread | None = None
 CACHE_FORMAT = b"rlm-tiktoken-ranks 1\n"
 STALE_CACHE_S = 7 * 86400
 STALE_TEMP_S = 3600
+
+
+def loaded() -> bool:
+    """Whether encoding() answers at once: the encoding is loaded (or known to be missing)."""
+    return _loaded
 
 
 def preload() -> None:
@@ -256,6 +263,19 @@ def file_slices(f: BinaryIO, size: int) -> list[tuple[bytes, str]]:
         held = decoder.getstate()[0]
         out.append((data[start : len(data) - len(held)], text))
     return out
+
+
+def most_in_file(path: Path, chars: int) -> int:
+    """The most count_file(path, chars) can say, without the tokenizer (no o200k token is shorter
+    than a byte, and the fallback counts fewer): the UTF-8 bytes of the text it would count, scaled
+    as it scales a sample. Costs a read of at most EXACT_CHARS bytes (milliseconds)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size <= EXACT_CHARS:
+            return len(f.read().decode("utf-8", "replace").encode())
+        texts = [text for _, text in file_slices(f, size)]
+    sampled = sum(map(len, texts))
+    return -(-sum(len(t.encode()) for t in texts) * chars // sampled) if sampled else 0
 
 
 def count_slices(texts: list[str], chars: int) -> TokenCount:

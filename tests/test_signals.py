@@ -66,8 +66,9 @@ def test_hangup_while_the_model_thinks_ends_the_run_as_interrupted(sig, fake_llm
     )  # fmt: skip
     try:
         wait_for(lambda: len(fake_llm.root_requests) == 1)
-        servers = repl_servers_of(proc.pid)  # this run's (started before the first model call)
-        assert servers
+        # This run's REPL server: it starts while the model thinks (once the input's tokens are counted).
+        wait_for(lambda: bool(repl_servers_of(proc.pid)))
+        servers = repl_servers_of(proc.pid)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:

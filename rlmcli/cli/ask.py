@@ -252,10 +252,10 @@ def _run(
     subscribers, writers, trace_path = _recorders(output, run_id, view.warn)
     output.trace_path = trace_path
     here = os.getcwd()
-    from .. import tokens
     from .files import LoadProgress, confirm_load
 
-    tokens.preload()  # the token counter loads while the main thread waits (stdin, disk, Docker)
+    # No tokens.preload() here: loading the tokenizer holds the GIL ~0.3 s, which delayed the first
+    # request as much; the model client starts it once that request is out (tokens.py).
     progress = LoadProgress(sys.stderr, quiet=output.quiet)
     try:
         if follow is not None:  # its inputs are named as they were given, from where it ran

@@ -175,9 +175,13 @@ class LoadProgress:
 
 def confirm_load(context: Context, settings: Settings, yes: bool, before_prompt=None) -> None:  # noqa: ANN001
     """Ask before a load above `confirm-tokens` goes on (a terminal and no --yes); off a terminal,
-    go on and say so on stderr. Raises Declined on a no."""
-    tokens = context.stats.est_tokens
-    if yes or settings.confirm_tokens <= 0 or tokens <= settings.confirm_tokens:
+    go on and say so on stderr. Raises Declined on a no. The tokens are counted only for an input
+    that may pass the threshold (Context.tokens_at_most, from its bytes): a smaller one's first
+    request need not wait for the tokenizer (run.py counts them once it is out)."""
+    if yes or settings.confirm_tokens <= 0 or context.tokens_at_most() <= settings.confirm_tokens:
+        return
+    tokens = context.count_tokens()
+    if tokens <= settings.confirm_tokens:
         return
     size = f"the input is ~{tokens:,} tokens, above confirm-tokens ({settings.confirm_tokens:,})"
     if not (sys.stdin.isatty() and sys.stderr.isatty()):

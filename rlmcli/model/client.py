@@ -1,7 +1,7 @@
 """The model client: calls for the root model and sub-calls, with retries, usage and cost.
 
 Calls to OpenAI-compatible servers (`openai/...`, `hosted_vllm/...`, a server behind --api-base: see
-providers.Router.direct_route), root calls and sub-calls alike, take a direct aiohttp path
+providers.Router.direct_route), root calls and sub-calls alike, take a direct HTTP path
 (openai_http.py); the rest go through litellm. litellm takes seconds to import and costs ~4 ms of CPU
 per call, which a 64-prompt batch pays serially on the event loop.
 
@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..budget import Budget, checked_usage, estimate_prompt_tokens, valid_cost
+from .. import tokens
+from ..budget import Budget, checked_usage, estimate_prompt_tokens, prompt_tokens_at_most, valid_cost
 from ..errors import RlmError, redact
 from ..events import ModelRetry
 from . import openai_http, prices, retry, timeouts
@@ -44,6 +45,11 @@ if TYPE_CHECKING:
 CallDone = Callable[[Completion | None], None]
 # Called when an attempt failed and the call will be tried again (the event has no parent yet).
 OnRetry = Callable[[ModelRetry], None]
+# Turns of the event loop the first request is given to be written out before the tokenizer starts
+# loading (note_request_out): the direct path wrote it after 13 (a fresh pool to 127.0.0.1: import,
+# connect, write; 7 with aiohttp before it); a DNS lookup or a TLS handshake takes longer, and the
+# load (whose CoreBPE build holds the GIL ~0.3 s) may then delay it. Each turn costs microseconds.
+SENT_SPINS = 40
 
 
 class ModelClient:
@@ -69,8 +75,11 @@ class ModelClient:
         self._gates: dict[tuple[str, str], asyncio.Lock] = {}
         self._gates_loop: asyncio.AbstractEventLoop | None = None
         self._prices: dict[str, tuple[float, float] | None] = {}  # model -> USD per prompt/completion token
-        self._http = openai_http.ChatClient()  # holds an aiohttp session per event loop
+        self._http = openai_http.ChatClient()  # holds a connection pool per event loop
         self.cache: CallCache | None = None  # the cache of model calls (run.make_client sets it)
+        # Whether the first request went out (or a call ended without one), and who waits for it.
+        self._out = False
+        self._out_waiters: list[asyncio.Future[None]] = []
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -85,6 +94,27 @@ class ModelClient:
         urls = tuple(route.url for route in routes if route is not None)
         if urls:
             openai_http.warm_up(urls)
+
+    async def request_out(self) -> None:
+        """Return once this client's first request is out (or a call ended without sending one: a
+        cached reply, a failure), for work that must not delay it (run.py counts the context's tokens)."""
+        if not self._out:
+            waiter = asyncio.get_running_loop().create_future()
+            self._out_waiters.append(waiter)
+            await waiter
+
+    def note_request_out(self) -> None:
+        """The first request is out (or there will be none): start loading the tokenizer, which
+        estimates every later call (tokens.py: ~0.4 s of CPU that holds the GIL, spent while the
+        model replies), and wake request_out's waiters. Later calls do nothing."""
+        if self._out:
+            return
+        self._out = True
+        tokens.preload()
+        for waiter in self._out_waiters:
+            if not waiter.done() and not waiter.get_loop().is_closed():
+                waiter.set_result(None)
+        self._out_waiters.clear()
 
     def cost_limit_warnings(self) -> list[str]:
         """Under --max-cost, one warning per model of the run (root, sub, --allow-model) that has no
@@ -240,17 +270,41 @@ class ModelClient:
         self, cfg: ModelConfig, messages: list[dict], kind: str, on_retry: OnRetry | None = None
     ) -> Completion:
         """One logical call: each attempt admitted by the budget, its usage recorded."""
-        if self.cache is not None:  # a reply already paid for is served free (model/cache.py)
-            hit = await self.cache.lookup(kind, cfg, messages, self.budget)
-            if hit is not None:
-                return hit
-        prompt_tokens = estimate_prompt_tokens(messages)
-        async with self._first_call(kind, cfg.model):
-            async with self._semaphore() if kind == "sub" else contextlib.nullcontext():
-                completion = await self._complete(cfg, messages, kind, prompt_tokens, on_retry)
+        try:
+            if self.cache is not None:  # a reply already paid for is served free (model/cache.py)
+                hit = await self.cache.lookup(kind, cfg, messages, self.budget)
+                if hit is not None:
+                    return hit
+            prompt_tokens, quick = self._prompt_estimate(cfg, messages)
+            async with self._first_call(kind, cfg.model):
+                async with self._semaphore() if kind == "sub" else contextlib.nullcontext():
+                    completion = await self._complete(cfg, messages, kind, prompt_tokens, on_retry, quick)
+        finally:
+            # A call served from the cache, or failed before sending: nobody waits for a request.
+            self.note_request_out()
         if self.cache is not None:
             await self.cache.store(kind, cfg, messages, completion)
         return completion
+
+    def _prompt_estimate(self, cfg: ModelConfig, messages: list[dict]) -> tuple[int, bool]:
+        """(the prompt's tokens for the budget and the reply cap, whether that is only a bound).
+
+        Before the tokenizer has loaded (it loads once the first request is out: note_request_out),
+        a call on the direct path is sized by budget.prompt_tokens_at_most, a bound that errs high,
+        wherever erring high changes nothing: no --max-tokens/--max-cost reservation to refuse it,
+        and a reply cap (max_tokens) the bound leaves as it is. Otherwise, e.g. a server's window of
+        4,096 tokens, the prompt is counted (the tokenizer loads first). The litellm path counts as
+        ever (litellm's import takes seconds). A bound is never recorded as usage (_complete).
+        """
+        if tokens.loaded() or self.budget.limits.limits_spending:
+            return estimate_prompt_tokens(messages), False
+        route = self.router.direct_route(cfg)
+        if route is None:
+            return estimate_prompt_tokens(messages), False
+        bound = prompt_tokens_at_most(messages)
+        if reply_params(cfg, route.url, bound) != reply_params(cfg, route.url, 0):
+            return estimate_prompt_tokens(messages), False  # the bound would shrink the reply cap
+        return bound, True
 
     # -- one logical call, with retries ----------------------------------------------------------
 
@@ -261,11 +315,14 @@ class ModelClient:
         kind: str,
         prompt_estimate: int,
         on_retry: OnRetry | None = None,
+        quick: bool = False,
     ) -> Completion:
         """Make the request, retrying what may succeed on a second try; never past --timeout.
 
         Every attempt is a dispatch: admitted by the budget right before it is sent, and counted
         when it ends, a failed one too when the provider may have billed it (see may_be_billed).
+        `quick`: `prompt_estimate` is only a bound (_prompt_estimate); what is counted as usage in
+        its place is the prompt's count.
         """
         api_key = self.router.api_key(cfg)
         route = self.router.direct_route(cfg)
@@ -290,11 +347,12 @@ class ModelClient:
             try:
                 try:
                     if route is not None:
-                        reply = await self._http.chat(
+                        request = self._http.chat(
                             route.url, route.headers, route.model, messages, timeout,
                             total=total, reasoning=subcall,
                             params=reply_params(cfg, route.url, prompt_estimate),
                         )  # fmt: skip
+                        reply = await (request if self._out else self._send_first(request))
                     else:
                         # httpx's timeouts (connect, each read) bound the time without progress;
                         # this, the whole request, reading the body included.
@@ -319,7 +377,8 @@ class ModelClient:
                 if type(e) is TimeoutError:  # asyncio.timeout(total) above
                     e = openai_http.RequestTimeout(f"no complete response within {total:g} s")
                 if may_be_billed(e):  # in the same step as the release: the limits never miss it
-                    self._record_failed_attempt(cfg.model, prompt_estimate, subcall)
+                    billed = estimate_prompt_tokens(messages) if quick else prompt_estimate
+                    self._record_failed_attempt(cfg.model, billed, subcall)
                 self.budget.check_clock()  # cut short by the run's wall-time limit: that is the reason
                 found = retry.failure(e, timeout)
                 # Nothing listening, no such host, not an OpenAI API: one quick retry at most (a
@@ -347,6 +406,9 @@ class ModelClient:
             completion = _to_completion(
                 cfg.model, text, usage, reported_cost, prompt_estimate, latency, cached
             )
+            if quick and completion.usage_estimated:  # the count stands in for a missing usage, not the bound
+                exact = estimate_prompt_tokens(messages)
+                completion = _to_completion(cfg.model, text, usage, reported_cost, exact, latency, cached)
             finish = reply.finish_reason if route is not None else _finish_reason(response)
             completion.truncated = finish == "length"
             # A local server under a known name is not billed at its price: --price, else unknown.
@@ -362,6 +424,20 @@ class ModelClient:
             return completion
         raise AssertionError("unreachable: the last attempt either returns or raises")
 
+    async def _send_first(self, request: Coroutine[Any, Any, Any]) -> Any:
+        """The client's first request: once it has had SENT_SPINS turns of the loop to be written
+        out, note_request_out (the tokenizer starts loading while the reply is awaited)."""
+        sending = asyncio.ensure_future(request)
+        try:
+            for _ in range(SENT_SPINS):
+                if sending.done():
+                    break
+                await asyncio.sleep(0)
+            self.note_request_out()
+            return await sending
+        finally:
+            sending.cancel()  # nothing when it is done; else the caller was cancelled (a timeout, Ctrl-C)
+
     def _record_failed_attempt(self, model: str, prompt_tokens: int, subcall: bool) -> None:
         """Count a failed attempt the provider may have billed: its prompt, as estimated, at the
         table price (no completion: none came back), marked estimated."""
@@ -374,7 +450,8 @@ class ModelClient:
 # They are found by class name anywhere in the exception's chain: litellm reports a refused
 # connection as an InternalServerError (status 500) whose cause is httpx's ConnectError.
 NOT_SENT = {
-    "ClientConnectorError",  # aiohttp: refused, DNS, TLS or proxy failure while connecting
+    "ConnectFailed",  # http1 (the direct path): refused, DNS, TLS or proxy failure while connecting
+    "ClientConnectorError",  # aiohttp (litellm's transport): the same
     "ConnectError",  # httpx
     "ConnectTimeout",  # httpx
     "ConnectionRefusedError",
