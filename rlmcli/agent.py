@@ -25,6 +25,7 @@ from .events import (
     CellFinished,
     CellStarted,
     Emit,
+    Event,
     FinalAnswer,
     HistoryCompacted,
     IterationStarted,
@@ -120,6 +121,8 @@ class Agent:
             {"role": "user", "content": f"{turns.turn_line(1, budget)}\n\n{first}"},
         ]
         self.partial: str | None = None  # the best answer so far, should the run stop early
+        # Events made but not written yet (see _hold): the reply's ModelCall and its cell's start.
+        self._held: list[Event] = []
         self.recursion: Recursion | None = None  # rlm_query's children (None: it is an llm_query)
         # The answer protocol's state: cells run so far, and the one-time refusals already spent.
         self.cells_run = 0
@@ -138,6 +141,8 @@ class Agent:
             return await self._loop()
         except LimitReached as limit:
             return self._stopped(limit)
+        finally:
+            self._release()  # an error or an interruption between a reply and its cell loses nothing
 
     async def _loop(self) -> RunResult:
         limit = self.budget.limits.max_iterations
@@ -145,7 +150,7 @@ class Agent:
         while self.budget.iterations < limit:
             self.budget.iterations += 1
             started = IterationStarted(self.budget.iterations, parent=self.run_id)
-            self.emit(started)
+            self._emit(started)
             scope = started.id
             answer = await self._turn(self.budget.iterations, scope)
             if answer is not None:
@@ -156,6 +161,7 @@ class Agent:
         last_turn = prompts.LAST_TURN.format(question=self.task.question)
         self.messages.append({"role": "user", "content": last_turn})
         reply = await self._ask(scope)
+        self._release()  # no cell follows: the reply's event is not held over the REPL's answer
         found = parse(reply).final
         if found is not None:
             answer = await self._resolve(found)
@@ -182,6 +188,8 @@ class Agent:
         if self.cut:  # cut at max_tokens: what it was writing when cut is neither run nor an answer
             blocks, found, note = compact.cut_reply(parsed)
             outputs.append(note)
+        if not blocks:
+            self._release()  # no cell to wait for (nor the REPL, should a FINAL_VAR need it)
         room = max(TURN_OUTPUT_CHARS, 2 * self.task.max_output_chars)
         for n, code in enumerate(blocks, 1):
             if n > MAX_BLOCKS_PER_REPLY:
@@ -197,17 +205,21 @@ class Agent:
                 )
                 break
             cell = CellStarted(iteration, cap(code), parent=scope)
-            self.emit(cell)
+            self._hold(cell)  # written while the cell runs, with the reply's ModelCall
             # The cell's sub-calls, and their events, hang under the cell.
             handler = functools.partial(self.subcalls, parent=cell.id)
+            # Always given: self.recursion may be set after this cell was sent (run.before_start, while
+            # the REPL starts), and children() itself answers with llm_query calls where it is None.
+            children = functools.partial(self.children, parent=cell.id)
             timeout, deadline = self._cell_timeout(), self.budget.deadline()
-            if self.recursion is None:  # rlm_query is an llm_query: the REPL asks `handler`
-                result = await self.repl.run_cell(code, timeout, deadline, handler)
-            else:
-                children = functools.partial(self.children, parent=cell.id)
-                result = await self.repl.run_cell(code, timeout, deadline, handler, children)
+            try:
+                result = await self.repl.run_cell(
+                    code, timeout, deadline, handler, on_children=children, on_sent=self._release
+                )
+            finally:
+                self._release()  # the cell never went out (a dead server, a limit)
             self.cells_run += 1
-            self.emit(
+            self._emit(
                 CellFinished(iteration, cap(result.output), result.error, result.duration, parent=cell.id)
             )
             if result.final is not None:
@@ -252,12 +264,33 @@ class Agent:
         return completion.text
 
     async def _complete(self, scope: str | None) -> Completion:
-        """One root call, and its ModelCall event (the prompt shown: the newest message)."""
+        """One root call, and its ModelCall event (the prompt shown: the newest message), held
+        until the reply's first cell is sent (or the next event)."""
+        self._release()  # every event is written before a request goes out
         prompt = self.messages[-1]["content"]
         self._fit_window(scope)
         completion = await self.client.root(self.messages, on_retry=functools.partial(self._retry, scope))
-        self.emit(_model_call("root", completion, cap(prompt), cap(completion.text), scope))
+        self._hold(_model_call("root", completion, cap(prompt), cap(completion.text), scope))
         return completion
+
+    def _hold(self, event: Event) -> None:
+        """Keep `event` to be written once the reply's cell is on its way to the sandbox (Repl.run_cell's
+        on_sent), by the next event, or when the run ends: the trace and the view then do their work
+        while the cell runs, not between the reply and the cell (issue 16: ~0.2 ms of the gap between
+        two model calls). Events keep their order, and none is held while the loop waits on anything
+        but that cell: a request, the REPL's start, a variable's value."""
+        self._held.append(event)
+
+    def _release(self) -> None:
+        held, self._held = self._held, []
+        for event in held:
+            self.emit(event)
+
+    def _emit(self, event: Event) -> None:
+        """Every event of the loop goes out here: after those held."""
+        if self._held:
+            self._release()
+        self.emit(event)
 
     def _fit_window(self, scope: str | None) -> None:
         """Near the root model's window, compact older cell outputs (compact.py) and say so."""
@@ -265,7 +298,7 @@ class Agent:
         done = compact.compact(self.messages, window.prompt_limit)
         if done is not None:
             self.messages = done.messages
-            self.emit(
+            self._emit(
                 HistoryCompacted(
                     done.before_tokens, done.after_tokens, done.compacted, done.chars_dropped,
                     window.tokens, parent=scope,
@@ -291,15 +324,15 @@ class Agent:
         self.budget.check_batch(len(prompts_))
         total, done, failed, retried = len(prompts_), 0, 0, 0
         first = SubcallProgress(total, 0, 0, min(total, self.client.concurrency), parent=parent)
-        self.emit(first)
+        self._emit(first)
 
         def call_done(completion: Completion | None) -> None:  # None: the call failed
             nonlocal done, failed
             if completion is not None:
-                self.emit(_model_call("sub", completion, None, cap(completion.text, SUB_TEXT_CAP), parent))
+                self._emit(_model_call("sub", completion, None, cap(completion.text, SUB_TEXT_CAP), parent))
             done, failed = done + 1, failed + (completion is None)
             in_flight = min(total - done, self.client.concurrency)
-            self.emit(SubcallProgress(total, done, failed, in_flight, first.id, retried, parent=parent))
+            self._emit(SubcallProgress(total, done, failed, in_flight, first.id, retried, parent=parent))
 
         def call_retried(event: ModelRetry) -> None:
             nonlocal retried
@@ -309,7 +342,7 @@ class Agent:
         replies = await self.client.batch(prompts_, model, on_done=call_done, on_retry=call_retried)
         if done < total:  # a limit stopped the batch: one event closes it, not one per slot
             unsent = total - done
-            self.emit(SubcallProgress(total, total, failed + unsent, 0, first.id, retried, parent=parent))
+            self._emit(SubcallProgress(total, total, failed + unsent, 0, first.id, retried, parent=parent))
         if self.budget.breached is not None:
             raise self.budget.breached
         return replies
@@ -317,7 +350,7 @@ class Agent:
     def _retry(self, parent: str | None, event: ModelRetry) -> None:
         """A model call will be tried again: its event, under the call's scope."""
         event.parent = parent
-        self.emit(event)
+        self._emit(event)
 
     async def children(
         self, queries: list[str], contexts: list[str | None], model: str | None, parent: str | None = None
@@ -396,7 +429,7 @@ class Agent:
         return "\n".join(parts)
 
     def _answered(self, answer: str) -> RunResult:
-        self.emit(FinalAnswer(answer, parent=self.run_id))
+        self._emit(FinalAnswer(answer, parent=self.run_id))
         return RunResult(answer, ExitReason.FINAL, self.budget.iterations)
 
     async def _answer(self, answer: str, repair: bool = True) -> RunResult | None:
@@ -420,7 +453,7 @@ class Agent:
         if ended is None:
             return None
         if evidence.citations or evidence.unverified or evidence.notes:  # nothing to say: no event
-            self.emit(Sources(**evidence.to_dict(text_cap=SOURCE_TEXT_CAP), parent=self.run_id))
+            self._emit(Sources(**evidence.to_dict(text_cap=SOURCE_TEXT_CAP), parent=self.run_id))
         ended.evidence = evidence
         if failures and ended.exit_reason == ExitReason.FINAL:
             ended.exit_reason, ended.partial = ExitReason.INVALID_ANSWER, True

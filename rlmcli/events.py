@@ -9,12 +9,14 @@ stays small whatever the input size; the context itself is never in an event, on
 
 from __future__ import annotations
 
+import copy
+import functools
 import itertools
 import os
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 # Every event class has a docstring: a dataclass without one gets one made with inspect.signature
 # at import, a cost paid before a run's first request (so is the code of its methods: see Event).
@@ -69,10 +71,24 @@ class Event:
         return type(self).__name__
 
     def to_dict(self) -> dict:
-        data = {"event": self.name, **asdict(self)}
+        """The event as JSON-ready data: what `dataclasses.asdict` gives (containers copied), made
+        without its recursion into the text and number fields, which are most of them: the trace
+        writes several events between two model calls (issue 16, the gap between iterations)."""
+        data = {"event": type(self).__name__}
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            data[name] = value if type(value) in _PLAIN else copy.deepcopy(value)
         if not data["depth"]:
             del data["depth"]
         return data
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})  # immutable: to_dict need not copy them
+
+
+@functools.cache
+def _field_names(cls: type[Event]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
 
 
 @dataclass(repr=False, eq=False)

@@ -7,6 +7,7 @@ reason, how many turns it took, and what the model was told along the way.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from rlmcli import prompts
 from rlmcli.agent import Agent, RunResult, Task
 from rlmcli.budget import Budget, Limits
 from rlmcli.context import Context, LoadOptions, load_context
-from rlmcli.errors import ExitReason
+from rlmcli.errors import ExitReason, LimitReached
 from rlmcli.events import CellStarted, Event, IterationStarted, ModelCall, SubcallProgress
 from rlmcli.model.client import Completion
 from rlmcli.repl.protocol import CellResult, SubcallHandler
@@ -67,9 +68,13 @@ class FakeRepl:
         timeout: float | None = None,
         deadline: float | None = None,
         on_subcalls: SubcallHandler | None = None,
+        on_children: object = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> CellResult:
         code = code.strip()  # a block's code ends with its newline
         self.cells.append(code)
+        if on_sent is not None:  # the cell is on its way, as Repl.run_cell says
+            on_sent()
         if code.startswith("ask "):
             assert on_subcalls is not None, "the loop must pass the sub-call handler with the cell"
             replies = await on_subcalls([f"p{i}" for i in range(int(code.split()[1]))], None)
@@ -287,6 +292,54 @@ def test_every_call_is_an_event_under_its_scope(tmp_path) -> None:
     ]
     progress = [e for e in run.events if isinstance(e, SubcallProgress)]
     assert [(e.done, e.parent) for e in progress] == [(0, cell.id), (1, cell.id), (2, cell.id)]
+
+
+class WatchedClient(ScriptedClient):
+    """Notes the names of the events written when each root request goes out."""
+
+    def __init__(self, replies: list[str], events: list[Event]):
+        super().__init__(replies)
+        self.events, self.out_at_call = events, []
+
+    async def root(self, messages: list[dict], on_retry=None) -> Completion:  # noqa: ANN001
+        self.out_at_call.append([e.name for e in self.events])
+        return await super().root(messages, on_retry)
+
+
+class DyingRepl(FakeRepl):
+    """`dies`: the cell never reaches the server (a limit hit before it was sent)."""
+
+    async def run_cell(self, code: str, *args, **kwargs) -> CellResult:  # noqa: ANN002, ANN003
+        if code.strip() == "dies":
+            raise LimitReached("timeout", "the run's wall-time limit (--timeout) was reached")
+        return await super().run_cell(code, *args, **kwargs)
+
+
+def watched_run(tmp_path: Path, replies: list[str]) -> tuple[RunResult, list[str], list[list[str]]]:
+    events: list[Event] = []
+    client = WatchedClient(replies, events)
+    agent = Agent(Task("q", make_context(tmp_path)), client, DyingRepl(), Budget(Limits()), events.append)  # type: ignore[arg-type]
+    result = asyncio.run(agent.run())
+    return result, [e.name for e in events], client.out_at_call
+
+
+def test_events_keep_their_order_and_are_all_out_before_each_request(tmp_path) -> None:
+    """The reply's ModelCall and its cell's start are written once the cell is on its way (while it
+    runs), but never after a later event, and never while a request is out."""
+    result, names, out_at_call = watched_run(tmp_path, [reply("", "ask 1"), "no code", "FINAL(done)"])
+    assert result.answer == "done"
+    subcall = ["SubcallProgress", "ModelCall", "SubcallProgress"]
+    turn1 = ["IterationStarted", "ModelCall", "CellStarted", *subcall]
+    turn2 = ["IterationStarted", "ModelCall"]
+    assert names == [*turn1, "CellFinished", *turn2, "IterationStarted", "ModelCall", "FinalAnswer"]
+    # At each request: everything before it, the previous reply's ModelCall included.
+    assert out_at_call == [["IterationStarted"], [*turn1, "CellFinished", "IterationStarted"], names[:-2]]
+
+
+def test_a_cell_that_never_went_out_still_leaves_its_events(tmp_path) -> None:
+    result, names, _ = watched_run(tmp_path, [reply("", "dies")])
+    assert result.exit_reason == ExitReason.TIMEOUT
+    assert names == ["IterationStarted", "ModelCall", "CellStarted"]
 
 
 def test_without_subcalls_the_cell_is_told_they_are_off(tmp_path) -> None:

@@ -49,10 +49,7 @@ def call_key(
 
     The SHA-256 of the JSON document {endpoint, kind, messages, model, params, v} (sorted keys), fed
     in pieces so that a root conversation's messages already hashed are not encoded again."""
-    tail = "], " + _dumps({"model": model, "params": params or {}, "v": KEY_VERSION})[1:]
-    hasher = _CHAINS.hash(kind, _head(kind, api_base), messages)
-    hasher.update(_encode(tail))
-    return hasher.hexdigest()
+    return _CHAINS.key(kind, _head(kind, api_base), model, params or {}, messages)
 
 
 @functools.lru_cache(maxsize=64)
@@ -95,13 +92,35 @@ class _Chains:
     def __init__(self) -> None:
         self.chains: list[_Chain] = []  # the most recently used last
         self.lock = threading.Lock()  # keys are made on the loop's thread and in rerun's workers
+        # The latest root key: ((head, model, params), (role, content) of each message, key). The
+        # client keys each call twice, for its lookup and its store, with the same messages.
+        self.last: tuple[tuple, list, str] | None = None
 
-    def hash(self, kind: str, head: bytes, messages: list[dict]) -> Any:
+    def key(self, kind: str, head: bytes, model: str, params: dict, messages: list[dict]) -> str:
+        """The hex key of the document {endpoint, kind, messages, model, params, v}."""
+        ident = (head, model, params)
+        last = self.last
+        if kind == "root" and last is not None and last[0] == ident:
+            try:
+                if last[1] == list(map(ROLE_AND_CONTENT, messages)):  # in C: `is` first, then ==
+                    return last[2]
+            except KeyError:
+                pass
+        hasher, pairs = self.hash(kind, head, messages)
+        hasher.update(_encode("], " + _dumps({"model": model, "params": params, "v": KEY_VERSION})[1:]))
+        key = hasher.hexdigest()
+        if pairs is not None:  # every content a str: the pairs say all the key covers
+            self.last = (ident, pairs, key)
+        return key
+
+    def hash(self, kind: str, head: bytes, messages: list[dict]) -> tuple[Any, list | None]:
+        """The hash of `head` and the messages, and (for a root call whose contents are all str)
+        their (role, content) pairs."""
         if kind != "root":  # a sub-call is one message, asked once: nothing to resume
             hasher = hashlib.sha256(head)
             for i, message in enumerate(messages):
                 hasher.update(b", " + _message(kind, message) if i else _message(kind, message))
-            return hasher
+            return hasher, None
         try:  # (role, content) of each message, in C: this runs over the whole history twice a turn
             pairs = list(map(ROLE_AND_CONTENT, messages))
         except KeyError:
@@ -125,7 +144,7 @@ class _Chains:
                     keep.states.append(hasher.copy())
                 else:
                     keep = None
-            return hasher
+            return hasher, (pairs if keep is not None else None)
 
     def _longest(self, head: bytes, pairs: list[tuple[object, object]]) -> tuple[_Chain | None, int]:
         """The chain sharing the most leading messages with `pairs`, and how many."""

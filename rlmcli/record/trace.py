@@ -8,6 +8,7 @@ power loss may still drop the tail (an fsync per event would cost more than the 
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TextIO
 
-from ..errors import InputError, redact, secret_values
+from ..errors import InputError, secret_values
 from ..events import EVENT_TYPES, RENAMED, Event, from_dict
 
 
@@ -28,12 +29,21 @@ def _redacted_line(event: Event) -> str:
     surrogate-escaped file name cannot make the write fail, and a cut line never splits a
     multi-byte character.
     """
-    line = redact(json.dumps(event.to_dict(), ensure_ascii=True, default=str))
-    for value in secret_values():
-        escaped = json.dumps(value, ensure_ascii=True)[1:-1]
+    line = json.dumps(event.to_dict(), ensure_ascii=True, default=str)
+    values = secret_values()  # errors.redact's scan, once for both forms (several events a turn)
+    for value in values:
+        if value in line:
+            line = line.replace(value, "***")
+    for value in values:
+        escaped = _escaped(value)
         if escaped != value and escaped in line:
             line = line.replace(escaped, "***")
     return line
+
+
+@functools.lru_cache(maxsize=64)
+def _escaped(value: str) -> str:
+    return json.dumps(value, ensure_ascii=True)[1:-1]
 
 
 class TraceWriter:

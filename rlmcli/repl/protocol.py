@@ -224,18 +224,27 @@ class Repl:
         deadline: float | None = None,
         on_subcalls: SubcallHandler | None = None,
         on_children: ChildHandler | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> CellResult:
         """Run one cell. `timeout` bounds the server's own time (sub-call waits excluded);
         `deadline` (time.monotonic()) is the run's wall-clock end, counting everything: past it the
         server is killed and LimitReached("timeout") raised. The cell's llm_query calls go to
         `on_subcalls` (none: each gets an error string), its rlm_query calls to `on_children` (none:
         each is an llm_query, as past --max-depth); their exceptions (a breached budget) propagate
-        as they are."""
+        as they are. `on_sent` is called once the cell is on its way to the server, before any of
+        its frames is read (at once, should the server still be starting), so that the caller's
+        own work overlaps the cell's (the agent writes its events then); not at all when the cell
+        could not be sent."""
         timeout = self.cell_timeout if timeout is None else timeout
+        if on_sent is not None and self._starting is not None and not self._starting.done():
+            on_sent()  # not after a start that may take seconds (a container, a 1 GB context)
+            on_sent = None
         await self.ready()
         exec_cell = {"op": "exec", "code": code, "timeout": timeout}
         try:
-            msg = await self._call(exec_cell, ("result",), timeout, deadline, on_subcalls, on_children)
+            msg = await self._call(
+                exec_cell, ("result",), timeout, deadline, on_subcalls, on_children, on_sent
+            )
         except ServerDied as died:
             return await self._restart(died)
         output, error = cell_text(msg["output"], msg["error"], self.max_output_chars)
@@ -334,6 +343,7 @@ class Repl:
         deadline: float | None = None,
         on_subcalls: SubcallHandler | None = None,
         on_children: ChildHandler | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> dict:
         """Send one command and return the server's answer, a frame of an `expected` type.
 
@@ -344,7 +354,7 @@ class Repl:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             async with asyncio.timeout(left) as run_clock:
-                return await self._exchange(msg, expected, timeout, on_subcalls, on_children)
+                return await self._exchange(msg, expected, timeout, on_subcalls, on_children, on_sent)
         except TimeoutError:
             if not run_clock.expired():
                 raise
@@ -360,6 +370,7 @@ class Repl:
         timeout: float | None,
         on_subcalls: SubcallHandler | None,
         on_children: ChildHandler | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> dict:
         """Send `msg`; serve the server's sub-call requests until its answer arrives.
 
@@ -369,11 +380,14 @@ class Repl:
         assert self.channel is not None
         channel = self.channel
         await channel.send(msg)
+        if on_sent is not None:
+            on_sent()
         left = None if not timeout else timeout + BACKSTOP_GRACE
         while True:
             started = time.monotonic()
-            try:
-                frame = await asyncio.wait_for(channel.recv(), left)
+            try:  # not wait_for: in 3.11 it runs recv() as a task of its own, two more loop turns a frame
+                async with asyncio.timeout(left):
+                    frame = await channel.recv()
             except TimeoutError:
                 raise ServerDied(
                     f"the cell did not stop at its {timeout:g}s timeout and was killed"

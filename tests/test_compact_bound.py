@@ -1,0 +1,43 @@
+"""compact.tokens_at_most: the bound that lets the check before every root call skip the count. A
+history whose bound is under the trigger is never compacted, so the bound must never be below
+budget.estimate_prompt_tokens, whatever the text."""
+
+from __future__ import annotations
+
+import base64
+import random
+
+from rlmcli import compact
+from rlmcli.budget import estimate_prompt_tokens
+from rlmcli.tokens import EXACT_CHARS
+
+
+def texts() -> list[str]:
+    rng = random.Random(7)
+    cjk = "".join(chr(rng.randrange(0x4E00, 0x9FFF)) for _ in range(3000))
+    rare = "".join(chr(rng.randrange(0x20000, 0x2A6DF)) for _ in range(2000))  # astral: 4 UTF-8 bytes
+    emoji = "".join(chr(rng.randrange(0x1F300, 0x1F5FF)) for _ in range(2000))
+    digits = "".join(rng.choice("0123456789") for _ in range(5000))
+    b64 = base64.b64encode(rng.randbytes(6000)).decode()
+    mixed = "".join(rng.choice(["a", "é", "ж", "中", "\U0001f600", " ", "\n", "\x00"]) for _ in range(5000))
+    return [
+        "", "x", "```repl\nx = 1\n```", "plain prose, the kind a model writes. " * 200, cjk, rare, emoji,
+        digits, b64, mixed, "a lone surrogate: \udcff\udc80 from a file name", "\u202e bidi \u200b",
+        "ascii " * (EXACT_CHARS // 5),  # past EXACT_CHARS: counted from samples
+        (cjk + "plain ascii, " * 400) * (EXACT_CHARS // 8000),  # samples denser than the whole
+    ]  # fmt: skip
+
+
+def test_the_bound_is_never_below_the_count() -> None:
+    for text in texts():
+        messages = [{"role": "user", "content": text}]
+        assert compact.tokens_at_most(messages) >= estimate_prompt_tokens(messages), text[:40]
+
+
+def test_a_history_is_compacted_as_its_count_says_whatever_the_bound() -> None:
+    messages = [{"role": "system", "content": "You are a helpful assistant. " * 50}]
+    messages += [{"role": "user" if i % 2 else "assistant", "content": t} for i, t in enumerate(texts()[:12])]
+    count = estimate_prompt_tokens(messages)
+    assert compact.tokens_at_most(messages) >= count
+    assert compact.compact(messages, int(count / compact.TRIGGER) + 10) is None
+    assert compact.compact(messages, int(count / compact.TRIGGER) - 10) is not None
