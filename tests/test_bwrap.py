@@ -220,4 +220,5 @@ def test_full_disk_for_the_process_sandboxs_directory_is_exit_2(ask_in_process, 
     result = ask_in_process("process")
     assert result.exit_code == 2, result.output
     assert "no space left on device writing" in result.output
-    assert "Traceback" not in result.output and fake_llm.root_requests == []
+    # The sandbox starts while the first request is out: that one request may have gone; no other did.
+    assert "Traceback" not in result.output and len(fake_llm.root_requests) <= 1

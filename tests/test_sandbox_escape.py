@@ -374,8 +374,12 @@ def test_local_cell_flooding_the_sandboxs_stderr_costs_the_host_no_memory(fake_l
 
         return answer
 
+    # The baseline is taken at the second request: the token counter loads once the first is out.
     fake_llm.add_root(
-        measured(reply("", STDERR_FLOOD)), measured(reply("", "print('alive', len(context))")), "FINAL(ok)"
+        reply("", "x = 1"),
+        measured(reply("", STDERR_FLOOD)),
+        measured(reply("", "print('alive', len(context))")),
+        "FINAL(ok)",
     )
     args = ask_args(fake_llm, str(tmp_path / "in.txt"), extra=["--cell-timeout", "60"])
     rlm.append(popen_rlm(rlm_bin, args, clean_env(tmp_path), cwd=tmp_path))
@@ -385,7 +389,7 @@ def test_local_cell_flooding_the_sandboxs_stderr_costs_the_host_no_memory(fake_l
         rlm[0].kill()
     assert rlm[0].returncode == 0, err.decode()[-3000:]
     assert out == b"ok\n"
-    assert "wrote 200 MB" in last_user_message(fake_llm.root_requests[1])
+    assert "wrote 200 MB" in last_user_message(fake_llm.root_requests[2])
     grown = peaks[1] - peaks[0]
     print(f"rlm's peak memory grew by {grown / 2**20:.1f} MB while a cell wrote 200 MB to its stderr")
     assert grown < 50 * 2**20
