@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .. import tokens
@@ -45,11 +45,6 @@ if TYPE_CHECKING:
 CallDone = Callable[[Completion | None], None]
 # Called when an attempt failed and the call will be tried again (the event has no parent yet).
 OnRetry = Callable[[ModelRetry], None]
-# Turns of the event loop the first request is given to be written out before the tokenizer starts
-# loading (note_request_out): the direct path wrote it after 13 (a fresh pool to 127.0.0.1: import,
-# connect, write; 7 with aiohttp before it); a DNS lookup or a TLS handshake takes longer, and the
-# load (whose CoreBPE build holds the GIL ~0.3 s) may then delay it. Each turn costs microseconds.
-SENT_SPINS = 40
 
 
 class ModelClient:
@@ -347,12 +342,13 @@ class ModelClient:
             try:
                 try:
                     if route is not None:
-                        request = self._http.chat(
+                        reply = await self._http.chat(
                             route.url, route.headers, route.model, messages, timeout,
                             total=total, reasoning=subcall,
                             params=reply_params(cfg, route.url, prompt_estimate),
+                            # the tokenizer starts loading once the first request is written out
+                            on_sent=None if self._out else self.note_request_out,
                         )  # fmt: skip
-                        reply = await (request if self._out else self._send_first(request))
                     else:
                         # httpx's timeouts (connect, each read) bound the time without progress;
                         # this, the whole request, reading the body included.
@@ -423,20 +419,6 @@ class ModelClient:
             self.budget.note_completion(kind, cfg.model, completion.completion_tokens)
             return completion
         raise AssertionError("unreachable: the last attempt either returns or raises")
-
-    async def _send_first(self, request: Coroutine[Any, Any, Any]) -> Any:
-        """The client's first request: once it has had SENT_SPINS turns of the loop to be written
-        out, note_request_out (the tokenizer starts loading while the reply is awaited)."""
-        sending = asyncio.ensure_future(request)
-        try:
-            for _ in range(SENT_SPINS):
-                if sending.done():
-                    break
-                await asyncio.sleep(0)
-            self.note_request_out()
-            return await sending
-        finally:
-            sending.cancel()  # nothing when it is done; else the caller was cancelled (a timeout, Ctrl-C)
 
     def _record_failed_attempt(self, model: str, prompt_tokens: int, subcall: bool) -> None:
         """Count a failed attempt the provider may have billed: its prompt, as estimated, at the

@@ -187,19 +187,23 @@ class Pool:
         headers: Mapping[str, str],
         context: ssl.SSLContext | None,
         on_progress: Callable[[], None],
+        on_sent: Callable[[], None] | None = None,
     ) -> Response:
         """POST `body` with `headers` (Host, User-Agent, Accept(-Encoding), Content-Length are
-        added unless given); `context` for https; `on_progress` is called whenever bytes arrive."""
+        added unless given); `context` for https; `on_progress` is called whenever bytes arrive,
+        `on_sent` once the request is written out."""
         request = h11.Request(method="POST", target=where.path, headers=_fields(where, body, headers))
         conn = self._take(where.key)
         try:
             if conn is not None:
                 try:
-                    return self._done(where, conn, await _exchange(conn, request, body, on_progress, True))
+                    return self._done(
+                        where, conn, await _exchange(conn, request, body, on_progress, True, on_sent)
+                    )
                 except _Stale:
                     conn.close()
             conn = await _connect(where, context)
-            return self._done(where, conn, await _exchange(conn, request, body, on_progress, False))
+            return self._done(where, conn, await _exchange(conn, request, body, on_progress, False, on_sent))
         except BaseException:  # a failure or a cancellation: what is left on the line is unknown
             if conn is not None:
                 conn.close()
@@ -324,7 +328,12 @@ async def _tunnel(
 
 
 async def _exchange(
-    conn: _Connection, request: h11.Request, body: bytes, on_progress: Callable[[], None], reused: bool
+    conn: _Connection,
+    request: h11.Request,
+    body: bytes,
+    on_progress: Callable[[], None],
+    reused: bool,
+    on_sent: Callable[[], None] | None = None,
 ) -> Response:
     """One request and its whole answer on `conn`. On a reused connection, a close before any byte
     of the answer raises _Stale (the request is then sent again on a fresh one)."""
@@ -337,6 +346,8 @@ async def _exchange(
         if reused:
             raise _Stale from e
         raise
+    if on_sent is not None:
+        on_sent()
     received = eof = False
     response: h11.Response | None = None
     chunks: list[bytes] = []

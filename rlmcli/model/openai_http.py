@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -147,18 +147,22 @@ class ChatClient:
         total: float | None = None,
         reasoning: bool = True,
         params: Mapping[str, Any] | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> ChatReply:
         """POST one chat completion to `url` (the full .../chat/completions address).
 
         `timeout`: seconds without progress (see the module's docstring); `total`: the most the
         request may take in all. `reasoning`: an empty content falls back to the reasoning (for
         sub-calls, never for root calls). `params` go into the body as they are (max_tokens, ...).
+        `on_sent` is called once the request is written out.
         """
         loop = asyncio.get_running_loop()
         started = loop.time()
         origin = _origin(url)
         mine = [started]  # the loop time of this request's last progress
-        exchange = asyncio.ensure_future(self._exchange(url, headers, model, messages, params, origin, mine))
+        exchange = asyncio.ensure_future(
+            self._exchange(url, headers, model, messages, params, origin, mine, on_sent)
+        )
         try:
             while not exchange.done():
                 deadline = max(mine[0], self._progress.get(origin, started)) + timeout
@@ -188,6 +192,7 @@ class ChatClient:
         params: Mapping[str, Any] | None,
         origin: str,
         mine: list[float],
+        on_sent: Callable[[], None] | None = None,
     ) -> tuple[int, Mapping[str, str], bytes]:
         """Send the request and read the whole response, noting progress as bytes arrive."""
         pool = await self._pool_for_loop()
@@ -199,7 +204,7 @@ class ChatClient:
         def noted() -> None:  # bytes came in: this request, and its server, made progress
             mine[0] = progress[origin] = loop.time()
 
-        response = await pool.post(where, body, headers, tls_setting(url), noted)
+        response = await pool.post(where, body, headers, tls_setting(url), noted, on_sent)
         return response.status, response.headers, response.body
 
 
