@@ -90,7 +90,14 @@ def prompt_tokens_at_most(messages: list[dict]) -> int:
     total = 0
     for m in messages:
         text = str(m.get("content") or "")
-        size = 4 * len(text) if len(text) > tokens.EXACT_CHARS else len(text.encode("utf-8", "surrogatepass"))
+        if text.isascii():  # no time: CPython marks such strings; one byte a character
+            size = len(text)
+        else:
+            size = (
+                4 * len(text)
+                if len(text) > tokens.EXACT_CHARS
+                else len(text.encode("utf-8", "surrogatepass"))
+            )
         total += size + MESSAGE_OVERHEAD_TOKENS
     return total
 

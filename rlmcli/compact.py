@@ -20,9 +20,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .budget import MESSAGE_OVERHEAD_TOKENS, estimate_prompt_tokens
+from .budget import estimate_prompt_tokens, prompt_tokens_at_most
 from .reply import Final, Reply, parse
-from .tokens import EXACT_CHARS
 
 TRIGGER = 0.75  # of the prompt limit: compact once the history passes this...
 TARGET = 0.5  # ...down to this, if cutting older outputs gets there
@@ -52,7 +51,9 @@ def compact(messages: list[dict], prompt_limit: int) -> Compaction | None:
     """
     if len(messages) <= PROTECTED:  # nothing to cut; and the first request is not kept waiting for
         return None  # the tokenizer, which loads once it is out (tokens.py)
-    if tokens_at_most(messages) <= TRIGGER * prompt_limit:  # far from the trigger: no count needed
+    # Far from the trigger: no count needed (the count of a history of short replies took ~0.3 ms of
+    # the gap between iterations at 25 turns).
+    if prompt_tokens_at_most(messages) <= TRIGGER * prompt_limit:
         return None
     before = estimate_prompt_tokens(messages)
     if before <= TRIGGER * prompt_limit:
@@ -92,23 +93,6 @@ def compact(messages: list[dict], prompt_limit: int) -> Compaction | None:
     if not cut:
         return None
     return Compaction(out, before, total, len(cut), dropped)
-
-
-def tokens_at_most(messages: list[dict]) -> int:
-    """A bound on estimate_prompt_tokens(messages) that costs no count, for the check before every
-    root call (the count of a history of short replies, which budget.py does not memoise, took
-    ~0.3 ms of the gap between iterations at 25 turns): no token is shorter than a byte (str.isascii
-    takes no time: CPython marks such strings), and a count sampled from slices of a long text
-    (tokens.count_text) stays under 4 a character."""
-    total = 0
-    for m in messages:
-        text = str(m.get("content") or "")
-        if text.isascii():
-            size = len(text)
-        else:
-            size = 4 * len(text) if len(text) > EXACT_CHARS else len(text.encode("utf-8", "surrogatepass"))
-        total += size + MESSAGE_OVERHEAD_TOKENS
-    return total
 
 
 def compact_text(text: str, head: int) -> str:

@@ -1,4 +1,4 @@
-"""compact.tokens_at_most: the bound that lets the check before every root call skip the count. A
+"""budget.prompt_tokens_at_most: the bound that lets the check before every root call skip the count. A
 history whose bound is under the trigger is never compacted, so the bound must never be below
 budget.estimate_prompt_tokens, whatever the text."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import random
 
-from rlmcli import compact
+from rlmcli import budget, compact
 from rlmcli.budget import estimate_prompt_tokens
 from rlmcli.tokens import EXACT_CHARS
 
@@ -31,13 +31,13 @@ def texts() -> list[str]:
 def test_the_bound_is_never_below_the_count() -> None:
     for text in texts():
         messages = [{"role": "user", "content": text}]
-        assert compact.tokens_at_most(messages) >= estimate_prompt_tokens(messages), text[:40]
+        assert budget.prompt_tokens_at_most(messages) >= estimate_prompt_tokens(messages), text[:40]
 
 
 def test_a_history_is_compacted_as_its_count_says_whatever_the_bound() -> None:
     messages = [{"role": "system", "content": "You are a helpful assistant. " * 50}]
     messages += [{"role": "user" if i % 2 else "assistant", "content": t} for i, t in enumerate(texts()[:12])]
     count = estimate_prompt_tokens(messages)
-    assert compact.tokens_at_most(messages) >= count
+    assert budget.prompt_tokens_at_most(messages) >= count
     assert compact.compact(messages, int(count / compact.TRIGGER) + 10) is None
     assert compact.compact(messages, int(count / compact.TRIGGER) - 10) is not None
