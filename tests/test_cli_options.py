@@ -74,12 +74,16 @@ def test_the_entry_point_parses_ask_as_the_whole_app_does(monkeypatch, capsys):
     import sys
 
     from rlmcli.cli import app as app_module
+    from rlmcli.cli import ask as ask_module
 
     whole = CliRunner().invoke(app, ["ask", "--help"], env={"COLUMNS": "120", "NO_COLOR": "1"})
     assert whole.exit_code == 0 and "--max-iterations" in whole.output
     monkeypatch.setenv("COLUMNS", "120")
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setattr(sys, "argv", ["rlm", "ask", "--help"])
+    # main() sets the process's start for --json's elapsed_s: in-process runs after this one count from
+    # their own start, as without main() (else each later test's elapsed_s is this process's age).
+    monkeypatch.setattr(ask_module, "PROCESS_START", None)
     with pytest.raises(SystemExit) as stop:
         app_module.main()
     assert stop.value.code == 0
