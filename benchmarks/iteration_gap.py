@@ -5,8 +5,8 @@ running a trivial cell (`x = 1`), then FINAL. The `rlm` console script runs agai
 would (`-m openai/... --api-base URL --sandbox local`), so the gap holds everything the host does
 between two model calls: reading the reply, parsing it, the cell's round trip to the sandbox, the
 events (view, trace, history), the next prompt, and sending it. Asserts nothing. The fake notes a
-request as received once it has read and parsed its JSON body, so the gap also holds that parse
-(~0.25 ms a request at 25 iterations, 2-CPU machine of 2026-12-02).
+request as received once it has read its body, before its own JSON parse (until 2026-12-03 after it:
+~0.25 ms of each gap was the fake's).
 
 `--against FLAGS` also runs with FLAGS added, alternating run by run (so that a change in the
 machine's load falls on both alike), and prints the difference: `--against=--no-cache` is what the

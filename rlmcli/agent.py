@@ -150,7 +150,7 @@ class Agent:
         while self.budget.iterations < limit:
             self.budget.iterations += 1
             started = IterationStarted(self.budget.iterations, parent=self.run_id)
-            self._emit(started)
+            self._hold(started)  # written once the turn's request is out (see _complete)
             scope = started.id
             answer = await self._turn(self.budget.iterations, scope)
             if answer is not None:
@@ -219,7 +219,8 @@ class Agent:
             finally:
                 self._release()  # the cell never went out (a dead server, a limit)
             self.cells_run += 1
-            self._emit(
+            # Held: written by the next event, or once the next request is out (see _complete).
+            self._hold(
                 CellFinished(iteration, cap(result.output), result.error, result.duration, parent=cell.id)
             )
             if result.final is not None:
@@ -265,20 +266,27 @@ class Agent:
 
     async def _complete(self, scope: str | None) -> Completion:
         """One root call, and its ModelCall event (the prompt shown: the newest message), held
-        until the reply's first cell is sent (or the next event)."""
-        self._release()  # every event is written before a request goes out
+        until the reply's first cell is sent (or the next event). The events held from the turn
+        before (its last cell's end, this iteration's start) are written once the request is out,
+        while the model replies: every event is written before the reply is awaited."""
         prompt = self.messages[-1]["content"]
         self._fit_window(scope)
-        completion = await self.client.root(self.messages, on_retry=functools.partial(self._retry, scope))
+        try:
+            completion = await self.client.root(
+                self.messages, on_retry=functools.partial(self._retry, scope), on_sent=self._release
+            )
+        finally:
+            self._release()  # a reply from the cache, a failure before sending
         self._hold(_model_call("root", completion, cap(prompt), cap(completion.text), scope))
         return completion
 
     def _hold(self, event: Event) -> None:
-        """Keep `event` to be written once the reply's cell is on its way to the sandbox (Repl.run_cell's
-        on_sent), by the next event, or when the run ends: the trace and the view then do their work
-        while the cell runs, not between the reply and the cell (issue 16: ~0.2 ms of the gap between
-        two model calls). Events keep their order, and none is held while the loop waits on anything
-        but that cell: a request, the REPL's start, a variable's value."""
+        """Keep `event` to be written once the next cell or request is on its way (Repl.run_cell's and
+        ModelClient.root's on_sent), by the next event, or when the run ends: the trace and the view
+        then do their work while the sandbox or the model works, not between a reply and its cell or
+        a cell and the next request (issue 16: the gap between two model calls). Events keep their
+        order, and none is held while the loop waits on anything else: the REPL's start, a
+        variable's value, the answer's citations."""
         self._held.append(event)
 
     def _release(self) -> None:
@@ -365,6 +373,7 @@ class Agent:
     async def _resolve(self, found: Final, outputs: list[str] | None = None) -> str | None:
         """The answer a FINAL names: FINAL_VAR(name) reads the REPL; so does FINAL(x) when x is a
         bare identifier bound there (models confuse the two); any other FINAL is its text."""
+        self._release()  # the REPL may be read: nothing waits on it unwritten
         if found.kind == "FINAL_VAR":
             return await self._read_var(found.value, outputs)
         if is_name(found.value):
@@ -441,6 +450,7 @@ class Agent:
             return self._accept(answer, repair)
         from . import cite
 
+        self._release()
         spans = await self.repl.citations()
         evidence = await asyncio.to_thread(cite.check, answer, spans, self.task.context)
         failures = evidence.failures(mode)

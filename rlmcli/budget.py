@@ -50,8 +50,6 @@ def estimate_tokens(text: str) -> int:
     for the call itself. Worth it: characters / 4 was 34% low on logs, and limits let runs
     overshoot by as much. The root history is counted again before every turn (the reservation,
     the window): each text's count is remembered, so only the newest messages cost anything."""
-    if len(text) < MEMO_MIN_CHARS:
-        return tokens.count_text(text).tokens
     key = (len(text), hash(text))  # a str caches its hash: a second lookup costs nothing
     count = _memo.get(key)
     if count is None:
@@ -63,8 +61,9 @@ def estimate_tokens(text: str) -> int:
 
 
 # Counts of texts, by (length, hash): an estimate may share a count with a colliding text. Short
-# ones too: a history of N short messages is N tokenizer calls (~15 us each) per count, twice a turn.
-MEMO_MIN_CHARS = 64
+# ones too: uncounted, a history of N short messages (replies of one small block) cost N tokenizer
+# calls (~5-15 us each) per count, 0.25 ms a turn at 25 iterations, 2 ms at 150 (cProfile of the
+# run benchmarks/iteration_gap.py makes).
 MEMO_ENTRIES = 4096
 _memo: dict[tuple[int, int], int] = {}
 

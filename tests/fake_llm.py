@@ -99,7 +99,7 @@ class FakeLLM:
         self.sub = sub or default_sub
         self.latency = latency
         self.usage = usage or default_usage
-        self.requests: list[dict] = []  # each also has "t_start" and "t_end" (time.monotonic())
+        # each also has "t_start" (its body read, before the parse) and "t_end" (reply written): monotonic
         # Root replies chosen by the request rather than in turn: for runs with child RLMs, whose
         # root calls interleave (recursion). Set, it answers every root call; None: the script.
         self.route: Callable[[dict], Reply] | None = None
@@ -171,12 +171,14 @@ class FakeLLM:
 
     # -- request handling (called from server threads) -------------------------------------------
 
-    def _record(self, body: dict, raw: bytes, headers: dict[str, str]) -> dict:
-        """The request's entry in `requests` (its "kind": root or sub)."""
+    def _record(self, body: dict, raw: bytes, headers: dict[str, str], received: float | None = None) -> dict:
+        """The request's entry in `requests` (its "kind": root or sub); "t_start" is `received`, when
+        its last byte was read (the fake's own JSON parse is not the client's time), else now."""
         messages = body.get("messages") or [{}]
         first = messages[0] if isinstance(messages[0], dict) else {}
         kind = "root" if first.get("role") == "system" else "sub"
-        entry = {"body": body, "raw": raw, "headers": headers, "kind": kind, "t_start": time.monotonic()}
+        entry = {"body": body, "raw": raw, "headers": headers, "kind": kind}
+        entry["t_start"] = time.monotonic() if received is None else received
         with self._lock:
             self.requests.append(entry)
         return entry
@@ -261,6 +263,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        received = time.monotonic()
         if not self.path.rstrip("/").endswith("/chat/completions"):
             with self.fake._lock:
                 headers = {k.lower(): v for k, v in self.headers.items()}
@@ -273,7 +276,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, _error_body(400, "fake: request body is not JSON"))
             return
         fake = self.fake
-        entry = fake._record(body, raw, {k.lower(): v for k, v in self.headers.items()})
+        entry = fake._record(body, raw, {k.lower(): v for k, v in self.headers.items()}, received)
         kind = entry["kind"]
         try:
             answer = fake._resolve(kind, body)

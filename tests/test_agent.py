@@ -33,7 +33,9 @@ class ScriptedClient:
         self.replies = list(replies)
         self.told: list[str] = []  # per root call, what the model was told since its last reply
 
-    async def root(self, messages: list[dict], on_retry=None) -> Completion:  # noqa: ANN001
+    async def root(self, messages: list[dict], on_retry=None, on_sent=None) -> Completion:  # noqa: ANN001
+        if on_sent is not None:  # as the transport does once the request is written
+            on_sent()
         new = []
         for message in reversed(messages):
             if message["role"] == "assistant":
@@ -295,15 +297,21 @@ def test_every_call_is_an_event_under_its_scope(tmp_path) -> None:
 
 
 class WatchedClient(ScriptedClient):
-    """Notes the names of the events written when each root request goes out."""
+    """Notes the names of the events written when each root request is out (its on_sent), and
+    of those written once its reply came back."""
 
     def __init__(self, replies: list[str], events: list[Event]):
         super().__init__(replies)
-        self.events, self.out_at_call = events, []
+        self.events, self.out_at_call, self.at_reply = events, [], []
 
-    async def root(self, messages: list[dict], on_retry=None) -> Completion:  # noqa: ANN001
-        self.out_at_call.append([e.name for e in self.events])
-        return await super().root(messages, on_retry)
+    async def root(self, messages: list[dict], on_retry=None, on_sent=None) -> Completion:  # noqa: ANN001
+        def sent() -> None:
+            on_sent()
+            self.out_at_call.append([e.name for e in self.events])
+
+        completion = await super().root(messages, on_retry, sent)
+        self.at_reply.append([e.name for e in self.events])
+        return completion
 
 
 class DyingRepl(FakeRepl):
@@ -320,12 +328,14 @@ def watched_run(tmp_path: Path, replies: list[str]) -> tuple[RunResult, list[str
     client = WatchedClient(replies, events)
     agent = Agent(Task("q", make_context(tmp_path)), client, DyingRepl(), Budget(Limits()), events.append)  # type: ignore[arg-type]
     result = asyncio.run(agent.run())
+    assert client.at_reply == client.out_at_call  # all written once the request was out, before its reply
     return result, [e.name for e in events], client.out_at_call
 
 
 def test_events_keep_their_order_and_are_all_out_before_each_request(tmp_path) -> None:
     """The reply's ModelCall and its cell's start are written once the cell is on its way (while it
-    runs), but never after a later event, and never while a request is out."""
+    runs), a cell's end and the next iteration's start once the next request is (while the model
+    replies); never after a later event, and all of them before a reply is awaited."""
     result, names, out_at_call = watched_run(tmp_path, [reply("", "ask 1"), "no code", "FINAL(done)"])
     assert result.answer == "done"
     subcall = ["SubcallProgress", "ModelCall", "SubcallProgress"]

@@ -41,3 +41,18 @@ def test_a_history_is_compacted_as_its_count_says_whatever_the_bound() -> None:
     assert budget.prompt_tokens_at_most(messages) >= count
     assert compact.compact(messages, int(count / compact.TRIGGER) + 10) is None
     assert compact.compact(messages, int(count / compact.TRIGGER) - 10) is not None
+
+
+def test_each_text_of_a_history_is_tokenized_once_short_ones_too(monkeypatch) -> None:
+    """The root history is counted before every turn: only its new messages may cost a count (a run
+    of one-line replies once counted every earlier reply again each turn: 2 ms a turn at 150)."""
+    calls: list[str] = []
+    real = budget.tokens.count_text
+    monkeypatch.setattr(budget.tokens, "count_text", lambda text: calls.append(text) or real(text))
+    tag = random.Random().getrandbits(64)  # texts no other test counted (the counts are kept per process)
+    history = [{"role": "assistant", "content": f"```repl\nx_{tag} = {i}\n```"} for i in range(40)]
+    first = estimate_prompt_tokens(history)
+    assert len(calls) == 40
+    history.append({"role": "user", "content": f"REPL output:\n{tag}"})
+    assert estimate_prompt_tokens(history) > first
+    assert calls[40:] == [f"REPL output:\n{tag}"]  # the new message alone

@@ -211,3 +211,34 @@ def test_the_confirmation_counts_only_an_input_that_may_pass_its_threshold(tmp_p
         f"the input is ~{context.stats.est_tokens:,} tokens, above confirm-tokens (10)"
         in capsys.readouterr().err
     )
+
+
+def test_a_root_calls_on_sent_once_its_request_is_out_before_its_reply(monkeypatch):
+    """ModelClient.root(on_sent=...): the agent writes its held events then, while the model replies
+    (issue 16, the gap between iterations). The fake holds its reply until on_sent ran: a client that
+    called it only after the reply would leave the fake waiting, and `before_reply` says so."""
+    import asyncio
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    sent = threading.Event()
+    before_reply: list[bool] = []
+
+    def answer(body: dict) -> str:
+        before_reply.append(sent.wait(WAIT_S))
+        return "the reply"
+
+    with FakeLLM(root=[answer, "again"]) as fake:
+        client = client_for(fake)
+        calls: list[int] = []
+
+        async def call():  # noqa: ANN202
+            try:
+                first = await client.root(first_messages("x"), on_sent=lambda: (calls.append(1), sent.set()))
+                second = await client.root(first_messages("y"))  # none given: nothing to call
+                return first, second
+            finally:
+                await client.aclose()
+
+        first, second = asyncio.run(call())
+    assert (first.text, second.text) == ("the reply", "again")
+    assert before_reply == [True] and calls == [1]

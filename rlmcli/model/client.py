@@ -130,8 +130,13 @@ class ModelClient:
             return "it has no price in litellm's table"
         return f"served from {cfg.api_base}, it is priced as unknown unless --price IN,OUT gives its price"
 
-    async def root(self, messages: list[dict], on_retry: OnRetry | None = None) -> Completion:
-        return await self._call(self.root_config, messages, kind="root", on_retry=on_retry)
+    async def root(
+        self, messages: list[dict], on_retry: OnRetry | None = None, on_sent: Callable[[], None] | None = None
+    ) -> Completion:
+        """A root call. `on_sent` is called once its request is written out (on the litellm path:
+        as it is handed over), so the caller's own work overlaps the wait for the reply; not at all
+        for a reply from the cache or a request that could not be sent."""
+        return await self._call(self.root_config, messages, kind="root", on_retry=on_retry, on_sent=on_sent)
 
     async def sub(self, prompt: str, model: str | None = None) -> str:
         cfg = self.router.config_for(model)
@@ -262,7 +267,12 @@ class ModelClient:
                 gate.release()
 
     async def _call(
-        self, cfg: ModelConfig, messages: list[dict], kind: str, on_retry: OnRetry | None = None
+        self,
+        cfg: ModelConfig,
+        messages: list[dict],
+        kind: str,
+        on_retry: OnRetry | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> Completion:
         """One logical call: each attempt admitted by the budget, its usage recorded."""
         try:
@@ -273,13 +283,29 @@ class ModelClient:
             prompt_tokens, quick = self._prompt_estimate(cfg, messages)
             async with self._first_call(kind, cfg.model):
                 async with self._semaphore() if kind == "sub" else contextlib.nullcontext():
-                    completion = await self._complete(cfg, messages, kind, prompt_tokens, on_retry, quick)
+                    completion = await self._complete(
+                        cfg, messages, kind, prompt_tokens, on_retry, quick, on_sent
+                    )
         finally:
             # A call served from the cache, or failed before sending: nobody waits for a request.
             self.note_request_out()
         if self.cache is not None:
             await self.cache.store(kind, cfg, messages, completion)
         return completion
+
+    def _sent_callback(self, on_sent: Callable[[], None] | None) -> Callable[[], None] | None:
+        """What the transport calls once a request is written: the first request starts the
+        tokenizer's load (note_request_out), and the caller hears of it (`on_sent`)."""
+        if self._out:
+            return on_sent
+        if on_sent is None:
+            return self.note_request_out
+
+        def sent() -> None:
+            self.note_request_out()
+            on_sent()
+
+        return sent
 
     def _prompt_estimate(self, cfg: ModelConfig, messages: list[dict]) -> tuple[int, bool]:
         """(the prompt's tokens for the budget and the reply cap, whether that is only a bound).
@@ -311,6 +337,7 @@ class ModelClient:
         prompt_estimate: int,
         on_retry: OnRetry | None = None,
         quick: bool = False,
+        on_sent: Callable[[], None] | None = None,
     ) -> Completion:
         """Make the request, retrying what may succeed on a second try; never past --timeout.
 
@@ -327,6 +354,7 @@ class ModelClient:
         # Where the request goes, for messages: the base URL as the user gave it, where they did.
         url = cfg.api_base or (route.url.removesuffix("/chat/completions") if route is not None else None)
         started = time.monotonic()
+        sent = self._sent_callback(on_sent)
         for attempt in range(1, attempts + 1):
             self.budget.check_clock()
             # `timeout` bounds the time without progress, `total` the whole request (timeouts.py).
@@ -346,12 +374,14 @@ class ModelClient:
                             route.url, route.headers, route.model, messages, timeout,
                             total=total, reasoning=subcall,
                             params=reply_params(cfg, route.url, prompt_estimate),
-                            # the tokenizer starts loading once the first request is written out
-                            on_sent=None if self._out else self.note_request_out,
+                            on_sent=sent,
                         )  # fmt: skip
                     else:
                         # httpx's timeouts (connect, each read) bound the time without progress;
                         # this, the whole request, reading the body included.
+                        if sent is not None:  # litellm has no such hook: as the request is handed over
+                            sent()
+                            sent = None
                         async with asyncio.timeout(total):
                             assert litellm is not None
                             response = await litellm.acompletion(
