@@ -50,9 +50,9 @@ class Stamped(FakeLLM):
         super().__init__(root=[])
         self.arrivals: list[float] = []
 
-    def _record(self, body: dict, raw: bytes, headers: dict[str, str]) -> str:
-        self.arrivals.append(time.time())
-        return super()._record(body, raw, headers)
+    def _record(self, body: dict, raw: bytes, headers: dict[str, str], received: float | None = None) -> dict:
+        self.arrivals.append(time.time())  # after the fake's JSON parse: errs late, as it always did
+        return super()._record(body, raw, headers, received)
 
 
 def rlm_command(path: str) -> list[str]:

@@ -99,7 +99,9 @@ class FakeLLM:
         self.sub = sub or default_sub
         self.latency = latency
         self.usage = usage or default_usage
-        # each also has "t_start" (its body read, before the parse) and "t_end" (reply written): monotonic
+        # Each also has "t_start" (its body read, before the fake's parse) and "t_end" (its reply written),
+        # on time.monotonic().
+        self.requests: list[dict] = []
         # Root replies chosen by the request rather than in turn: for runs with child RLMs, whose
         # root calls interleave (recursion). Set, it answers every root call; None: the script.
         self.route: Callable[[dict], Reply] | None = None
