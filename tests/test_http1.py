@@ -26,7 +26,8 @@ import pytest
 
 from rlmcli.budget import Budget
 from rlmcli.model import http1, openai_http, retry
-from rlmcli.model.client import ModelClient, ModelConfig, may_be_billed
+from rlmcli.model.client import ModelClient, ModelConfig
+from rlmcli.model.retry import may_be_billed
 
 COMPLETION = {"choices": [{"message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}
 MESSAGES = [{"role": "user", "content": "hello"}]

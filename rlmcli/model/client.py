@@ -21,11 +21,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .. import tokens
-from ..budget import Budget, checked_usage, estimate_prompt_tokens, prompt_tokens_at_most, valid_cost
+from ..budget import Budget, estimate_prompt_tokens, prompt_tokens_at_most
 from ..errors import RlmError, redact
 from ..events import ModelRetry
 from . import openai_http, prices, retry, timeouts
-from .completion import Completion  # noqa: F401 - re-exported: callers import it from here
+from .completion import Completion, finish_reason, read_response, to_completion
 from .providers import (  # noqa: F401 - re-exported: callers import these from here
     PLACEHOLDER_API_KEY,
     ModelConfig,
@@ -342,7 +342,7 @@ class ModelClient:
         """Make the request, retrying what may succeed on a second try; never past --timeout.
 
         Every attempt is a dispatch: admitted by the budget right before it is sent, and counted
-        when it ends, a failed one too when the provider may have billed it (see may_be_billed).
+        when it ends, a failed one too when the provider may have billed it (see retry.may_be_billed).
         `quick`: `prompt_estimate` is only a bound (_prompt_estimate); what is counted as usage in
         its place is the prompt's count.
         """
@@ -402,7 +402,7 @@ class ModelClient:
             except Exception as e:
                 if type(e) is TimeoutError:  # asyncio.timeout(total) above
                     e = openai_http.RequestTimeout(f"no complete response within {total:g} s")
-                if may_be_billed(e):  # in the same step as the release: the limits never miss it
+                if retry.may_be_billed(e):  # in the same step as the release: the limits never miss it
                     billed = estimate_prompt_tokens(messages) if quick else prompt_estimate
                     self._record_failed_attempt(cfg.model, billed, subcall)
                 self.budget.check_clock()  # cut short by the run's wall-time limit: that is the reason
@@ -428,14 +428,14 @@ class ModelClient:
                 usage, reported_cost = (reply.prompt_tokens, reply.completion_tokens), None
                 text, cached = reply.text, reply.cached_tokens
             else:
-                text, usage, reported_cost = _read_response(response, reasoning=subcall)
-            completion = _to_completion(
+                text, usage, reported_cost = read_response(response, reasoning=subcall)
+            completion = to_completion(
                 cfg.model, text, usage, reported_cost, prompt_estimate, latency, cached
             )
             if quick and completion.usage_estimated:  # the count stands in for a missing usage, not the bound
                 exact = estimate_prompt_tokens(messages)
-                completion = _to_completion(cfg.model, text, usage, reported_cost, exact, latency, cached)
-            finish = reply.finish_reason if route is not None else _finish_reason(response)
+                completion = to_completion(cfg.model, text, usage, reported_cost, exact, latency, cached)
+            finish = reply.finish_reason if route is not None else finish_reason(response)
             completion.truncated = finish == "length"
             # A local server under a known name is not billed at its price: --price, else unknown.
             completion.cost_usd = priced(cfg, completion.cost_usd, completion.prompt_tokens,
@@ -456,85 +456,3 @@ class ModelClient:
         unit = self._unit_prices(model)
         cost = None if unit is None else unit[0] * prompt_tokens
         self.budget.record(prompt_tokens, 0, cost, subcall=subcall, estimated=True)
-
-
-# Failures that happen before a request is sent: the provider never saw it, so it billed nothing.
-# They are found by class name anywhere in the exception's chain: litellm reports a refused
-# connection as an InternalServerError (status 500) whose cause is httpx's ConnectError.
-NOT_SENT = {
-    "ConnectFailed",  # http1 (the direct path): refused, DNS, TLS or proxy failure while connecting
-    "ClientConnectorError",  # aiohttp (litellm's transport): the same
-    "ConnectError",  # httpx
-    "ConnectTimeout",  # httpx
-    "ConnectionRefusedError",
-    "gaierror",  # name resolution
-}
-
-
-def may_be_billed(e: BaseException) -> bool:
-    """Whether a failed request may have reached the provider and been billed: a 5xx, a timeout,
-    a connection reset or a body cut short after the request went out, an answer that was not
-    a chat completion. Not a 4xx (rejected before any work: auth, validation, rate limits), and
-    not a connection that was never made."""
-    seen: BaseException | None = e
-    for _ in range(10):  # causes nest a few levels deep; a cycle must not loop forever
-        if seen is None:
-            break
-        if NOT_SENT & {cls.__name__ for cls in type(seen).__mro__}:
-            return False
-        seen = seen.__cause__ or seen.__context__
-    status = retry.status_of(e)
-    if status is not None:
-        return status >= 500
-    return retry.is_retryable(e)
-
-
-def _finish_reason(response: Any) -> str | None:
-    """Why a litellm response ended: "stop", "length" (cut at max_tokens), ..."""
-    choices = getattr(response, "choices", None) or [None]
-    reason = getattr(choices[0], "finish_reason", None)
-    return reason if isinstance(reason, str) else None
-
-
-def _read_response(response: Any, reasoning: bool = False) -> tuple[str, tuple[Any, Any], Any]:
-    """(text, (prompt_tokens, completion_tokens) as reported, litellm's cost) of a litellm response.
-
-    A root reply is the content only: a reasoning model's reasoning_content is a draft, and code or
-    a FINAL in a draft must never run or end the run (an empty content is re-asked by the loop). A
-    sub-call's reply is only text for a cell, so `reasoning=True` falls back to the reasoning when
-    the content is empty (vLLM & co. sometimes put the whole answer there).
-    """
-    message = response.choices[0].message if response.choices else None
-    text = (getattr(message, "content", None) or "") if message is not None else ""
-    if not text and reasoning and message is not None:
-        text = getattr(message, "reasoning_content", None) or ""
-    usage = getattr(response, "usage", None)
-    # litellm has usually priced the response already, from the usage as reported.
-    hidden = getattr(response, "_hidden_params", None)
-    reported_cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
-    counts = (getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None))
-    return str(text), counts, reported_cost
-
-
-def _to_completion(
-    model: str,
-    text: str,
-    usage: tuple[Any, Any],
-    reported_cost: Any,
-    prompt_estimate: int,
-    latency: float,
-    cached_tokens: int = 0,
-) -> Completion:
-    """A Completion with usage a limit can rely on (see budget.checked_usage) and a cost to match.
-
-    litellm's cost is kept when the usage it priced was sound and it is positive (it knows about
-    cached-token discounts); otherwise the cost is the table price of the checked token counts,
-    so a missing or bogus usage or cost cannot make a priced call free.
-    """
-    prompt_tokens, completion_tokens, estimated = checked_usage(usage[0], usage[1], prompt_estimate, text)
-    cost = None if estimated else valid_cost(reported_cost)
-    if cost is None or cost == 0:
-        cached = cached_tokens if not estimated else 0  # of the prompt: at the cache-read price
-        parts = prices.cost_parts(model, prompt_tokens, completion_tokens, cached)
-        cost = sum(parts) if parts is not None else cost
-    return Completion(text, prompt_tokens, completion_tokens, cost, latency, estimated, model)

@@ -16,7 +16,7 @@ the answer, keep-alive, HTTP(S)_PROXY / NO_PROXY, TLS. No redirects, cookies, HT
   A cancelled or failed request closes its connection; it never goes back to the pool.
 - Errors are the standard library's, where they happen: anything before the request could be sent
   (refused, DNS, TLS, the proxy) is a ConnectFailed chained from the original (retry.py and
-  client.NOT_SENT read the chain); afterwards ConnectionResetError (ServerDisconnected when the
+  retry.NOT_SENT read the chain); afterwards ConnectionResetError (ServerDisconnected when the
   server closes before the answer is complete) or h11.RemoteProtocolError (the server does not
   speak HTTP).
 """

@@ -265,3 +265,34 @@ def provider_error(
     if hint:  # in the message itself: it is the one line the user sees
         message += f" ({hint})"
     return ProviderError(redact(message))
+
+
+# Failures that happen before a request is sent: the provider never saw it, so it billed nothing.
+# They are found by class name anywhere in the exception's chain: litellm reports a refused
+# connection as an InternalServerError (status 500) whose cause is httpx's ConnectError.
+NOT_SENT = {
+    "ConnectFailed",  # http1 (the direct path): refused, DNS, TLS or proxy failure while connecting
+    "ClientConnectorError",  # aiohttp (litellm's transport): the same
+    "ConnectError",  # httpx
+    "ConnectTimeout",  # httpx
+    "ConnectionRefusedError",
+    "gaierror",  # name resolution
+}
+
+
+def may_be_billed(e: BaseException) -> bool:
+    """Whether a failed request may have reached the provider and been billed: a 5xx, a timeout,
+    a connection reset or a body cut short after the request went out, an answer that was not
+    a chat completion. Not a 4xx (rejected before any work: auth, validation, rate limits), and
+    not a connection that was never made."""
+    seen: BaseException | None = e
+    for _ in range(10):  # causes nest a few levels deep; a cycle must not loop forever
+        if seen is None:
+            break
+        if NOT_SENT & {cls.__name__ for cls in type(seen).__mro__}:
+            return False
+        seen = seen.__cause__ or seen.__context__
+    status = status_of(e)
+    if status is not None:
+        return status >= 500
+    return is_retryable(e)
