@@ -147,25 +147,21 @@ def test_yes_skips_the_question(fake_llm, rlm_bin, tmp_path):
     assert b"Go on?" not in err and b"confirm-tokens" not in err
 
 
-def big_tree(root: Path, files: int = 3000, size: int = 100_000) -> Path:
-    line = b"2026-01-01 12:00:00 INFO worker-7 processed request id=1234567 in 12 ms\n"
-    body = line * (size // len(line))
-    for i in range(files):
-        folder = root / f"d{i // 100:03d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"f{i:05d}.log").write_bytes(body)
-    return root
-
-
 def test_loading_shows_progress_and_ctrl_c_stops_it_with_130(fake_llm, rlm_bin, tmp_path):
-    tree = big_tree(tmp_path / "big")
+    """The input comes down a pipe this test holds open: the load is still going when Ctrl-C
+    arrives, however fast the machine (a tree of 285 MB could be read whole before the signal)."""
     env = clean_env(tmp_path, TMPDIR=str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    proc = popen_rlm(rlm_bin, ask_args(fake_llm, str(tree)), env, cwd=tmp_path)
+    proc = popen_rlm(rlm_bin, ask_args(fake_llm, "-"), env, cwd=tmp_path, stdin=subprocess.PIPE)
+    chunk = b"2026-01-01 12:00:00 INFO worker-7 processed request id=1234567 in 12 ms\n" * 14_000  # ~1 MB
+    seen = b""
     try:
-        seen = _read_until(proc.stderr.fileno(), b"rlm: loading: ")
+        while b"rlm: loading: " not in seen and len(seen) < 100_000 and proc.poll() is None:
+            proc.stdin.write(chunk)  # a chunk at a time: the progress line comes with a read
+            proc.stdin.flush()
+            seen += _read_until(proc.stderr.fileno(), b"rlm: loading: ", seconds=0.2)
         assert b"rlm: loading: " in seen, seen  # a plain line: stderr is not a terminal
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # the pipe is still open: rlm waits on it, mid-load
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
