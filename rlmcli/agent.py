@@ -21,7 +21,6 @@ from .budget import Budget
 from .context import Context
 from .errors import ExitReason, LimitReached
 from .events import (
-    SUB_TEXT_CAP,
     CellFinished,
     CellStarted,
     Emit,
@@ -29,18 +28,16 @@ from .events import (
     FinalAnswer,
     HistoryCompacted,
     IterationStarted,
-    ModelCall,
-    ModelRetry,
     Sources,
-    SubcallProgress,
     cap,
     discard,
 )
 from .model.client import Completion, ModelClient
 from .repl.frames import clip
-from .repl.protocol import CellResult, Repl, fallback_prompt
+from .repl.protocol import CellResult, Repl
 from .reply import Final, is_name, is_placeholder, parse, strip_code
-from .windows import Windows, subcall_too_large
+from .subcalls import Recursion, Subcalls, model_call
+from .windows import Windows
 
 if TYPE_CHECKING:
     from . import cite  # imported where an answer is checked (--cite): nothing before the first request
@@ -53,14 +50,6 @@ class FollowUp(Protocol):
     def messages(self, system: dict, turn_line: str, question: str) -> list[dict]: ...
 
     async def rebuild(self, agent: Agent) -> None: ...
-
-
-class Recursion(Protocol):
-    """rlm_query's child RLMs (recursion.Recursion): answers for `queries`, in order."""
-
-    async def run(
-        self, queries: list[str], contexts: list[str | None], model: str | None, parent: str
-    ) -> list[str]: ...
 
 
 # Host-side caps on what one reply can put into the next prompt, whatever the sandbox sends: the
@@ -123,7 +112,10 @@ class Agent:
         self.partial: str | None = None  # the best answer so far, should the run stop early
         # Events made but not written yet (see _hold): the reply's ModelCall and its cell's start.
         self._held: list[Event] = []
-        self.recursion: Recursion | None = None  # rlm_query's children (None: it is an llm_query)
+        # The cells' llm_query and rlm_query calls (subcalls.py); rlm_query's children are set on it
+        # (self.recursion) once the run's memory is known, maybe while the first cell runs.
+        self.calls = Subcalls(task, client, budget, self._emit)
+        self.subcalls, self.children = self.calls.llm, self.calls.children
         # The answer protocol's state: cells run so far, and the one-time refusals already spent.
         self.cells_run = 0
         self.cut = False  # the latest root reply was cut at its max_tokens (finish_reason "length")
@@ -133,6 +125,14 @@ class Agent:
         self.shown_whole = task.context.stats.chars <= len(task.context.prefix)
         if task.follow is not None:  # the earlier run's conversation, then the new question
             self.messages = task.follow.messages(self.messages[0], turns.turn_line(1, budget), task.question)
+
+    @property
+    def recursion(self) -> Recursion | None:
+        return self.calls.recursion
+
+    @recursion.setter
+    def recursion(self, value: Recursion | None) -> None:
+        self.calls.recursion = value
 
     async def run(self) -> RunResult:
         try:
@@ -273,11 +273,11 @@ class Agent:
         self._fit_window(scope)
         try:
             completion = await self.client.root(
-                self.messages, on_retry=functools.partial(self._retry, scope), on_sent=self._release
+                self.messages, on_retry=functools.partial(self.calls.retry, scope), on_sent=self._release
             )
         finally:
             self._release()  # a reply from the cache, a failure before sending
-        self._hold(_model_call("root", completion, cap(prompt), cap(completion.text), scope))
+        self._hold(model_call("root", completion, cap(prompt), cap(completion.text), scope))
         return completion
 
     def _hold(self, event: Event) -> None:
@@ -312,63 +312,6 @@ class Agent:
                     window.tokens, parent=scope,
                 )
             )  # fmt: skip
-
-    async def subcalls(self, prompts_: list[str], model: str | None, parent: str | None = None) -> list[str]:
-        """The REPL's llm_query / llm_query_batched, brokered to the host's model client; events
-        hang under `parent` (the cell), else the run."""
-        if not self.task.subcalls:
-            return [prompts.SUBCALLS_DISABLED] * len(prompts_)
-        parent = parent or self.run_id
-        # A prompt beyond its model's window gets an error string, not a request; the rest go.
-        window = self.task.windows.for_subcall(model)
-        refused = [subcall_too_large(p, window) for p in prompts_]
-        if any(refused):
-            sent = [p for p, error in zip(prompts_, refused, strict=True) if error is None]
-            replies = iter(await self.subcalls(sent, model, parent) if sent else [])
-            return [error or next(replies) for error in refused]
-        # A limit already reached (the wall clock included), or a batch larger than the sub-calls
-        # left, ends the run here: LimitReached goes up through the REPL to the loop, so a cell
-        # looping on llm_query cannot spin on error strings, and a huge batch costs nothing.
-        self.budget.check_batch(len(prompts_))
-        total, done, failed, retried = len(prompts_), 0, 0, 0
-        first = SubcallProgress(total, 0, 0, min(total, self.client.concurrency), parent=parent)
-        self._emit(first)
-
-        def call_done(completion: Completion | None) -> None:  # None: the call failed
-            nonlocal done, failed
-            if completion is not None:
-                self._emit(_model_call("sub", completion, None, cap(completion.text, SUB_TEXT_CAP), parent))
-            done, failed = done + 1, failed + (completion is None)
-            in_flight = min(total - done, self.client.concurrency)
-            self._emit(SubcallProgress(total, done, failed, in_flight, first.id, retried, parent=parent))
-
-        def call_retried(event: ModelRetry) -> None:
-            nonlocal retried
-            retried += event.attempt == 1  # a call counts once, however many times it is retried
-            self._retry(parent, event)
-
-        replies = await self.client.batch(prompts_, model, on_done=call_done, on_retry=call_retried)
-        if done < total:  # a limit stopped the batch: one event closes it, not one per slot
-            unsent = total - done
-            self._emit(SubcallProgress(total, total, failed + unsent, 0, first.id, retried, parent=parent))
-        if self.budget.breached is not None:
-            raise self.budget.breached
-        return replies
-
-    def _retry(self, parent: str | None, event: ModelRetry) -> None:
-        """A model call will be tried again: its event, under the call's scope."""
-        event.parent = parent
-        self._emit(event)
-
-    async def children(
-        self, queries: list[str], contexts: list[str | None], model: str | None, parent: str | None = None
-    ) -> list[str]:
-        """The REPL's rlm_query / rlm_query_batched: child RLMs (recursion.py) below --max-depth;
-        at it, llm_query calls of each query (and its context), as the paper does."""
-        if self.recursion is None:
-            prompts_ = [fallback_prompt(q, c) for q, c in zip(queries, contexts, strict=True)]
-            return await self.subcalls(prompts_, model, parent)
-        return await self.recursion.run(queries, contexts, model, parent or self.run_id or "")
 
     async def _resolve(self, found: Final, outputs: list[str] | None = None) -> str | None:
         """The answer a FINAL names: FINAL_VAR(name) reads the REPL; so does FINAL(x) when x is a
@@ -496,13 +439,3 @@ class Agent:
 
     def _stopped(self, limit: LimitReached) -> RunResult:
         return RunResult(self.partial, limit.reason, self.budget.iterations, partial=True, message=str(limit))
-
-
-def _model_call(
-    role: str, c: Completion, prompt: str | None, reply: str | None, parent: str | None
-) -> ModelCall:
-    """The event of one finished model call; `prompt` and `reply` as the trace keeps them."""
-    return ModelCall(
-        role, c.model, c.prompt_tokens, c.completion_tokens, c.cost_usd, c.latency_s, prompt, reply,
-        cached=c.cached, parent=parent,
-    )  # fmt: skip
