@@ -114,7 +114,7 @@ class Agent:
         self._held: list[Event] = []
         # The cells' llm_query and rlm_query calls (subcalls.py); rlm_query's children are set on it
         # (self.recursion) once the run's memory is known, maybe while the first cell runs.
-        self.calls = Subcalls(task, client, budget, self._emit)
+        self.calls = Subcalls(client, budget, self._emit, task.run_id, task.windows, task.subcalls)
         self.subcalls, self.children = self.calls.llm, self.calls.children
         # The answer protocol's state: cells run so far, and the one-time refusals already spent.
         self.cells_run = 0

@@ -8,17 +8,14 @@ Split from agent.py, which owns the loop and hands these to each cell (Repl.run_
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from . import prompts
 from .budget import Budget
 from .events import SUB_TEXT_CAP, Emit, ModelCall, ModelRetry, SubcallProgress, cap
 from .model.client import Completion, ModelClient
 from .repl.protocol import fallback_prompt
-from .windows import subcall_too_large
-
-if TYPE_CHECKING:
-    from .agent import Task
+from .windows import Windows, subcall_too_large
 
 
 class Recursion(Protocol):
@@ -30,20 +27,31 @@ class Recursion(Protocol):
 
 
 class Subcalls:
-    """One run's sub-calls. `emit` is the loop's own (it writes the events the loop holds first)."""
+    """One run's sub-calls. `emit` is the loop's own (it writes the events the loop holds first);
+    `run_id` is where calls made outside a cell hang; `enabled` False: the paper's ablation
+    (--no-subcalls), llm_query answers that it is off."""
 
-    def __init__(self, task: Task, client: ModelClient, budget: Budget, emit: Emit):
-        self.task, self.client, self.budget, self.emit = task, client, budget, emit
+    def __init__(
+        self,
+        client: ModelClient,
+        budget: Budget,
+        emit: Emit,
+        run_id: str | None,
+        windows: Windows,
+        enabled: bool,
+    ):
+        self.client, self.budget, self.emit = client, budget, emit
+        self.run_id, self.windows, self.enabled = run_id, windows, enabled
         self.recursion: Recursion | None = None  # rlm_query's children (None: each is an llm_query)
 
     async def llm(self, prompts_: list[str], model: str | None, parent: str | None = None) -> list[str]:
         """The REPL's llm_query / llm_query_batched, brokered to the host's model client; events
         hang under `parent` (the cell), else the run."""
-        if not self.task.subcalls:
+        if not self.enabled:
             return [prompts.SUBCALLS_DISABLED] * len(prompts_)
-        parent = parent or self.task.run_id
+        parent = parent or self.run_id
         # A prompt beyond its model's window gets an error string, not a request; the rest go.
-        window = self.task.windows.for_subcall(model)
+        window = self.windows.for_subcall(model)
         refused = [subcall_too_large(p, window) for p in prompts_]
         if any(refused):
             sent = [p for p, error in zip(prompts_, refused, strict=True) if error is None]
@@ -86,7 +94,7 @@ class Subcalls:
         if self.recursion is None:
             prompts_ = [fallback_prompt(q, c) for q, c in zip(queries, contexts, strict=True)]
             return await self.llm(prompts_, model, parent)
-        return await self.recursion.run(queries, contexts, model, parent or self.task.run_id or "")
+        return await self.recursion.run(queries, contexts, model, parent or self.run_id or "")
 
     def retry(self, parent: str | None, event: ModelRetry) -> None:
         """A model call will be tried again: its event, under the call's scope."""
