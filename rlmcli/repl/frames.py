@@ -4,18 +4,22 @@ The server runs the model's code, and that code owns the server process: it can 
 on the protocol channel. So a frame is untrusted input. Each one is bounded in size before it is
 read, parsed without risking the host's stack, and checked field by field against the table
 below; strings are bounded too. Anything else is a ProtocolError, which the REPL treats like a
-dead server (kill it, restart once, then a sandbox error), never as a bug of the host.
+dead server (kill it, restart once, then a sandbox error), never as a bug of the host. `Channel`
+sends and receives the frames (protocol.py's Repl drives it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import struct
 from collections.abc import Callable
 
 # Largest frame the host reads. A legitimate one stays far below: a cell's output and error are
 # capped at --max-output-chars, an answer at MAX_FINAL_CHARS, and the server refuses (in the cell)
 # a sub-call batch whose prompts would not fit. The size is checked before the body is read.
 MAX_FRAME = 64 * 1024 * 1024
+FRAME = struct.Struct(">I")  # each frame: its size (4 bytes, big-endian), then that much JSON
 MAX_FINAL_CHARS = 10_000_000  # an answer (FINAL, FINAL_VAR): long lists fit, a runaway does not
 MAX_PROMPTS = 100_000  # prompts in one llm_query_batched call
 MAX_PROMPT_CHARS = 8_000_000  # one prompt: about 2M tokens, the largest context windows offered
@@ -189,3 +193,39 @@ def cell_text(output: str, error: str | None, cap: int) -> tuple[str, str | None
         error = clip(clean(error), cap // 2 + MARKER_SLACK, "error")
     output = clip(clean(output), max(0, cap - len(error or "")) + MARKER_SLACK)
     return output, error
+
+
+class Channel:
+    """Frames over an asyncio (reader, writer) pair: the server's stdout and stdin."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader, self.writer = reader, writer
+
+    async def send(self, msg: dict) -> None:
+        data = json.dumps(msg, ensure_ascii=False).encode("utf-8", "replace")
+        try:
+            self.writer.write(FRAME.pack(len(data)) + data)
+            await self.writer.drain()
+        except (ConnectionError, OSError) as exc:
+            raise ServerDied(f"the REPL server stopped reading ({exc.__class__.__name__})") from exc
+
+    async def recv(self) -> dict:
+        """The next frame as a JSON object; its size is checked before its body is read."""
+        try:
+            (size,) = FRAME.unpack(await self.reader.readexactly(FRAME.size))
+            if size > MAX_FRAME:
+                raise ProtocolError(
+                    f"the REPL server broke the protocol (a frame of {size:,} bytes; at most {MAX_FRAME:,})"
+                )
+            body = await self.reader.readexactly(size)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
+            raise ServerDied("the REPL server exited") from exc
+        return parse(body)
+
+    async def discard(self) -> None:
+        """Read and drop whatever comes, to the end of the stream."""
+        try:
+            while await self.reader.read(2**16):
+                pass
+        except (ConnectionError, OSError, ValueError):
+            pass

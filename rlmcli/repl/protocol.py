@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import secrets
-import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,14 +21,13 @@ from typing import Protocol
 from ..errors import LimitReached, SandboxError
 from .confine import SandboxLimits
 from .context_memory import memory_hint
-from .frames import MAX_FRAME, ProtocolError, ServerDied, cell_text, clean, parse, validate
+from .frames import Channel, ProtocolError, ServerDied, cell_text, clean, validate
 
 __all__ = [
     "CellResult", "Channel", "ChildHandler", "CitedSpan", "ProtocolError", "Repl", "Sandbox", "ServerDied",
     "SubcallHandler",
 ]  # fmt: skip
 
-FRAME = struct.Struct(">I")
 # How long past the cell timeout the host waits before it concludes the in-server timer failed.
 BACKSTOP_GRACE = 3.0
 
@@ -101,40 +98,6 @@ class Sandbox(Protocol):
     def exit_description(self) -> str:
         """Why the server died (exit status, signal, last lines of its stderr), for messages."""
         ...
-
-
-class Channel:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader, self.writer = reader, writer
-
-    async def send(self, msg: dict) -> None:
-        data = json.dumps(msg, ensure_ascii=False).encode("utf-8", "replace")
-        try:
-            self.writer.write(FRAME.pack(len(data)) + data)
-            await self.writer.drain()
-        except (ConnectionError, OSError) as exc:
-            raise ServerDied(f"the REPL server stopped reading ({exc.__class__.__name__})") from exc
-
-    async def recv(self) -> dict:
-        """The next frame as a JSON object; its size is checked before its body is read."""
-        try:
-            (size,) = FRAME.unpack(await self.reader.readexactly(FRAME.size))
-            if size > MAX_FRAME:
-                raise ProtocolError(
-                    f"the REPL server broke the protocol (a frame of {size:,} bytes; at most {MAX_FRAME:,})"
-                )
-            body = await self.reader.readexactly(size)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
-            raise ServerDied("the REPL server exited") from exc
-        return parse(body)
-
-    async def discard(self) -> None:
-        """Read and drop whatever comes, to the end of the stream."""
-        try:
-            while await self.reader.read(2**16):
-                pass
-        except (ConnectionError, OSError, ValueError):
-            pass
 
 
 class Repl:
