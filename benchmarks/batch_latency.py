@@ -99,12 +99,12 @@ async def via_repl_cell(url: str, n: int, repeat: int, concurrency: int, workdir
         await client.sub("warm up")  # like the root call that precedes any cell in a real run
         first_call = time.perf_counter() - t0
         t0 = time.perf_counter()
-        await repl.run_cell(code, on_subcalls=agent.subcalls)  # first batch: opens the other connections
+        await repl.run_cell(code, on_subcalls=agent.calls.llm)  # first batch: opens the other connections
         cold = time.perf_counter() - t0
         batches.clear()
         for _ in range(repeat):
             t0 = time.perf_counter()
-            r = await repl.run_cell(code, on_subcalls=agent.subcalls)
+            r = await repl.run_cell(code, on_subcalls=agent.calls.llm)
             walls.append(time.perf_counter() - t0)
             outputs.append((r.output.strip(), r.error))
     finally:

@@ -36,7 +36,7 @@ from .model.client import Completion, ModelClient
 from .repl.frames import clip
 from .repl.protocol import CellResult, Repl
 from .reply import Final, is_name, is_placeholder, parse, strip_code
-from .subcalls import Recursion, Subcalls, model_call
+from .subcalls import Subcalls, model_call
 from .windows import Windows
 
 if TYPE_CHECKING:
@@ -113,9 +113,8 @@ class Agent:
         # Events made but not written yet (see _hold): the reply's ModelCall and its cell's start.
         self._held: list[Event] = []
         # The cells' llm_query and rlm_query calls (subcalls.py); rlm_query's children are set on it
-        # (self.recursion) once the run's memory is known, maybe while the first cell runs.
+        # (calls.recursion) once the run's memory is known, maybe while the first cell runs.
         self.calls = Subcalls(client, budget, self._emit, task.run_id, task.windows, task.subcalls)
-        self.subcalls, self.children = self.calls.llm, self.calls.children
         # The answer protocol's state: cells run so far, and the one-time refusals already spent.
         self.cells_run = 0
         self.cut = False  # the latest root reply was cut at its max_tokens (finish_reason "length")
@@ -125,14 +124,6 @@ class Agent:
         self.shown_whole = task.context.stats.chars <= len(task.context.prefix)
         if task.follow is not None:  # the earlier run's conversation, then the new question
             self.messages = task.follow.messages(self.messages[0], turns.turn_line(1, budget), task.question)
-
-    @property
-    def recursion(self) -> Recursion | None:
-        return self.calls.recursion
-
-    @recursion.setter
-    def recursion(self, value: Recursion | None) -> None:
-        self.calls.recursion = value
 
     async def run(self) -> RunResult:
         try:
@@ -207,10 +198,10 @@ class Agent:
             cell = CellStarted(iteration, cap(code), parent=scope)
             self._hold(cell)  # written while the cell runs, with the reply's ModelCall
             # The cell's sub-calls, and their events, hang under the cell.
-            handler = functools.partial(self.subcalls, parent=cell.id)
-            # Always given: self.recursion may be set after this cell was sent (run.before_start, while
+            handler = functools.partial(self.calls.llm, parent=cell.id)
+            # Always given: calls.recursion may be set after this cell was sent (run.before_start, while
             # the REPL starts), and children() itself answers with llm_query calls where it is None.
-            children = functools.partial(self.children, parent=cell.id)
+            children = functools.partial(self.calls.children, parent=cell.id)
             timeout, deadline = self._cell_timeout(), self.budget.deadline()
             try:
                 result = await self.repl.run_cell(

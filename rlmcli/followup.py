@@ -117,7 +117,7 @@ class FollowUp:
         agent.emit(notice)
         differ = []
         for n, (code, recorded) in enumerate(self.cells, 1):
-            handler = functools.partial(agent.subcalls, parent=notice.id)
+            handler = functools.partial(agent.calls.llm, parent=notice.id)
             result = await agent.repl.run_cell(code, agent._cell_timeout(), agent.budget.deadline(), handler)
             agent.cells_run += 1
             if recorded is not None and cap(result.output) != recorded:

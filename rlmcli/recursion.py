@@ -155,7 +155,7 @@ class Recursion:
                 agent = Agent(task, client, repl, view, self._emit)  # type: ignore[arg-type]
                 if self.depth + 1 < self.settings.max_depth:
                     deeper = dataclasses.replace(self.settings, memory=self.child_memory)
-                    agent.recursion = Recursion(deeper, task, repl, self.client, self.budget, self.emit)
+                    agent.calls.recursion = Recursion(deeper, task, repl, self.client, self.budget, self.emit)
                 result = await agent.run()
             finally:
                 await asyncio.shield(repl.close())

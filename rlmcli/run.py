@@ -243,10 +243,11 @@ def ask(
                     if context.pending is not None:
                         await asyncio.wrap_future(context.pending)
                         context.finish()
-                    # Before any wait below: the agent takes agent.recursion as it sends its first cell.
+                    # Before any wait below: the agent takes agent.calls.recursion as it sends its first cell.
                     memory = sandbox_memory(settings, context)
                     sandbox.limits = dataclasses.replace(sandbox.limits, memory=memory)
-                    agent.recursion = recursion.for_run(settings, task, repl, client, budget, emit, memory)
+                    children = recursion.for_run(settings, task, repl, client, budget, emit, memory)
+                    agent.calls.recursion = children
                     if context.stats.est_tokens is None:
                         # Once the request is out: loading the tokenizer holds the GIL for ~0.3 s.
                         # Not for a follow-up: it runs the earlier cells, in this REPL, first.

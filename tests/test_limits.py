@@ -229,7 +229,7 @@ def test_a_million_prompt_batch_costs_the_host_nothing(fake_llm: FakeLLM, tmp_pa
     events: list = []
     agent = Agent(Task("q", context), ModelClient(config, config, budget), None, budget, emit=events.append)  # type: ignore[arg-type]
     with pytest.raises(LimitReached, match="a batch of 1,000,000 prompts was refused"):
-        asyncio.run(agent.subcalls(["p"] * 1_000_000, None))
+        asyncio.run(agent.calls.llm(["p"] * 1_000_000, None))
     assert events == [] and fake_llm.requests == [] and budget.usage.subcalls == 0
 
 
